@@ -1,0 +1,193 @@
+//! The configuration file exactly as written (stage one of two). Unknown keys
+//! are rejected by serde so a typo never passes silently.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node: RawNode,
+    #[serde(default)]
+    pub api: RawApi,
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub erasure: RawErasure,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub accounts: RawAccounts,
+    pub secrets: RawSecrets,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: u64,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    #[serde(default)]
+    pub insecure_http: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
+            insecure_http: false,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8443".to_string()
+}
+
+fn default_max_connections() -> u64 {
+    1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub meta_dir: String,
+    pub shard_dirs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErasure {
+    #[serde(default = "default_data")]
+    pub data_shards: u64,
+    #[serde(default = "default_parity")]
+    pub parity_shards: u64,
+}
+
+impl Default for RawErasure {
+    fn default() -> Self {
+        Self {
+            data_shards: default_data(),
+            parity_shards: default_parity(),
+        }
+    }
+}
+
+fn default_data() -> u64 {
+    2
+}
+
+fn default_parity() -> u64 {
+    1
+}
+
+/// A byte size as an integer or a string with a unit ("10GiB", "512 KiB").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// A duration as a string with a unit ("30s", "7d", "250ms").
+pub type RawDuration = String;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_max_file")]
+    pub max_file_size: RawSize,
+    #[serde(default = "default_quota")]
+    pub default_quota: RawSize,
+    #[serde(default = "default_upload_ttl")]
+    pub upload_session_ttl: RawDuration,
+    #[serde(default = "default_inflight")]
+    pub max_inflight_uploads: u64,
+    #[serde(default = "default_json_body")]
+    pub max_json_body: RawSize,
+    #[serde(default = "default_request_timeout")]
+    pub idle_request_timeout: RawDuration,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_file_size: default_max_file(),
+            default_quota: default_quota(),
+            upload_session_ttl: default_upload_ttl(),
+            max_inflight_uploads: default_inflight(),
+            max_json_body: default_json_body(),
+            idle_request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+fn default_max_file() -> RawSize {
+    RawSize::Text("10GiB".into())
+}
+
+fn default_quota() -> RawSize {
+    RawSize::Text("10GiB".into())
+}
+
+fn default_upload_ttl() -> RawDuration {
+    "7d".into()
+}
+
+fn default_inflight() -> u64 {
+    64
+}
+
+fn default_json_body() -> RawSize {
+    RawSize::Text("1MiB".into())
+}
+
+fn default_request_timeout() -> RawDuration {
+    "120s".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccounts {
+    #[serde(default = "default_true")]
+    pub open_signup: bool,
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl: RawDuration,
+    #[serde(default)]
+    pub admins: Vec<String>,
+}
+
+impl Default for RawAccounts {
+    fn default() -> Self {
+        Self {
+            open_signup: true,
+            token_ttl: default_token_ttl(),
+            admins: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_token_ttl() -> RawDuration {
+    "30d".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecrets {
+    pub cluster_secret_file: String,
+}

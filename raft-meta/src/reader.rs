@@ -1,0 +1,185 @@
+//! Queries on the local state machine. Every read returns committed data as
+//! of this node's last apply; `MetaClient` decides when that is current
+//! enough.
+
+use cluster_config::{BlockId, DeviceId, EntryId, UploadId, UserId};
+
+use crate::error::MetaError;
+use crate::keys;
+use crate::kv::{self, KvRead, Resolved};
+use crate::path::DrivePath;
+use crate::records::{
+    decode, BlockRecord, ChangeRecord, DeviceRecord, EntryKind, EntryRecord, SessionRecord,
+    UploadRecord, UserRecord, VersionRecord,
+};
+
+#[derive(Clone)]
+pub struct MetaReader {
+    tree: sled::Tree,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: EntryId,
+    pub path: String,
+    pub record: EntryRecord,
+}
+
+type R<T> = Result<T, MetaError>;
+
+impl MetaReader {
+    pub fn new(tree: sled::Tree) -> Self {
+        Self { tree }
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, what: &'static str, key: &[u8]) -> R<Option<T>> {
+        Ok(KvRead::get(&self.tree, what, key)?)
+    }
+
+    pub fn user(&self, id: &UserId) -> R<Option<UserRecord>> {
+        Ok(self.get("user", &keys::user(id))?)
+    }
+
+    pub fn user_by_name(&self, name: &str) -> R<Option<(UserId, UserRecord)>> {
+        let Some(name) = crate::normalize_username(name) else {
+            return Ok(None);
+        };
+        let Some(raw) = KvRead::get_raw(&self.tree, &keys::username(&name))? else {
+            return Ok(None);
+        };
+        let id =
+            UserId::from_slice(&raw).ok_or_else(|| MetaError::Corrupt("username index".into()))?;
+        Ok(self.user(&id)?.map(|u| (id, u)))
+    }
+
+    pub fn session(&self, user: &UserId, token_hash: &[u8; 32]) -> R<Option<SessionRecord>> {
+        Ok(self.get("session", &keys::session(user, token_hash))?)
+    }
+
+    pub fn device(&self, user: &UserId, id: &DeviceId) -> R<Option<DeviceRecord>> {
+        Ok(self.get("device", &keys::device(user, id))?)
+    }
+
+    pub fn resolve(&self, user: &UserId, path: &DrivePath) -> R<Resolved> {
+        Ok(kv::resolve(&self.tree, user, path.segments())?)
+    }
+
+    /// The live entry at `path`, if any.
+    pub fn live(&self, user: &UserId, path: &DrivePath) -> R<Option<(EntryId, EntryRecord)>> {
+        Ok(match self.resolve(user, path)? {
+            Resolved::Found(id, rec) if rec.live => Some((id, rec)),
+            _ => None,
+        })
+    }
+
+    pub fn entry_path(&self, user: &UserId, id: &EntryId) -> R<String> {
+        Ok(kv::entry_path(&self.tree, user, id)?)
+    }
+
+    /// Live children of a folder (all descendants with `recursive`), in name
+    /// order, at most `limit`.
+    pub fn list(
+        &self,
+        user: &UserId,
+        folder: &EntryId,
+        folder_path: &str,
+        recursive: bool,
+        limit: usize,
+    ) -> R<Vec<Listed>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(*folder, folder_path.trim_end_matches('/').to_string())];
+        while let Some((dir, dir_path)) = stack.pop() {
+            let mut sub = Vec::new();
+            for kv in self.tree.scan_prefix(keys::children_of(user, &dir)) {
+                let (_, v) = kv.map_err(MetaError::from_sled)?;
+                let Some(id) = EntryId::from_slice(&v) else {
+                    return Err(MetaError::Corrupt("child index".into()));
+                };
+                let Some(rec) = kv::entry(&self.tree, user, &id)? else {
+                    return Err(MetaError::Corrupt("dangling child".into()));
+                };
+                if !rec.live {
+                    continue;
+                }
+                let path = format!("{dir_path}/{}", rec.name);
+                if recursive && rec.kind == EntryKind::Folder {
+                    sub.push((id, path.clone()));
+                }
+                out.push(Listed {
+                    id,
+                    path,
+                    record: rec,
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            // Visit subfolders in name order.
+            stack.extend(sub.into_iter().rev());
+        }
+        Ok(out)
+    }
+
+    /// Versions of an entry, newest first.
+    pub fn versions(
+        &self,
+        user: &UserId,
+        entry: &EntryId,
+        limit: usize,
+    ) -> R<Vec<(u64, VersionRecord)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(keys::versions_of(user, entry)).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(MetaError::from_sled)?;
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&k[k.len() - 8..]);
+            out.push((
+                u64::from_be_bytes(n),
+                decode("version", &v).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    pub fn version(
+        &self,
+        user: &UserId,
+        entry: &EntryId,
+        version: u64,
+    ) -> R<Option<VersionRecord>> {
+        Ok(self.get("version", &keys::version(user, entry, version))?)
+    }
+
+    pub fn block(&self, user: &UserId, id: &BlockId) -> R<Option<BlockRecord>> {
+        Ok(self.get("block", &keys::block(user, id))?)
+    }
+
+    pub fn upload(&self, user: &UserId, id: &UploadId) -> R<Option<UploadRecord>> {
+        Ok(self.get("upload", &keys::upload(user, id))?)
+    }
+
+    /// Journal lines with `seq >= from`, at most `limit`.
+    pub fn journal(&self, user: &UserId, from: u64, limit: usize) -> R<Vec<(u64, ChangeRecord)>> {
+        let mut out = Vec::new();
+        let prefix = keys::journal_of(user);
+        for kv in self.tree.range(keys::journal(user, from)..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(MetaError::from_sled)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&k[k.len() - 8..]);
+            out.push((
+                u64::from_be_bytes(n),
+                decode("journal", &v).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+            ));
+        }
+        Ok(out)
+    }
+}

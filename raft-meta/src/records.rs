@@ -1,0 +1,211 @@
+//! Records as stored in the state machine's sled tree.
+//!
+//! Every value is `[format version byte] ++ postcard(record)`. A reader that
+//! meets a version it does not know fails loudly (`Corrupt`) instead of
+//! misreading; a new version adds a migration arm in `decode`.
+
+use cluster_config::{BlockId, DeviceId, EntryId, UploadId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::hashing::TreeHashState;
+
+pub const RECORD_V1: u8 = 1;
+
+/// A stored value could not be decoded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("corrupt {what} record: {reason}")]
+pub struct DecodeError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let out = vec![RECORD_V1];
+    // Serialising our own plain structs into a Vec cannot fail.
+    match postcard::to_extend(value, out) {
+        Ok(v) => v,
+        Err(e) => unreachable!("postcard encode of an in-memory record failed: {e}"),
+    }
+}
+
+pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
+    match bytes.split_first() {
+        Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| DecodeError {
+            what,
+            reason: e.to_string(),
+        }),
+        Some((v, _)) => Err(DecodeError {
+            what,
+            reason: format!("unknown format version {v}"),
+        }),
+        None => Err(DecodeError {
+            what,
+            reason: "empty value".into(),
+        }),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub username: String,
+    /// PHC string of an argon2id hash; never leaves the metadata store.
+    pub password_hash: String,
+    pub quota_bytes: u64,
+    /// Bytes of the head versions of live files.
+    pub used_bytes: u64,
+    /// Bytes promised to open resumable uploads.
+    pub reserved_bytes: u64,
+    /// The next change-journal sequence number (cursor values are below it).
+    pub next_seq: u64,
+    pub created_ms: u64,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub device_id: DeviceId,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub name: String,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Folder,
+}
+
+/// A file or folder. Kept after deletion (as a tombstone, `live == false`)
+/// so the path's history and restore survive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    pub parent: EntryId,
+    pub name: String,
+    pub kind: EntryKind,
+    pub live: bool,
+    /// Head version number (0 for folders and for files never written).
+    pub head: u64,
+    /// Size and hash of the head version (zero for folders and tombstones).
+    pub size: u64,
+    pub content_hash: [u8; 32],
+    pub modified_ms: u64,
+    pub modified_by: DeviceId,
+    pub created_ms: u64,
+}
+
+/// A plaintext chunk of a file: which block, and how many bytes of content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub id: BlockId,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub size: u64,
+    pub content_hash: [u8; 32],
+    pub blocks: Vec<BlockRef>,
+    pub device: DeviceId,
+    pub at_ms: u64,
+    /// This version is a deletion marker.
+    pub deleted: bool,
+    /// The version the writer started from, when it said.
+    pub base: Option<u64>,
+}
+
+/// How a block is laid out on storage; everything a reader needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlock {
+    /// Length of the sealed (compressed + encrypted + framed) block.
+    pub sealed_len: u32,
+    pub data_shards: u8,
+    pub parity_shards: u8,
+    pub key_version: u8,
+    /// Layout generation the shards were placed under.
+    pub layout: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// References from versions and open upload sessions.
+    pub refs: u64,
+    pub plain_len: u32,
+    pub stored: StoredBlock,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    Created,
+    Modified,
+    Deleted,
+    Moved,
+}
+
+/// One line of a user's change journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub entry: EntryId,
+    pub path: String,
+    pub kind: ChangeKind,
+    pub entry_kind: EntryKind,
+    pub version: u64,
+    pub from: Option<String>,
+    pub device: DeviceId,
+    pub at_ms: u64,
+}
+
+/// A resumable upload in progress. Its finished chunks are stored under
+/// their own keys (`keys::upload_chunk`), so advancing an upload costs the
+/// new chunks only, not a rewrite of the whole list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub id: UploadId,
+    pub path: Vec<String>,
+    pub length: u64,
+    pub offset: u64,
+    pub device: DeviceId,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// Raw `Upload-Metadata` header, echoed back by HEAD.
+    pub metadata: Option<String>,
+    /// Number of finished content-defined chunks.
+    pub chunk_count: u64,
+    /// Sum of the sizes of finished chunks: the tail starts here.
+    pub chunked_bytes: u64,
+    /// Bytes after the last chunk boundary, stored as blocks in order.
+    pub tail: Vec<BlockRef>,
+    /// BLAKE3 tree state over `[0, offset)`.
+    pub hash_state: TreeHashState,
+    pub base_version: Option<u64>,
+    pub on_conflict: crate::types::OnConflict,
+    /// Quota reserved for this upload when it was created.
+    pub reserved: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_round_trip_and_unknown_version() {
+        let d = DeviceRecord {
+            name: "laptop".into(),
+            created_ms: 7,
+        };
+        let bytes = encode(&d);
+        assert_eq!(bytes[0], RECORD_V1);
+        assert_eq!(decode::<DeviceRecord>("device", &bytes).unwrap(), d);
+        let mut future = bytes.clone();
+        future[0] = 99;
+        assert!(decode::<DeviceRecord>("device", &future).is_err());
+        assert!(decode::<DeviceRecord>("device", &[]).is_err());
+        assert!(decode::<DeviceRecord>("device", &bytes[..3]).is_err());
+    }
+}

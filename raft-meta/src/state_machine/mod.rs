@@ -1,0 +1,128 @@
+//! The metadata state machine: deterministic application of commands to the
+//! tables in `keys`. Pure logic over a `Tx`; the openraft glue lives in
+//! `store`.
+
+mod accounts;
+pub use accounts::normalize_username;
+mod namespace;
+pub mod tx;
+mod uploads;
+
+use crate::types::{Command, CommandError, Output, Request, Response};
+use tx::{Fatal, Tx};
+
+/// Either the command was refused (deterministically) or storage failed.
+pub(crate) enum Fail {
+    Cmd(CommandError),
+    Fatal(Fatal),
+}
+
+impl From<CommandError> for Fail {
+    fn from(e: CommandError) -> Self {
+        Fail::Cmd(e)
+    }
+}
+
+impl From<Fatal> for Fail {
+    fn from(e: Fatal) -> Self {
+        Fail::Fatal(e)
+    }
+}
+
+impl From<sled::Error> for Fail {
+    fn from(e: sled::Error) -> Self {
+        Fail::Fatal(Fatal::Storage(e))
+    }
+}
+
+impl From<crate::records::DecodeError> for Fail {
+    fn from(e: crate::records::DecodeError) -> Self {
+        Fail::Fatal(Fatal::Corrupt(e))
+    }
+}
+
+pub(crate) type Step<T> = Result<T, Fail>;
+
+/// Applies one command. A refused command leaves no writes in `tx`.
+pub fn apply(tx: &mut Tx<'_>, req: &Request) -> Result<Response, Fatal> {
+    let at = req.at_ms;
+    let result = match &req.cmd {
+        Command::CreateUser {
+            user,
+            username,
+            password_hash,
+            quota_bytes,
+            admin,
+        } => accounts::create_user(tx, at, user, username, password_hash, *quota_bytes, *admin),
+        Command::Login {
+            user,
+            token_hash,
+            device,
+            device_name,
+            expires_ms,
+        } => accounts::login(tx, at, user, token_hash, device, device_name, *expires_ms),
+        Command::Logout { user, token_hash } => accounts::logout(tx, user, token_hash),
+        Command::CommitFile(c) => namespace::commit_file(tx, at, c),
+        Command::CreateFolder {
+            user,
+            path,
+            device,
+            id_seed,
+        } => namespace::create_folder(tx, at, user, path, device, id_seed),
+        Command::Delete { user, path, device } => namespace::delete(tx, at, user, path, device),
+        Command::Move {
+            user,
+            from,
+            to,
+            device,
+            id_seed,
+        } => namespace::move_entry(tx, at, user, from, to, device, id_seed),
+        Command::Restore {
+            user,
+            path,
+            version,
+            device,
+            id_seed,
+        } => namespace::restore(tx, at, user, path, *version, device, id_seed),
+        Command::CreateUpload(c) => uploads::create(tx, at, c),
+        Command::AdvanceUpload(c) => uploads::advance(tx, at, c),
+        Command::CancelUpload { user, upload } => {
+            uploads::cancel(tx, user, upload).map(|_| Output::Done)
+        }
+        Command::ExpireUploads { limit } => uploads::expire(tx, at, *limit),
+    };
+    match result {
+        Ok(out) => {
+            tx.keep();
+            Ok(Ok(out))
+        }
+        Err(Fail::Cmd(e)) => {
+            tx.discard();
+            Ok(Err(e))
+        }
+        Err(Fail::Fatal(f)) => {
+            tx.discard();
+            Err(f)
+        }
+    }
+}
+
+/// Civil date (UTC) of a Unix time in milliseconds, as `YYYY-MM-DD`.
+pub(crate) fn civil_date(at_ms: u64) -> String {
+    let days = (at_ms / 86_400_000) as i64;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,728 @@
+//! State machine commands, applied directly to a temporary sled tree.
+
+use cluster_config::{BlockId, DeviceId, UploadId, UserId};
+
+use super::tx::Tx;
+use crate::hashing::TreeHasher;
+use crate::kv::{self, Resolved};
+use crate::reader::MetaReader;
+use crate::records::{BlockRef, ChangeKind, EntryKind, StoredBlock};
+use crate::types::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    tree: sled::Tree,
+    user: UserId,
+    device: DeviceId,
+    at: u64,
+}
+
+const GIB: u64 = 1 << 30;
+
+fn stored() -> StoredBlock {
+    StoredBlock {
+        sealed_len: 100,
+        data_shards: 2,
+        parity_shards: 1,
+        key_version: 1,
+        layout: 1,
+    }
+}
+
+fn block(n: u8, size: u32) -> (BlockRef, NewBlock) {
+    let id = BlockId([n; 32]);
+    (
+        BlockRef { id, size },
+        NewBlock {
+            id,
+            plain_len: size,
+            stored: stored(),
+        },
+    )
+}
+
+fn segs(p: &str) -> Vec<String> {
+    crate::DrivePath::parse(p).unwrap().segments().to_vec()
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .temporary(true)
+            .open()
+            .unwrap();
+        let tree = db.open_tree("sm").unwrap();
+        let mut f = Self {
+            _dir: dir,
+            tree,
+            user: UserId([7; 16]),
+            device: DeviceId([9; 16]),
+            at: 1_700_000_000_000,
+        };
+        f.ok(Command::CreateUser {
+            user: f.user,
+            username: "Alice".into(),
+            password_hash: "$argon2id$x".into(),
+            quota_bytes: 10 * GIB,
+            admin: false,
+        });
+        f.ok(Command::Login {
+            user: f.user,
+            token_hash: [1; 32],
+            device: f.device,
+            device_name: "laptop".into(),
+            expires_ms: f.at + 1000,
+        });
+        f
+    }
+
+    fn run(&mut self, cmd: Command) -> Response {
+        self.at += 1000;
+        let mut tx = Tx::new(&self.tree);
+        let r = super::apply(
+            &mut tx,
+            &Request {
+                at_ms: self.at,
+                cmd,
+            },
+        )
+        .unwrap();
+        self.tree.apply_batch(tx.into_batch()).unwrap();
+        r
+    }
+
+    fn ok(&mut self, cmd: Command) -> Output {
+        self.run(cmd).unwrap()
+    }
+
+    fn reader(&self) -> MetaReader {
+        MetaReader::new(self.tree.clone())
+    }
+
+    fn commit(
+        &mut self,
+        path: &str,
+        blocks: &[(BlockRef, NewBlock)],
+        hash: u8,
+        base: Option<u64>,
+        oc: OnConflict,
+    ) -> Response {
+        let size = blocks.iter().map(|b| b.0.size as u64).sum();
+        self.run(Command::CommitFile(CommitFile {
+            user: self.user,
+            path: segs(path),
+            device: self.device,
+            content: FileContent {
+                size,
+                content_hash: [hash; 32],
+                blocks: blocks.iter().map(|b| b.0).collect(),
+            },
+            new_blocks: blocks.iter().map(|b| b.1).collect(),
+            base_version: base,
+            on_conflict: oc,
+            id_seed: [self.at as u8; 16],
+        }))
+    }
+
+    fn refs(&self, n: u8) -> u64 {
+        self.reader()
+            .block(&self.user, &BlockId([n; 32]))
+            .unwrap()
+            .map(|b| b.refs)
+            .unwrap_or(0)
+    }
+
+    fn used(&self) -> (u64, u64) {
+        let u = self.reader().user(&self.user).unwrap().unwrap();
+        (u.used_bytes, u.reserved_bytes)
+    }
+
+    fn live(&self, p: &str) -> Option<crate::records::EntryRecord> {
+        self.reader()
+            .live(&self.user, &crate::DrivePath::parse(p).unwrap())
+            .unwrap()
+            .map(|(_, r)| r)
+    }
+}
+
+#[test]
+fn users_are_unique_without_case_and_devices_keep_their_id() {
+    let mut f = Fixture::new();
+    let r = f.run(Command::CreateUser {
+        user: UserId([8; 16]),
+        username: "ALICE".into(),
+        password_hash: "h".into(),
+        quota_bytes: 1,
+        admin: false,
+    });
+    assert_eq!(r, Err(CommandError::UsernameTaken));
+    let r = f.run(Command::CreateUser {
+        user: UserId([8; 16]),
+        username: "bad name".into(),
+        password_hash: "h".into(),
+        quota_bytes: 1,
+        admin: false,
+    });
+    assert!(matches!(r, Err(CommandError::BadRequest(_))));
+    assert!(f.reader().user_by_name("alice").unwrap().is_some());
+    // Same device name again: same device id even though a new one was proposed.
+    let out = f.ok(Command::Login {
+        user: f.user,
+        token_hash: [2; 32],
+        device: DeviceId([3; 16]),
+        device_name: "laptop".into(),
+        expires_ms: u64::MAX,
+    });
+    assert_eq!(out, Output::LoggedIn { device: f.device });
+    f.ok(Command::Logout {
+        user: f.user,
+        token_hash: [2; 32],
+    });
+    assert!(f.reader().session(&f.user, &[2; 32]).unwrap().is_none());
+    assert!(f.reader().session(&f.user, &[1; 32]).unwrap().is_some());
+}
+
+#[test]
+fn commit_creates_parents_versions_and_refs() {
+    let mut f = Fixture::new();
+    let b1 = block(1, 100);
+    let b2 = block(2, 50);
+    let out = f
+        .commit(
+            "/docs/a/file.txt",
+            &[b1, b2, b1],
+            1,
+            None,
+            OnConflict::Overwrite,
+        )
+        .unwrap();
+    let Output::Entry(v) = out else { panic!() };
+    assert_eq!(v.path, "/docs/a/file.txt");
+    assert_eq!(v.record.head, 1);
+    assert_eq!(v.record.size, 250);
+    assert_eq!(f.refs(1), 2);
+    assert_eq!(f.refs(2), 1);
+    assert_eq!(f.used(), (250, 0));
+    assert_eq!(f.live("/docs/a").unwrap().kind, EntryKind::Folder);
+
+    // Same content again: no new version.
+    let Output::Entry(v) = f
+        .commit(
+            "/docs/a/file.txt",
+            &[b1, b2, b1],
+            1,
+            None,
+            OnConflict::Overwrite,
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(v.record.head, 1);
+    assert_eq!(f.refs(1), 2);
+
+    // New content, known blocks only (no new_blocks needed for existing ones).
+    let r = f.run(Command::CommitFile(CommitFile {
+        user: f.user,
+        path: segs("/docs/a/file.txt"),
+        device: f.device,
+        content: FileContent {
+            size: 50,
+            content_hash: [2; 32],
+            blocks: vec![b2.0],
+        },
+        new_blocks: vec![],
+        base_version: Some(1),
+        on_conflict: OnConflict::Fail,
+        id_seed: [5; 16],
+    }));
+    let Ok(Output::Entry(v)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(v.record.head, 2);
+    assert_eq!(f.refs(2), 2);
+    assert_eq!(f.used(), (50, 0));
+
+    // A block nobody stored is refused, and nothing changes.
+    let ghost = block(3, 10);
+    let r = f.run(Command::CommitFile(CommitFile {
+        user: f.user,
+        path: segs("/other"),
+        device: f.device,
+        content: FileContent {
+            size: 10,
+            content_hash: [3; 32],
+            blocks: vec![ghost.0],
+        },
+        new_blocks: vec![],
+        base_version: None,
+        on_conflict: OnConflict::Overwrite,
+        id_seed: [6; 16],
+    }));
+    assert_eq!(r, Err(CommandError::MissingBlocks(vec![BlockId([3; 32])])));
+    assert!(f.live("/other").is_none());
+
+    // Sizes that do not add up are refused.
+    let r = f.run(Command::CommitFile(CommitFile {
+        user: f.user,
+        path: segs("/x"),
+        device: f.device,
+        content: FileContent {
+            size: 11,
+            content_hash: [3; 32],
+            blocks: vec![b2.0],
+        },
+        new_blocks: vec![],
+        base_version: None,
+        on_conflict: OnConflict::Overwrite,
+        id_seed: [6; 16],
+    }));
+    assert!(matches!(r, Err(CommandError::BadRequest(_))));
+}
+
+#[test]
+fn conflicts_fail_or_rename_and_never_lose_content() {
+    let mut f = Fixture::new();
+    f.commit("/notes.md", &[block(1, 10)], 1, None, OnConflict::Overwrite)
+        .unwrap();
+    f.commit("/notes.md", &[block(2, 10)], 2, Some(1), OnConflict::Fail)
+        .unwrap();
+    // A writer still on version 1.
+    let r = f.commit("/notes.md", &[block(3, 10)], 3, Some(1), OnConflict::Fail);
+    assert_eq!(
+        r,
+        Err(CommandError::Conflict {
+            base: Some(1),
+            current: 2
+        })
+    );
+    let Output::Entry(v) = f
+        .commit("/notes.md", &[block(3, 10)], 3, Some(1), OnConflict::Rename)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        v.path.starts_with("/notes (conflicted copy laptop "),
+        "{}",
+        v.path
+    );
+    assert!(v.path.ends_with(").md"));
+    assert_eq!(f.live("/notes.md").unwrap().content_hash, [2; 32]);
+    // Same again: the first copy's name is taken, so it is numbered.
+    let Output::Entry(v2) = f
+        .commit("/notes.md", &[block(4, 10)], 4, Some(1), OnConflict::Rename)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(v2.path.ends_with(" 2).md"), "{}", v2.path);
+    // "add" semantics: fail without a base when something exists.
+    let r = f.commit("/notes.md", &[block(5, 10)], 5, None, OnConflict::Fail);
+    assert!(matches!(
+        r,
+        Err(CommandError::Conflict {
+            base: None,
+            current: 2
+        })
+    ));
+    // A stale base with identical content is no conflict.
+    let r = f.commit("/notes.md", &[block(2, 10)], 2, Some(1), OnConflict::Fail);
+    assert!(r.is_ok());
+}
+
+#[test]
+fn conflicted_names_fit_in_a_segment() {
+    let long = format!("{}.txt", "é".repeat(120));
+    let n = super::namespace::conflicted_name(&long, "dev", "2026-01-02", 3);
+    assert!(n.len() <= 255);
+    assert!(n.ends_with(" (conflicted copy dev 2026-01-02 3).txt"));
+    assert_eq!(
+        super::namespace::conflicted_name(".bashrc", "d", "x", 1),
+        ".bashrc (conflicted copy d x)"
+    );
+    assert_eq!(super::civil_date(0), "1970-01-01");
+    assert_eq!(super::civil_date(1_772_323_200_000), "2026-03-01");
+}
+
+#[test]
+fn delete_keeps_history_and_restore_revives() {
+    let mut f = Fixture::new();
+    f.commit("/a/b/one", &[block(1, 10)], 1, None, OnConflict::Overwrite)
+        .unwrap();
+    f.commit("/a/b/one", &[block(2, 20)], 2, None, OnConflict::Overwrite)
+        .unwrap();
+    f.commit("/a/two", &[block(3, 30)], 3, None, OnConflict::Overwrite)
+        .unwrap();
+    assert_eq!(f.used(), (50, 0));
+    f.ok(Command::Delete {
+        user: f.user,
+        path: segs("/a"),
+        device: f.device,
+    });
+    assert!(f.live("/a").is_none());
+    assert!(f.live("/a/b/one").is_none());
+    assert_eq!(f.used(), (0, 0));
+    assert_eq!(
+        f.run(Command::Delete {
+            user: f.user,
+            path: segs("/a"),
+            device: f.device
+        }),
+        Err(CommandError::NotFound)
+    );
+    // History: deletion, v2, v1.
+    let r = f.reader();
+    let Resolved::Found(id, _) = r
+        .resolve(&f.user, &crate::DrivePath::parse("/a/b/one").unwrap())
+        .unwrap()
+    else {
+        panic!()
+    };
+    let hist = r.versions(&f.user, &id, 100).unwrap();
+    assert_eq!(
+        hist.iter()
+            .map(|(n, v)| (*n, v.deleted))
+            .collect::<Vec<_>>(),
+        vec![(3, true), (2, false), (1, false)]
+    );
+    // Restoring a deletion marker is refused; restoring v1 revives the parents.
+    assert!(matches!(
+        f.run(Command::Restore {
+            user: f.user,
+            path: segs("/a/b/one"),
+            version: 3,
+            device: f.device,
+            id_seed: [1; 16]
+        }),
+        Err(CommandError::BadRequest(_))
+    ));
+    let Output::Entry(v) = f.ok(Command::Restore {
+        user: f.user,
+        path: segs("/a/b/one"),
+        version: 1,
+        device: f.device,
+        id_seed: [1; 16],
+    }) else {
+        panic!()
+    };
+    assert_eq!(v.record.head, 4);
+    assert_eq!(v.record.content_hash, [1; 32]);
+    assert!(f.live("/a/b").is_some());
+    assert!(f.live("/a/two").is_none());
+    assert_eq!(f.refs(1), 2);
+    assert_eq!(f.used(), (10, 0));
+    // Writing again at a deleted path continues its history.
+    let Output::Entry(v) = f
+        .commit("/a/two", &[block(4, 5)], 4, None, OnConflict::Overwrite)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(v.record.head, 3);
+}
+
+#[test]
+fn move_is_one_write_and_refuses_bad_targets() {
+    let mut f = Fixture::new();
+    f.commit(
+        "/src/x/file",
+        &[block(1, 10)],
+        1,
+        None,
+        OnConflict::Overwrite,
+    )
+    .unwrap();
+    f.commit("/other", &[block(2, 10)], 2, None, OnConflict::Overwrite)
+        .unwrap();
+    let mv = |f: &mut Fixture, a: &str, b: &str| {
+        f.run(Command::Move {
+            user: f.user,
+            from: segs(a),
+            to: segs(b),
+            device: f.device,
+            id_seed: [4; 16],
+        })
+    };
+    assert_eq!(
+        mv(&mut f, "/src", "/other"),
+        Err(CommandError::AlreadyExists)
+    );
+    assert!(matches!(
+        mv(&mut f, "/src", "/src/x/inside"),
+        Err(CommandError::BadRequest(_))
+    ));
+    assert_eq!(mv(&mut f, "/nope", "/y"), Err(CommandError::NotFound));
+    assert_eq!(
+        mv(&mut f, "/src", "/other/deeper"),
+        Err(CommandError::ParentNotFolder)
+    );
+    let before = f.live("/src/x/file").unwrap();
+    let Ok(Output::Entry(v)) = mv(&mut f, "/src", "/dst/moved") else {
+        panic!()
+    };
+    assert_eq!(v.path, "/dst/moved");
+    assert!(f.live("/src").is_none());
+    let after = f.live("/dst/moved/x/file").unwrap();
+    assert_eq!(after.head, before.head);
+    assert_eq!(after.content_hash, before.content_hash);
+    let j = f.reader().journal(&f.user, 0, 100).unwrap();
+    let last = &j.last().unwrap().1;
+    assert_eq!(last.kind, ChangeKind::Moved);
+    assert_eq!(last.from.as_deref(), Some("/src"));
+    assert_eq!(last.path, "/dst/moved");
+    // Journal sequence numbers are dense and increasing.
+    let seqs: Vec<u64> = j.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn quota_is_enforced_on_commit_and_upload() {
+    let mut f = Fixture::new();
+    let user2 = UserId([2; 16]);
+    f.ok(Command::CreateUser {
+        user: user2,
+        username: "bob".into(),
+        password_hash: "h".into(),
+        quota_bytes: 100,
+        admin: false,
+    });
+    f.user = user2;
+    f.commit("/a", &[block(1, 60)], 1, None, OnConflict::Overwrite)
+        .unwrap();
+    let r = f.commit("/b", &[block(2, 50)], 2, None, OnConflict::Overwrite);
+    assert_eq!(
+        r,
+        Err(CommandError::QuotaExceeded {
+            needed: 50,
+            available: 40
+        })
+    );
+    // Overwriting a file only needs the difference.
+    f.commit("/a", &[block(3, 90)], 3, None, OnConflict::Overwrite)
+        .unwrap();
+    let r = f.run(Command::CreateUpload(CreateUpload {
+        user: user2,
+        upload: UploadId([1; 16]),
+        path: segs("/c"),
+        length: 11,
+        device: f.device,
+        expires_ms: u64::MAX,
+        metadata: None,
+        base_version: None,
+        on_conflict: OnConflict::Overwrite,
+    }));
+    assert!(matches!(r, Err(CommandError::QuotaExceeded { .. })));
+}
+
+fn upload_cmd(f: &Fixture, id: UploadId, path: &str, length: u64) -> Command {
+    Command::CreateUpload(CreateUpload {
+        user: f.user,
+        upload: id,
+        path: segs(path),
+        length,
+        device: f.device,
+        expires_ms: f.at + 100_000,
+        metadata: Some("filename ZmlsZQ==".into()),
+        base_version: None,
+        on_conflict: OnConflict::Overwrite,
+    })
+}
+
+#[test]
+fn uploads_advance_finish_and_hand_over_references() {
+    let mut f = Fixture::new();
+    let content: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let id = UploadId([1; 16]);
+    f.ok(upload_cmd(&f, id, "/up/file.bin", 3000));
+    assert_eq!(f.used(), (0, 3000));
+    let mut h = TreeHasher::new(3000);
+    h.update(&content[..1000]).unwrap();
+    // First request: 1000 bytes, all of it still tail.
+    let tail1 = block(10, 1000);
+    f.ok(Command::AdvanceUpload(AdvanceUpload {
+        user: f.user,
+        upload: id,
+        expected_offset: 0,
+        new_offset: 1000,
+        chunks: vec![],
+        tail: vec![tail1.0],
+        new_blocks: vec![tail1.1],
+        hash_state: h.state().clone(),
+        finish: None,
+    }));
+    assert_eq!(f.refs(10), 1);
+    // A replayed request at a stale offset is refused.
+    let r = f.run(Command::AdvanceUpload(AdvanceUpload {
+        user: f.user,
+        upload: id,
+        expected_offset: 0,
+        new_offset: 1000,
+        chunks: vec![],
+        tail: vec![tail1.0],
+        new_blocks: vec![],
+        hash_state: h.state().clone(),
+        finish: None,
+    }));
+    assert_eq!(
+        r,
+        Err(CommandError::OffsetMismatch {
+            expected: 0,
+            actual: 1000
+        })
+    );
+    // Last request: re-chunked into two chunks, the old tail is released.
+    h.update(&content[1000..]).unwrap();
+    let c1 = block(11, 1800);
+    let c2 = block(12, 1200);
+    let Output::Advanced {
+        offset,
+        committed: Some(v),
+    } = f.ok(Command::AdvanceUpload(AdvanceUpload {
+        user: f.user,
+        upload: id,
+        expected_offset: 1000,
+        new_offset: 3000,
+        chunks: vec![c1.0, c2.0],
+        tail: vec![],
+        new_blocks: vec![c1.1, c2.1],
+        hash_state: h.state().clone(),
+        finish: Some(FinishUpload { id_seed: [3; 16] }),
+    }))
+    else {
+        panic!()
+    };
+    assert_eq!(offset, 3000);
+    assert_eq!(v.record.content_hash, *blake3::hash(&content).as_bytes());
+    assert_eq!(f.refs(10), 0);
+    assert_eq!((f.refs(11), f.refs(12)), (1, 1));
+    assert_eq!(f.used(), (3000, 0));
+    assert!(f.reader().upload(&f.user, &id).unwrap().is_none());
+    let r = f.reader();
+    let (eid, _) = r
+        .live(&f.user, &crate::DrivePath::parse("/up/file.bin").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.version(&f.user, &eid, 1).unwrap().unwrap().blocks,
+        vec![c1.0, c2.0]
+    );
+}
+
+#[test]
+fn uploads_cancel_and_expire_release_everything() {
+    let mut f = Fixture::new();
+    let a = UploadId([1; 16]);
+    let b = UploadId([2; 16]);
+    f.ok(upload_cmd(&f, a, "/a", 500));
+    f.ok(upload_cmd(&f, b, "/b", 700));
+    assert_eq!(f.used(), (0, 1200));
+    let mut h = TreeHasher::new(500);
+    h.update(&[0; 100]).unwrap();
+    let t = block(20, 100);
+    f.ok(Command::AdvanceUpload(AdvanceUpload {
+        user: f.user,
+        upload: a,
+        expected_offset: 0,
+        new_offset: 100,
+        chunks: vec![t.0],
+        tail: vec![],
+        new_blocks: vec![t.1],
+        hash_state: h.state().clone(),
+        finish: None,
+    }));
+    assert_eq!(f.refs(20), 1);
+    f.ok(Command::CancelUpload {
+        user: f.user,
+        upload: a,
+    });
+    assert_eq!(f.refs(20), 0);
+    assert_eq!(f.used(), (0, 700));
+    assert_eq!(
+        f.run(Command::CancelUpload {
+            user: f.user,
+            upload: a
+        }),
+        Err(CommandError::UploadGone)
+    );
+    // Nothing expires early; everything expires late.
+    assert_eq!(
+        f.ok(Command::ExpireUploads { limit: 10 }),
+        Output::Expired(0)
+    );
+    f.at += 200_000;
+    assert_eq!(
+        f.ok(Command::ExpireUploads { limit: 10 }),
+        Output::Expired(1)
+    );
+    assert_eq!(f.used(), (0, 0));
+    assert!(f.reader().upload(&f.user, &b).unwrap().is_none());
+}
+
+#[test]
+fn refused_commands_leave_no_trace_and_apply_is_deterministic() {
+    let run = || {
+        let mut f = Fixture::new();
+        f.commit("/a/b", &[block(1, 10)], 1, None, OnConflict::Overwrite)
+            .unwrap();
+        // Refused after creating folders in its write set: must vanish whole.
+        let _ = f.commit("/a/b/c/d", &[block(2, 10)], 2, None, OnConflict::Overwrite);
+        let _ = f.commit("/q/r", &[block(3, 10)], 3, None, OnConflict::Overwrite);
+        f.ok(Command::Move {
+            user: f.user,
+            from: segs("/q"),
+            to: segs("/z"),
+            device: f.device,
+            id_seed: [9; 16],
+        });
+        f.tree
+            .iter()
+            .map(|kv| kv.unwrap())
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let one = run();
+    assert_eq!(one, run());
+    // Entries: /a, /a/b, /z (was /q), /z/r. The refused write to /a/b/c/d
+    // created no folder.
+    let entries = one
+        .iter()
+        .filter(|(k, _)| k[0] == crate::keys::ENTRY)
+        .count();
+    assert_eq!(entries, 4);
+}
+
+#[test]
+fn path_resolution_sees_files_in_the_way() {
+    let mut f = Fixture::new();
+    f.commit("/file", &[block(1, 10)], 1, None, OnConflict::Overwrite)
+        .unwrap();
+    let r = f.commit(
+        "/file/inner",
+        &[block(2, 10)],
+        2,
+        None,
+        OnConflict::Overwrite,
+    );
+    assert_eq!(r, Err(CommandError::ParentNotFolder));
+    let r = f.run(Command::CreateFolder {
+        user: f.user,
+        path: segs("/file"),
+        device: f.device,
+        id_seed: [1; 16],
+    });
+    assert_eq!(r, Err(CommandError::AlreadyExists));
+    assert!(matches!(
+        kv::resolve(&f.tree, &f.user, &segs("/file/x")).unwrap(),
+        Resolved::ThroughFile
+    ));
+    // A bad path inside a command is refused by the state machine too.
+    let r = f.run(Command::Delete {
+        user: f.user,
+        path: vec!["..".into()],
+        device: f.device,
+    });
+    assert!(matches!(r, Err(CommandError::BadPath(_))));
+}

@@ -1,0 +1,142 @@
+//! A write set over the state machine tree with read-your-writes.
+//!
+//! Entries handed to one `apply` call share one batch; each command gets its
+//! own layer on top, dropped if the command is refused, so a refused command
+//! leaves no trace and the whole call lands in sled as one atomic batch.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::keys::prefix_end;
+use crate::records::{decode, encode, DecodeError};
+
+/// A failure that is not the command's fault: the node must stop applying.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error("state machine storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error(transparent)]
+    Corrupt(#[from] DecodeError),
+}
+
+type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+pub struct Tx<'a> {
+    tree: &'a sled::Tree,
+    batch: Layer,
+    cmd: Layer,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        Self {
+            tree,
+            batch: Layer::new(),
+            cmd: Layer::new(),
+        }
+    }
+
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Fatal> {
+        if let Some(v) = self.cmd.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.batch.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, Fatal> {
+        match self.get_raw(key)? {
+            Some(bytes) => Ok(Some(decode(what, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.cmd.insert(key, Some(encode(value)));
+    }
+
+    pub fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.cmd.insert(key, Some(value));
+    }
+
+    pub fn del(&mut self, key: Vec<u8>) {
+        self.cmd.insert(key, None);
+    }
+
+    /// Every live key under `prefix` with its value, in key order, seeing
+    /// this transaction's own writes.
+    pub fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Fatal> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            merged.insert(k.to_vec(), v.to_vec());
+        }
+        let end = prefix_end(prefix);
+        for layer in [&self.batch, &self.cmd] {
+            let range: Box<dyn Iterator<Item = (&Vec<u8>, &Option<Vec<u8>>)>> = match &end {
+                Some(end) => Box::new(layer.range(prefix.to_vec()..end.clone())),
+                None => Box::new(layer.range(prefix.to_vec()..)),
+            };
+            for (k, v) in range {
+                match v {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    /// Keeps the current command's writes.
+    pub fn keep(&mut self) {
+        let cmd = std::mem::take(&mut self.cmd);
+        self.batch.extend(cmd);
+    }
+
+    /// Forgets the current command's writes.
+    pub fn discard(&mut self) {
+        self.cmd.clear();
+    }
+
+    pub fn into_batch(mut self) -> sled::Batch {
+        self.keep();
+        let mut b = sled::Batch::default();
+        for (k, v) in self.batch {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        b
+    }
+}
+
+impl Tx<'_> {
+    /// Up to `limit` keys under `prefix` in the committed tree whose value
+    /// this transaction has not deleted, in key order.
+    pub fn scan_committed(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Fatal> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv?;
+            if let Some(v) = self.get_raw(&k)? {
+                out.push((k.to_vec(), v));
+            }
+        }
+        Ok(out)
+    }
+}

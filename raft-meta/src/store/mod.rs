@@ -1,0 +1,76 @@
+//! openraft storage on sled: the log (`log`), and the state machine with
+//! its snapshots (`sm`). Both live in one sled database so that one flush
+//! makes both durable.
+
+mod log;
+mod sm;
+
+use std::path::Path;
+
+pub use log::LogStore;
+pub use sm::StateMachineStore;
+
+use crate::error::MetaError;
+
+/// Cache sled may use; the tree is mostly read through, not held.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Opens (or creates) the metadata database under `dir`.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), MetaError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| MetaError::Storage(format!("{}: {e}", dir.display())))?;
+    let db = sled::Config::new()
+        .path(dir.join("sled"))
+        .cache_capacity(SLED_CACHE_BYTES)
+        .flush_every_ms(Some(1000))
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|e| MetaError::Storage(format!("opening {}: {e}", dir.display())))?;
+    let log = LogStore::new(db.clone())?;
+    let sm = StateMachineStore::new(db)?;
+    Ok((log, sm))
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+#[cfg(test)]
+mod conformance {
+    //! openraft's storage conformance suite, run against the sled store.
+
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::StorageError;
+
+    use super::{LogStore, StateMachineStore};
+    use crate::types::TypeConfig;
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+            let dir = tempfile::tempdir().map_err(|e| {
+                StorageError::from_io_error(
+                    openraft::ErrorSubject::Store,
+                    openraft::ErrorVerb::Write,
+                    e,
+                )
+            })?;
+            let (log, sm) = super::open(dir.path()).map_err(|e| {
+                StorageError::from_io_error(
+                    openraft::ErrorSubject::Store,
+                    openraft::ErrorVerb::Write,
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn sled_store_passes_openraft_suite() -> Result<(), StorageError<u64>> {
+        Suite::test_all(Builder)
+    }
+}

@@ -1,0 +1,264 @@
+//! The state machine store: applies committed entries to the `sm` tree in
+//! one atomic sled batch per call, and builds/installs snapshots.
+//!
+//! Applies are not flushed: after a crash the tree is a consistent prefix
+//! (sled recovers batches atomically and in order) and openraft re-applies
+//! the durable log from `last_applied`. The log is only purged after a flush.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, RwLock};
+
+use crate::error::MetaError;
+use crate::keys;
+use crate::records::{decode, encode};
+use crate::state_machine::{self, tx::Tx};
+use crate::types::{LogId, MemberNode, Output, Response, TypeConfig};
+
+type Entry = openraft::Entry<TypeConfig>;
+type StoreResult<T> = Result<T, StorageError<u64>>;
+type Membership = StoredMembership<u64, MemberNode>;
+
+const CURRENT_SNAPSHOT: &[u8] = b"current";
+
+/// Sent after every applied batch: the highest log index applied.
+pub type AppliedTx = broadcast::Sender<u64>;
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    snapshots: sled::Tree,
+    /// Held for writing while applying, for reading while a snapshot copies
+    /// the tree, so a snapshot is never torn.
+    gate: Arc<RwLock<()>>,
+    applied: AppliedTx,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<u64, MemberNode>,
+    data: Vec<u8>,
+}
+
+impl StateMachineStore {
+    pub(super) fn new(db: sled::Db) -> Result<Self, MetaError> {
+        let tree = db.open_tree("sm").map_err(MetaError::from_sled)?;
+        let snapshots = db.open_tree("snapshots").map_err(MetaError::from_sled)?;
+        let (applied, _) = broadcast::channel(64);
+        Ok(Self {
+            db,
+            tree,
+            snapshots,
+            gate: Arc::new(RwLock::new(())),
+            applied,
+        })
+    }
+
+    /// The tree queries read from.
+    pub fn tree(&self) -> sled::Tree {
+        self.tree.clone()
+    }
+
+    pub fn applied_events(&self) -> AppliedTx {
+        self.applied.clone()
+    }
+
+    fn read_applied(&self) -> Result<(Option<LogId>, Membership), std::io::Error> {
+        let last = match self
+            .tree
+            .get(keys::sm_last_applied())
+            .map_err(super::io_err)?
+        {
+            Some(v) => decode::<Option<LogId>>("last applied", &v).map_err(super::io_err)?,
+            None => None,
+        };
+        let membership = match self
+            .tree
+            .get(keys::sm_membership())
+            .map_err(super::io_err)?
+        {
+            Some(v) => decode::<Membership>("membership", &v).map_err(super::io_err)?,
+            None => Membership::default(),
+        };
+        Ok((last, membership))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> StoreResult<(Option<LogId>, Membership)> {
+        self.read_applied()
+            .map_err(|e| StorageIOError::read_state_machine(&e).into())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let _gate = self.gate.write().await;
+        let (_, mut membership) = self
+            .read_applied()
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let mut tx = Tx::new(&self.tree);
+        let mut last = None;
+        let mut out = Vec::new();
+        for entry in entries {
+            last = Some(entry.log_id);
+            let resp = match entry.payload {
+                EntryPayload::Blank => Ok(Output::Done),
+                EntryPayload::Normal(req) => state_machine::apply(&mut tx, &req).map_err(|e| {
+                    tracing::error!(cmd = req.cmd.name(), error = %e, "state machine storage failed");
+                    StorageIOError::apply(entry.log_id, &e)
+                })?,
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m);
+                    Ok(Output::Done)
+                }
+            };
+            out.push(resp);
+        }
+        let Some(last) = last else {
+            return Ok(out);
+        };
+        tx.put(keys::sm_last_applied(), &Some(last));
+        tx.put(keys::sm_membership(), &membership);
+        self.tree
+            .apply_batch(tx.into_batch())
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        let _ = self.applied.send(last.index);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StoreResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, MemberNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StoreResult<()> {
+        let data = snapshot.into_inner();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode("snapshot", &data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let _gate = self.gate.write().await;
+        let mut batch = sled::Batch::default();
+        for kv in self.tree.iter() {
+            let (k, _) =
+                kv.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            batch.remove(k);
+        }
+        for (k, v) in pairs {
+            batch.insert(k, v);
+        }
+        batch.insert(keys::sm_last_applied(), encode(&meta.last_log_id));
+        batch.insert(keys::sm_membership(), encode(&meta.last_membership));
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data,
+        };
+        self.snapshots
+            .insert(CURRENT_SNAPSHOT, encode(&file))
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        if let Some(l) = meta.last_log_id {
+            let _ = self.applied.send(l.index);
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
+        let Some(v) = self
+            .snapshots
+            .get(CURRENT_SNAPSHOT)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+        else {
+            return Ok(None);
+        };
+        let file: SnapshotFile =
+            decode("snapshot", &v).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
+        let (pairs, last, membership) = {
+            let _gate = self.gate.read().await;
+            let (last, membership) = self
+                .read_applied()
+                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let mut pairs = Vec::new();
+            for kv in self.tree.iter() {
+                let (k, v) = kv.map_err(|e| StorageIOError::read_state_machine(&e))?;
+                if k.first() == Some(&keys::SM_META) {
+                    continue;
+                }
+                pairs.push((k.to_vec(), v.to_vec()));
+            }
+            (pairs, last, membership)
+        };
+        let data = encode(&pairs);
+        let snapshot_id = match last {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand_suffix()),
+            None => format!("empty-{}", rand_suffix()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data,
+        };
+        self.snapshots
+            .insert(CURRENT_SNAPSHOT, encode(&file))
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        })
+    }
+}
+
+fn rand_suffix() -> String {
+    let n: u32 = rand_u32();
+    format!("{n:08x}")
+}
+
+fn rand_u32() -> u32 {
+    // Snapshot ids only need to differ between builds on one node.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    t ^ std::process::id()
+}

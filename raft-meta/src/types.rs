@@ -1,0 +1,260 @@
+//! The Raft type configuration, the commands of the state machine, and what
+//! applying them returns.
+//!
+//! Commands are deterministic: the proposer puts the time (`at_ms`) and any
+//! fresh ids (or a seed to derive them from) into the command; applying the
+//! same log on any node yields the same state.
+
+use std::io::Cursor;
+
+use cluster_config::{BlockId, DeviceId, EntryId, UploadId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::hashing::TreeHashState;
+use crate::records::{BlockRef, EntryRecord, StoredBlock, UploadRecord};
+
+/// How a cluster member is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNode {
+    /// HTTPS base URL of the member's gateway.
+    pub api_url: String,
+    /// libp2p multiaddr of the member (empty on a single-node drive).
+    pub p2p_addr: String,
+}
+
+impl std::fmt::Display for MemberNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.api_url, self.p2p_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = MemberNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+
+/// One state machine command with the proposer's clock reading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub at_ms: u64,
+    pub cmd: Command,
+}
+
+/// What to do when a write finds the file changed since its base version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum OnConflict {
+    #[default]
+    Fail,
+    Rename,
+    Overwrite,
+}
+
+/// A block this write stored and that the metadata may not know yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewBlock {
+    pub id: BlockId,
+    pub plain_len: u32,
+    pub stored: StoredBlock,
+}
+
+/// The content of a file version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileContent {
+    pub size: u64,
+    pub content_hash: [u8; 32],
+    pub blocks: Vec<BlockRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitFile {
+    pub user: UserId,
+    pub path: Vec<String>,
+    pub device: DeviceId,
+    pub content: FileContent,
+    pub new_blocks: Vec<NewBlock>,
+    pub base_version: Option<u64>,
+    pub on_conflict: OnConflict,
+    /// Seed for ids of entries this command creates.
+    pub id_seed: [u8; 16],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUpload {
+    pub user: UserId,
+    pub upload: UploadId,
+    pub path: Vec<String>,
+    pub length: u64,
+    pub device: DeviceId,
+    pub expires_ms: u64,
+    pub metadata: Option<String>,
+    pub base_version: Option<u64>,
+    pub on_conflict: OnConflict,
+}
+
+/// Bytes `[expected_offset, new_offset)` of an upload are durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvanceUpload {
+    pub user: UserId,
+    pub upload: UploadId,
+    pub expected_offset: u64,
+    pub new_offset: u64,
+    /// Chunks finished by this request, appended to the upload's list.
+    pub chunks: Vec<BlockRef>,
+    /// The new tail (replaces the old one, whose references are dropped).
+    pub tail: Vec<BlockRef>,
+    pub new_blocks: Vec<NewBlock>,
+    pub hash_state: TreeHashState,
+    /// Present on the request that delivers the last byte: commit the file.
+    pub finish: Option<FinishUpload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishUpload {
+    pub id_seed: [u8; 16],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateUser {
+        user: UserId,
+        username: String,
+        password_hash: String,
+        quota_bytes: u64,
+        admin: bool,
+    },
+    /// Opens a session; the device is created or, by name, reused.
+    Login {
+        user: UserId,
+        token_hash: [u8; 32],
+        device: DeviceId,
+        device_name: String,
+        expires_ms: u64,
+    },
+    Logout {
+        user: UserId,
+        token_hash: [u8; 32],
+    },
+    CommitFile(CommitFile),
+    CreateFolder {
+        user: UserId,
+        path: Vec<String>,
+        device: DeviceId,
+        id_seed: [u8; 16],
+    },
+    Delete {
+        user: UserId,
+        path: Vec<String>,
+        device: DeviceId,
+    },
+    Move {
+        user: UserId,
+        from: Vec<String>,
+        to: Vec<String>,
+        device: DeviceId,
+        id_seed: [u8; 16],
+    },
+    Restore {
+        user: UserId,
+        path: Vec<String>,
+        version: u64,
+        device: DeviceId,
+        id_seed: [u8; 16],
+    },
+    CreateUpload(CreateUpload),
+    AdvanceUpload(AdvanceUpload),
+    CancelUpload {
+        user: UserId,
+        upload: UploadId,
+    },
+    /// Drops upload sessions whose expiry is before `at_ms` (at most `limit`).
+    ExpireUploads {
+        limit: u32,
+    },
+}
+
+impl Command {
+    /// A short name for logs (never the arguments: they may hold secrets).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateUser { .. } => "create_user",
+            Command::Login { .. } => "login",
+            Command::Logout { .. } => "logout",
+            Command::CommitFile(_) => "commit_file",
+            Command::CreateFolder { .. } => "create_folder",
+            Command::Delete { .. } => "delete",
+            Command::Move { .. } => "move",
+            Command::Restore { .. } => "restore",
+            Command::CreateUpload(_) => "create_upload",
+            Command::AdvanceUpload(_) => "advance_upload",
+            Command::CancelUpload { .. } => "cancel_upload",
+            Command::ExpireUploads { .. } => "expire_uploads",
+        }
+    }
+}
+
+/// An entry and its path, as a command left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryView {
+    pub id: EntryId,
+    pub path: String,
+    pub record: EntryRecord,
+}
+
+/// The successful result of a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    Done,
+    LoggedIn {
+        device: DeviceId,
+    },
+    Entry(EntryView),
+    Upload(Box<UploadRecord>),
+    /// An upload advanced and, if it was finished, the committed entry.
+    Advanced {
+        offset: u64,
+        committed: Option<EntryView>,
+    },
+    Expired(u32),
+}
+
+/// Why a command was refused. Deterministic: every node computes the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    #[error("invalid path: {0}")]
+    BadPath(crate::path::PathError),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("no such user")]
+    NoSuchUser,
+    #[error("not found")]
+    NotFound,
+    #[error("a parent of the path is a file")]
+    ParentNotFolder,
+    #[error("the path is a folder")]
+    IsFolder,
+    #[error("something already exists at the path")]
+    AlreadyExists,
+    #[error("the file changed since version {base:?}; it is at version {current}")]
+    Conflict { base: Option<u64>, current: u64 },
+    #[error("quota exceeded: {needed} bytes needed, {available} available")]
+    QuotaExceeded { needed: u64, available: u64 },
+    #[error("upload offset is {actual}, not {expected}")]
+    OffsetMismatch { expected: u64, actual: u64 },
+    #[error("upload not found or expired")]
+    UploadGone,
+    #[error("blocks are missing from the store")]
+    MissingBlocks(Vec<BlockId>),
+}
+
+pub type Response = Result<Output, CommandError>;
