@@ -1,0 +1,184 @@
+//! Reed-Solomon erasure coding of sealed blocks (reed-solomon-simd, a
+//! GF(2^16) Leopard-style codec with runtime SIMD dispatch).
+//!
+//! Chosen over reed-solomon-erasure after measuring both on this hardware
+//! (BENCHMARKS.md): 3× faster to encode, as fast to reconstruct. The codec is
+//! recorded in every shard header (`CODEC_RS_SIMD`): the two codecs produce
+//! different parity bytes and must never be mixed for one block.
+
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+pub const CODEC_RS_SIMD: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ErasureError {
+    #[error("need {needed} shards to rebuild, have {have}")]
+    NotEnoughShards { needed: usize, have: usize },
+    #[error("erasure codec: {0}")]
+    Codec(String),
+    #[error("shard sizes disagree")]
+    ShardSize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erasure {
+    pub data: usize,
+    pub parity: usize,
+}
+
+impl Erasure {
+    pub fn new(data: usize, parity: usize) -> Self {
+        Self { data, parity }
+    }
+
+    pub fn total(&self) -> usize {
+        self.data + self.parity
+    }
+
+    /// Bytes per shard for a sealed block of `len` bytes (even, at least 2).
+    pub fn shard_len(&self, len: usize) -> usize {
+        let per = len.div_ceil(self.data).max(2);
+        per + (per & 1)
+    }
+
+    /// Splits `sealed` into `data` shards (zero-padded) and computes parity.
+    pub fn encode(&self, sealed: &[u8]) -> Result<Vec<Vec<u8>>, ErasureError> {
+        let shard_len = self.shard_len(sealed.len());
+        let mut shards: Vec<Vec<u8>> = Vec::with_capacity(self.total());
+        for i in 0..self.data {
+            let start = (i * shard_len).min(sealed.len());
+            let end = ((i + 1) * shard_len).min(sealed.len());
+            let mut s = Vec::with_capacity(shard_len);
+            s.extend_from_slice(&sealed[start..end]);
+            s.resize(shard_len, 0);
+            shards.push(s);
+        }
+        let mut enc = ReedSolomonEncoder::new(self.data, self.parity, shard_len).map_err(codec)?;
+        for s in &shards {
+            enc.add_original_shard(s).map_err(codec)?;
+        }
+        let result = enc.encode().map_err(codec)?;
+        shards.extend(result.recovery_iter().map(<[u8]>::to_vec));
+        Ok(shards)
+    }
+
+    /// Rebuilds the sealed block from any `data` of the shards.
+    pub fn decode(&self, shards: &[Option<Vec<u8>>], sealed_len: usize) -> Result<Vec<u8>, ErasureError> {
+        let originals = self.restore_originals(shards)?;
+        let mut out = Vec::with_capacity(sealed_len + 2);
+        for s in originals.iter().take(self.data) {
+            out.extend_from_slice(s);
+        }
+        if out.len() < sealed_len {
+            return Err(ErasureError::ShardSize);
+        }
+        out.truncate(sealed_len);
+        Ok(out)
+    }
+
+    /// Every shard, rebuilding the missing ones (for repair).
+    pub fn reconstruct_all(&self, shards: &[Option<Vec<u8>>]) -> Result<Vec<Vec<u8>>, ErasureError> {
+        let originals = self.restore_originals(shards)?;
+        if shards[self.data..].iter().all(Option::is_some) {
+            let mut all = originals;
+            all.extend(shards[self.data..].iter().flatten().cloned());
+            return Ok(all);
+        }
+        let shard_len = originals[0].len();
+        let mut enc = ReedSolomonEncoder::new(self.data, self.parity, shard_len).map_err(codec)?;
+        for s in &originals {
+            enc.add_original_shard(s).map_err(codec)?;
+        }
+        let result = enc.encode().map_err(codec)?;
+        let mut all = originals;
+        all.extend(result.recovery_iter().map(<[u8]>::to_vec));
+        Ok(all)
+    }
+
+    fn restore_originals(&self, shards: &[Option<Vec<u8>>]) -> Result<Vec<Vec<u8>>, ErasureError> {
+        if shards.len() != self.total() {
+            return Err(ErasureError::ShardSize);
+        }
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < self.data {
+            return Err(ErasureError::NotEnoughShards {
+                needed: self.data,
+                have,
+            });
+        }
+        let shard_len = shards.iter().flatten().map(Vec::len).next().unwrap_or(0);
+        if shards.iter().flatten().any(|s| s.len() != shard_len) {
+            return Err(ErasureError::ShardSize);
+        }
+        if shards[..self.data].iter().all(Option::is_some) {
+            return Ok(shards[..self.data].iter().flatten().cloned().collect());
+        }
+        let mut dec = ReedSolomonDecoder::new(self.data, self.parity, shard_len).map_err(codec)?;
+        for (i, s) in shards[..self.data].iter().enumerate() {
+            if let Some(s) = s {
+                dec.add_original_shard(i, s).map_err(codec)?;
+            }
+        }
+        for (i, s) in shards[self.data..].iter().enumerate() {
+            if let Some(s) = s {
+                dec.add_recovery_shard(i, s).map_err(codec)?;
+            }
+        }
+        let result = dec.decode().map_err(codec)?;
+        let mut out = Vec::with_capacity(self.data);
+        for (i, s) in shards[..self.data].iter().enumerate() {
+            match s {
+                Some(s) => out.push(s.clone()),
+                None => out.push(
+                    result
+                        .restored_original(i)
+                        .ok_or_else(|| ErasureError::Codec(format!("shard {i} not restored")))?
+                        .to_vec(),
+                ),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn codec(e: reed_solomon_simd::Error) -> ErasureError {
+    ErasureError::Codec(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_k_shards_rebuild_the_block() {
+        for (k, m) in [(2, 1), (4, 2), (3, 2), (1, 1)] {
+            let e = Erasure::new(k, m);
+            for len in [1usize, 2, 7, 1000, 65_537] {
+                let sealed: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+                let shards = e.encode(&sealed).unwrap();
+                assert_eq!(shards.len(), k + m);
+                // Drop every combination of up to m shards.
+                for mask in 0u32..(1 << (k + m)) {
+                    if mask.count_ones() as usize > m {
+                        continue;
+                    }
+                    let opt: Vec<Option<Vec<u8>>> = shards
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (mask & (1 << i) == 0).then(|| s.clone()))
+                        .collect();
+                    assert_eq!(e.decode(&opt, len).unwrap(), sealed, "{k}+{m} len {len} mask {mask:b}");
+                    assert_eq!(e.reconstruct_all(&opt).unwrap(), shards);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn too_few_shards_is_an_error() {
+        let e = Erasure::new(2, 1);
+        let shards = e.encode(b"hello").unwrap();
+        let opt = vec![Some(shards[0].clone()), None, None];
+        assert_eq!(e.decode(&opt, 5), Err(ErasureError::NotEnoughShards { needed: 2, have: 1 }));
+    }
+}

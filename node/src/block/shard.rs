@@ -1,0 +1,148 @@
+//! The shard file format. One file per shard; the header says what it is,
+//! and a BLAKE3 checksum over header and payload is checked on every read.
+//!
+//! ```text
+//! 0..4    magic "SSHD"
+//! 4       format version (1)
+//! 5       erasure codec (1 = reed-solomon-simd)
+//! 6       data shards (k)
+//! 7       parity shards (m)
+//! 8       shard index
+//! 9..12   reserved (0)
+//! 12..16  sealed block length, little-endian
+//! 16..20  payload length, little-endian
+//! 20..52  block id
+//! 52..84  BLAKE3 of bytes 0..52 followed by the payload
+//! 84..    payload
+//! ```
+
+use cluster_config::BlockId;
+
+pub const MAGIC: &[u8; 4] = b"SSHD";
+pub const FORMAT_V1: u8 = 1;
+pub const HEADER_LEN: usize = 84;
+
+/// What a shard claims to be; checked against what the reader expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardMeta {
+    pub block: BlockId,
+    pub codec: u8,
+    pub data: u8,
+    pub parity: u8,
+    pub index: u8,
+    pub sealed_len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardFormatError {
+    #[error("shard too short")]
+    Truncated,
+    #[error("bad shard magic")]
+    Magic,
+    #[error("unknown shard format version {0}")]
+    Version(u8),
+    #[error("shard checksum mismatch")]
+    Checksum,
+    #[error("shard is not the one expected: {0}")]
+    Mismatch(&'static str),
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(header);
+    h.update(payload);
+    *h.finalize().as_bytes()
+}
+
+/// The header of a shard file with this payload.
+pub fn header(meta: &ShardMeta, payload: &[u8]) -> [u8; HEADER_LEN] {
+    let mut hdr = [0u8; HEADER_LEN];
+    hdr[..4].copy_from_slice(MAGIC);
+    hdr[4] = FORMAT_V1;
+    hdr[5] = meta.codec;
+    hdr[6] = meta.data;
+    hdr[7] = meta.parity;
+    hdr[8] = meta.index;
+    hdr[12..16].copy_from_slice(&meta.sealed_len.to_le_bytes());
+    hdr[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    hdr[20..52].copy_from_slice(meta.block.as_bytes());
+    let sum = checksum(&hdr[..52], payload);
+    hdr[52..84].copy_from_slice(&sum);
+    hdr
+}
+
+/// Verifies a whole shard file and returns its payload.
+pub fn parse(file: &[u8], expect: &ShardMeta) -> Result<Vec<u8>, ShardFormatError> {
+    if file.len() < HEADER_LEN {
+        return Err(ShardFormatError::Truncated);
+    }
+    let (hdr, payload) = file.split_at(HEADER_LEN);
+    if &hdr[..4] != MAGIC {
+        return Err(ShardFormatError::Magic);
+    }
+    if hdr[4] != FORMAT_V1 {
+        return Err(ShardFormatError::Version(hdr[4]));
+    }
+    let payload_len = u32::from_le_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]) as usize;
+    if payload.len() != payload_len {
+        return Err(ShardFormatError::Truncated);
+    }
+    if checksum(&hdr[..52], payload)[..] != hdr[52..84] {
+        return Err(ShardFormatError::Checksum);
+    }
+    let found = ShardMeta {
+        block: BlockId::from_slice(&hdr[20..52]).ok_or(ShardFormatError::Truncated)?,
+        codec: hdr[5],
+        data: hdr[6],
+        parity: hdr[7],
+        index: hdr[8],
+        sealed_len: u32::from_le_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
+    };
+    if found.block != expect.block {
+        return Err(ShardFormatError::Mismatch("block id"));
+    }
+    if (found.codec, found.data, found.parity) != (expect.codec, expect.data, expect.parity) {
+        return Err(ShardFormatError::Mismatch("erasure profile"));
+    }
+    if found.index != expect.index {
+        return Err(ShardFormatError::Mismatch("shard index"));
+    }
+    if found.sealed_len != expect.sealed_len {
+        return Err(ShardFormatError::Mismatch("block length"));
+    }
+    Ok(payload.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ShardMeta {
+        ShardMeta {
+            block: BlockId([5; 32]),
+            codec: 1,
+            data: 2,
+            parity: 1,
+            index: 1,
+            sealed_len: 999,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_flipped_byte_is_caught() {
+        let payload = vec![7u8; 500];
+        let mut file = header(&meta(), &payload).to_vec();
+        file.extend_from_slice(&payload);
+        assert_eq!(parse(&file, &meta()).unwrap(), payload);
+        for i in (0..HEADER_LEN).chain((HEADER_LEN..file.len()).step_by(13)) {
+            let mut bad = file.clone();
+            bad[i] ^= 1;
+            assert!(parse(&bad, &meta()).is_err(), "flip at {i}");
+        }
+        let mut other = meta();
+        other.index = 0;
+        assert_eq!(parse(&file, &other), Err(ShardFormatError::Mismatch("shard index")));
+        assert_eq!(parse(&file[..50], &meta()), Err(ShardFormatError::Truncated));
+        assert_eq!(parse(&file[..file.len() - 1], &meta()), Err(ShardFormatError::Truncated));
+    }
+}
