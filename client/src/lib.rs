@@ -1,1 +1,398 @@
-//! placeholder
+//! strata client SDK: typed calls to the HTTPS API of `API.md`.
+//!
+//! Depends only on the API types, never on server crates. The CLI verbs and
+//! the sync agent build on this.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use strata_api::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status.
+    #[error("{status}: {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        current_version: Option<u64>,
+    },
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// Installs the process-wide rustls crypto provider (once; later calls are no-ops).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Client {
+    /// A client for `base` (e.g. `https://127.0.0.1:8443`). With `ca_pem`,
+    /// only that certificate (or CA) is trusted; otherwise the system roots.
+    pub fn new(base: &str, ca_pem: Option<&[u8]>) -> Result<Self> {
+        install_crypto_provider();
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(pem) = ca_pem {
+            let cert =
+                reqwest::Certificate::from_pem(pem).map_err(|e| ClientError::Tls(e.to_string()))?;
+            b = b.tls_certs_only([cert]);
+        }
+        Ok(Self {
+            http: b.build()?,
+            base: base.trim_end_matches('/').to_string(),
+            token: None,
+        })
+    }
+
+    pub fn from_ca_file(base: &str, ca: &Path) -> Result<Self> {
+        let pem = std::fs::read(ca).map_err(|source| ClientError::Io {
+            path: ca.display().to_string(),
+            source,
+        })?;
+        Self::new(base, Some(&pem))
+    }
+
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The underlying HTTP client, for requests the SDK does not wrap.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
+        if resp.status().is_success() || resp.status() == StatusCode::PERMANENT_REDIRECT {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap_or_default();
+        match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => Err(ClientError::Api {
+                status,
+                code: e.error.code,
+                message: e.error.message,
+                current_version: e.current_version,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status,
+                code: String::new(),
+                message: String::from_utf8_lossy(&body).into_owned(),
+                current_version: None,
+            }),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(rb: reqwest::RequestBuilder) -> Result<T> {
+        let resp = Self::check(rb.send().await?).await?;
+        Ok(resp.json().await?)
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        Self::json(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn signup(&self, username: &str, password: &str) -> Result<SignupResponse> {
+        self.post_json(
+            "/api/v1/auth/signup",
+            &SignupRequest {
+                username: username.into(),
+                password: password.into(),
+            },
+        )
+        .await
+    }
+
+    /// Logs in and keeps the token for later calls.
+    pub async fn login(
+        &mut self,
+        username: &str,
+        password: &str,
+        device: Option<&str>,
+    ) -> Result<LoginResponse> {
+        let r: LoginResponse = self
+            .post_json(
+                "/api/v1/auth/login",
+                &LoginRequest {
+                    username: username.into(),
+                    password: password.into(),
+                    device_name: device.map(str::to_string),
+                },
+            )
+            .await?;
+        self.token = Some(r.token.clone());
+        Ok(r)
+    }
+
+    pub async fn logout(&self) -> Result<()> {
+        Self::check(
+            self.request(Method::POST, "/api/v1/auth/logout")
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn account(&self) -> Result<Account> {
+        Self::json(self.request(Method::GET, "/api/v1/account")).await
+    }
+
+    /// Simple upload of bytes held in memory.
+    pub async fn upload(&self, path: &str, data: impl Into<Bytes>) -> Result<FileMetadata> {
+        let rb = self
+            .request(Method::POST, "/api/v1/files")
+            .query(&[("uploadType", "simple"), ("path", path)])
+            .body(data.into());
+        Self::json(rb).await
+    }
+
+    /// Simple upload with conflict control.
+    pub async fn upload_with(
+        &self,
+        path: &str,
+        data: impl Into<Bytes>,
+        base_version: Option<u64>,
+        on_conflict: Option<&str>,
+    ) -> Result<FileMetadata> {
+        let mut q: Vec<(&str, String)> =
+            vec![("uploadType", "simple".into()), ("path", path.into())];
+        if let Some(b) = base_version {
+            q.push(("baseVersion", b.to_string()));
+        }
+        if let Some(c) = on_conflict {
+            q.push(("onConflict", c.into()));
+        }
+        Self::json(
+            self.request(Method::POST, "/api/v1/files")
+                .query(&q)
+                .body(data.into()),
+        )
+        .await
+    }
+
+    /// Simple upload of a stream of known length (nothing held in memory).
+    pub async fn upload_stream<S>(&self, path: &str, len: u64, stream: S) -> Result<FileMetadata>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+    {
+        let rb = self
+            .request(Method::POST, "/api/v1/files")
+            .query(&[("uploadType", "simple"), ("path", path)])
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream));
+        Self::json(rb).await
+    }
+
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>> {
+        let resp = Self::check(
+            self.request(Method::GET, "/api/v1/files/content")
+                .query(&[("path", path)])
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(resp.bytes().await?.to_vec())
+    }
+
+    pub async fn download_version(&self, path: &str, version: u64) -> Result<Vec<u8>> {
+        let resp = Self::check(
+            self.request(Method::GET, "/api/v1/files/content")
+                .query(&[("path", path), ("version", &version.to_string())])
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(resp.bytes().await?.to_vec())
+    }
+
+    /// The body of a download as a stream (nothing held in memory).
+    pub async fn download_stream(&self, path: &str) -> Result<impl Stream<Item = Result<Bytes>>> {
+        let resp = Self::check(
+            self.request(Method::GET, "/api/v1/files/content")
+                .query(&[("path", path)])
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(resp.bytes_stream().map(|r| r.map_err(ClientError::from)))
+    }
+
+    pub async fn metadata(&self, path: &str) -> Result<FileMetadata> {
+        Self::json(
+            self.request(Method::GET, "/api/v1/files/metadata")
+                .query(&[("path", path)]),
+        )
+        .await
+    }
+
+    pub async fn list(&self, path: &str, recursive: bool) -> Result<ListResponse> {
+        let rec = if recursive { "true" } else { "false" };
+        Self::json(
+            self.request(Method::GET, "/api/v1/files/list")
+                .query(&[("path", path), ("recursive", rec)]),
+        )
+        .await
+    }
+
+    pub async fn history(&self, path: &str) -> Result<HistoryResponse> {
+        Self::json(
+            self.request(Method::GET, "/api/v1/files/history")
+                .query(&[("path", path)]),
+        )
+        .await
+    }
+
+    pub async fn restore(&self, path: &str, version: u64) -> Result<FileMetadata> {
+        self.post_json(
+            "/api/v1/files/restore",
+            &RestoreRequest {
+                path: path.into(),
+                version,
+            },
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        Self::check(
+            self.request(Method::DELETE, "/api/v1/files")
+                .query(&[("path", path)])
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn move_entry(&self, from: &str, to: &str) -> Result<FileMetadata> {
+        self.post_json(
+            "/api/v1/files/move",
+            &MoveRequest {
+                from: from.into(),
+                to: to.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn create_folder(&self, path: &str) -> Result<FileMetadata> {
+        self.post_json("/api/v1/folders", &FolderRequest { path: path.into() })
+            .await
+    }
+
+    /// Starts a resumable upload; returns the upload URL path.
+    pub async fn start_resumable(&self, path: &str, length: u64) -> Result<String> {
+        let resp = Self::check(
+            self.request(Method::POST, "/api/v1/files")
+                .query(&[("uploadType", "resumable"), ("path", path)])
+                .header("upload-length", length)
+                .send()
+                .await?,
+        )
+        .await?;
+        resp.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Protocol("no Location on the created upload".into()))
+    }
+
+    /// `HEAD` on an upload URL: the offset the server has.
+    pub async fn upload_offset(&self, location: &str) -> Result<u64> {
+        let resp = Self::check(
+            self.request(Method::HEAD, location)
+                .header("tus-resumable", "1.0.0")
+                .send()
+                .await?,
+        )
+        .await?;
+        header_u64(&resp, "upload-offset")
+    }
+
+    /// Sends bytes at `offset`; returns the new offset.
+    pub async fn upload_chunk(
+        &self,
+        location: &str,
+        offset: u64,
+        data: impl Into<Bytes>,
+    ) -> Result<u64> {
+        let resp = Self::check(
+            self.request(Method::PATCH, location)
+                .header("tus-resumable", "1.0.0")
+                .header("upload-offset", offset)
+                .header("content-type", "application/offset+octet-stream")
+                .body(data.into())
+                .send()
+                .await?,
+        )
+        .await?;
+        header_u64(&resp, "upload-offset")
+    }
+}
+
+fn header_u64(resp: &reqwest::Response, name: &str) -> Result<u64> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ClientError::Protocol(format!("missing {name}")))
+}

@@ -27,7 +27,11 @@ use crate::keys::{KeyRing, UserKeys, KEY_VERSION};
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
     #[error("block {block} unreadable: {have} of {needed} shards available")]
-    Unavailable { block: BlockId, have: usize, needed: usize },
+    Unavailable {
+        block: BlockId,
+        have: usize,
+        needed: usize,
+    },
     #[error("block {block} corrupt: {source}")]
     Corrupt {
         block: BlockId,
@@ -74,7 +78,12 @@ pub struct BlockStore {
 }
 
 impl BlockStore {
-    pub fn new(keys: KeyRing, shards: LocalShards, profile: ErasureProfile, max_jobs: usize) -> Self {
+    pub fn new(
+        keys: KeyRing,
+        shards: LocalShards,
+        profile: ErasureProfile,
+        max_jobs: usize,
+    ) -> Self {
         Self {
             keys,
             shards,
@@ -120,8 +129,13 @@ impl BlockStore {
             size: chunk.len() as u32,
         };
         if exists(&id) {
-            self.stats.blocks_deduplicated.fetch_add(1, Ordering::Relaxed);
-            return Ok(StoredChunk { reference, new: None });
+            self.stats
+                .blocks_deduplicated
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(StoredChunk {
+                reference,
+                new: None,
+            });
         }
         let sealed = codec::seal(keys, &id, chunk, compress).map_err(BlockError::Codec)?;
         let stored = StoredBlock {
@@ -134,7 +148,8 @@ impl BlockStore {
         let shards = self.erasure.encode(&sealed)?;
         for (i, payload) in shards.iter().enumerate() {
             let meta = Self::shard_meta(&id, &stored, i);
-            self.shards.write(self.shards.disk_for(&id, i), &meta, payload, dirty)?;
+            self.shards
+                .write(self.shards.disk_for(&id, i), &meta, payload, dirty)?;
         }
         self.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -188,7 +203,12 @@ impl BlockStore {
     }
 
     /// Reads, verifies and decodes a block. Blocking.
-    fn read_blocking(&self, keys: &UserKeys, id: &BlockId, rec: &BlockRecord) -> Result<Vec<u8>, BlockError> {
+    fn read_blocking(
+        &self,
+        keys: &UserKeys,
+        id: &BlockId,
+        rec: &BlockRecord,
+    ) -> Result<Vec<u8>, BlockError> {
         let stored = rec.stored;
         let (k, m) = (stored.data_shards as usize, stored.parity_shards as usize);
         let erasure = Erasure::new(k, m);
@@ -225,7 +245,8 @@ impl BlockStore {
             });
         }
         let sealed = erasure.decode(&shards, stored.sealed_len as usize)?;
-        let plain = codec::open(keys, id, sealed).map_err(|source| BlockError::Corrupt { block: *id, source })?;
+        let plain = codec::open(keys, id, sealed)
+            .map_err(|source| BlockError::Corrupt { block: *id, source })?;
         if plain.len() != rec.plain_len as usize {
             return Err(BlockError::Corrupt {
                 block: *id,
@@ -242,7 +263,14 @@ impl BlockStore {
 
     /// Rewrites the shards in `bad` from the ones read. Failure is logged:
     /// the read already succeeded, and the scrubber will try again.
-    fn repair_shards(&self, id: &BlockId, stored: &StoredBlock, erasure: &Erasure, shards: &[Option<Vec<u8>>], bad: &[usize]) {
+    fn repair_shards(
+        &self,
+        id: &BlockId,
+        stored: &StoredBlock,
+        erasure: &Erasure,
+        shards: &[Option<Vec<u8>>],
+        bad: &[usize],
+    ) {
         let all = match erasure.reconstruct_all(shards) {
             Ok(all) => all,
             Err(e) => {
@@ -253,7 +281,10 @@ impl BlockStore {
         let mut dirty = DirtyDirs::default();
         for &i in bad {
             let meta = Self::shard_meta(id, stored, i);
-            if let Err(e) = self.shards.write(self.shards.disk_for(id, i), &meta, &all[i], &mut dirty) {
+            if let Err(e) =
+                self.shards
+                    .write(self.shards.disk_for(id, i), &meta, &all[i], &mut dirty)
+            {
                 tracing::warn!(block = %id, shard = i, error = %e, "read repair: write failed");
                 return;
             }
@@ -270,7 +301,12 @@ impl BlockStore {
     }
 
     /// Reads one block on the blocking pool.
-    pub async fn read_block(self: &Arc<Self>, keys: UserKeys, id: BlockId, rec: BlockRecord) -> Result<Bytes, BlockError> {
+    pub async fn read_block(
+        self: &Arc<Self>,
+        keys: UserKeys,
+        id: BlockId,
+        rec: BlockRecord,
+    ) -> Result<Bytes, BlockError> {
         let _permit = self
             .jobs
             .acquire()
@@ -316,7 +352,9 @@ mod tests {
 
     fn env() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let dirs: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("disk-{i}"))).collect();
+        let dirs: Vec<PathBuf> = (0..3)
+            .map(|i| dir.path().join(format!("disk-{i}")))
+            .collect();
         let shards = LocalShards::open(&dirs).unwrap();
         let store = Arc::new(BlockStore::new(
             KeyRing::new(ClusterSecret::from_bytes([7; 32])),
@@ -364,7 +402,13 @@ mod tests {
         let user = UserId([1; 16]);
         let mut data = noise(5 << 20, 3);
         data.extend(b"compressible text, compressible text. ".repeat(60_000));
-        let mut ing = Ingest::new(e.store.clone(), e.meta.clone(), user, true, WholeHash::Plain(blake3::Hasher::new()));
+        let mut ing = Ingest::new(
+            e.store.clone(),
+            e.meta.clone(),
+            user,
+            true,
+            WholeHash::Plain(blake3::Hasher::new()),
+        );
         for piece in data.chunks(100_003) {
             ing.push(piece).await.unwrap();
         }
@@ -374,13 +418,22 @@ mod tests {
         assert!(done.chunks.len() >= 4);
         assert_eq!(done.new_blocks.len(), done.chunks.len());
         // The compressible tail really was compressed.
-        let sealed: u64 = done.new_blocks.iter().map(|n| n.stored.sealed_len as u64).sum();
+        let sealed: u64 = done
+            .new_blocks
+            .iter()
+            .map(|n| n.stored.sealed_len as u64)
+            .sum();
         assert!(sealed < data.len() as u64 * 3 / 4, "sealed {sealed}");
         let keys = e.store.user_keys(&user);
         let mut back = Vec::new();
         for (c, n) in done.chunks.iter().zip(&done.new_blocks) {
             assert_eq!(shard_files(&e.dirs, &c.id).len(), 3);
-            back.extend_from_slice(&e.store.read_block(keys.clone(), c.id, record(n)).await.unwrap());
+            back.extend_from_slice(
+                &e.store
+                    .read_block(keys.clone(), c.id, record(n))
+                    .await
+                    .unwrap(),
+            );
         }
         assert_eq!(back, data);
         // Another user's keys cannot read the block.
@@ -395,7 +448,13 @@ mod tests {
         let user = UserId([1; 16]);
         let data = noise(300_000, 9);
         let keys = e.store.user_keys(&user);
-        let mut ing = Ingest::new(e.store.clone(), e.meta.clone(), user, true, WholeHash::Plain(blake3::Hasher::new()));
+        let mut ing = Ingest::new(
+            e.store.clone(),
+            e.meta.clone(),
+            user,
+            true,
+            WholeHash::Plain(blake3::Hasher::new()),
+        );
         ing.push(&data).await.unwrap();
         let done = ing.finish().await.unwrap();
         let n = done.new_blocks[0];
@@ -404,7 +463,11 @@ mod tests {
 
         // A lost data shard: read works (degraded) and the shard comes back.
         std::fs::remove_file(&files[0]).unwrap();
-        let got = e.store.read_block(keys.clone(), n.id, record(&n)).await.unwrap();
+        let got = e
+            .store
+            .read_block(keys.clone(), n.id, record(&n))
+            .await
+            .unwrap();
         assert_eq!(&got[..], &data[..]);
         assert!(files[0].exists(), "read repair rewrote the lost shard");
         assert_eq!(e.store.stats().shards_repaired.load(Ordering::Relaxed), 1);
@@ -414,16 +477,38 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x55;
         std::fs::write(&files[1], &bytes).unwrap();
-        let got = e.store.read_block(keys.clone(), n.id, record(&n)).await.unwrap();
+        let got = e
+            .store
+            .read_block(keys.clone(), n.id, record(&n))
+            .await
+            .unwrap();
         assert_eq!(&got[..], &data[..]);
-        assert_ne!(std::fs::read(&files[1]).unwrap(), bytes, "corrupt shard rewritten");
+        assert_ne!(
+            std::fs::read(&files[1]).unwrap(),
+            bytes,
+            "corrupt shard rewritten"
+        );
         assert_eq!(e.store.stats().shards_repaired.load(Ordering::Relaxed), 2);
 
         // Two of three gone: unreadable, with a clear error.
         std::fs::remove_file(&files[0]).unwrap();
         std::fs::remove_file(&files[1]).unwrap();
-        let err = e.store.read_block(keys, n.id, record(&n)).await.unwrap_err();
-        assert!(matches!(err, BlockError::Unavailable { have: 1, needed: 2, .. }), "{err}");
+        let err = e
+            .store
+            .read_block(keys, n.id, record(&n))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BlockError::Unavailable {
+                    have: 1,
+                    needed: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -432,12 +517,24 @@ mod tests {
         let user = UserId([1; 16]);
         let data = noise(12 << 20, 5);
         // One pass.
-        let mut ing = Ingest::new(e.store.clone(), e.meta.clone(), user, false, WholeHash::Plain(blake3::Hasher::new()));
+        let mut ing = Ingest::new(
+            e.store.clone(),
+            e.meta.clone(),
+            user,
+            false,
+            WholeHash::Plain(blake3::Hasher::new()),
+        );
         ing.push(&data).await.unwrap();
         let whole = ing.finish().await.unwrap();
         // Two requests with a stored tail in between, as a resumable upload does.
         let split = 5 << 20;
-        let mut ing = Ingest::new(e.store.clone(), e.meta.clone(), user, false, WholeHash::Tree(raft_meta::hashing::TreeHasher::new(data.len() as u64)));
+        let mut ing = Ingest::new(
+            e.store.clone(),
+            e.meta.clone(),
+            user,
+            false,
+            WholeHash::Tree(raft_meta::hashing::TreeHasher::new(data.len() as u64)),
+        );
         ing.push(&data[..split]).await.unwrap();
         let part = ing.finish_partial().await.unwrap();
         assert!(!part.tail.is_empty());
@@ -446,7 +543,13 @@ mod tests {
         assert_eq!(tail_len + done_len, split);
         let state = part.hash_state.unwrap();
         let hasher = raft_meta::hashing::TreeHasher::resume(data.len() as u64, state).unwrap();
-        let mut ing = Ingest::new(e.store.clone(), e.meta.clone(), user, false, WholeHash::Tree(hasher));
+        let mut ing = Ingest::new(
+            e.store.clone(),
+            e.meta.clone(),
+            user,
+            false,
+            WholeHash::Tree(hasher),
+        );
         ing.push_rechunk(&data[done_len..split]).await.unwrap();
         ing.push(&data[split..]).await.unwrap();
         let rest = ing.finish().await.unwrap();
@@ -454,7 +557,10 @@ mod tests {
         chunks.extend(rest.chunks);
         assert_eq!(chunks, whole.chunks, "same chunks as a single pass");
         let state = rest.hash_state.unwrap();
-        let h = raft_meta::hashing::TreeHasher::resume(data.len() as u64, state).unwrap().finalize().unwrap();
+        let h = raft_meta::hashing::TreeHasher::resume(data.len() as u64, state)
+            .unwrap()
+            .finalize()
+            .unwrap();
         assert_eq!(h, blake3::hash(&data));
     }
 }

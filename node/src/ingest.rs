@@ -72,7 +72,13 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(store: Arc<BlockStore>, meta: MetaReader, user: UserId, compress: bool, hash: WholeHash) -> Self {
+    pub fn new(
+        store: Arc<BlockStore>,
+        meta: MetaReader,
+        user: UserId,
+        compress: bool,
+        hash: WholeHash,
+    ) -> Self {
         let keys = store.user_keys(&user);
         let exists: Arc<dyn Fn(&BlockId) -> bool + Send + Sync> =
             Arc::new(move |id: &BlockId| matches!(meta.block(&user, id), Ok(Some(_))));

@@ -77,6 +77,9 @@ mod tests {
         assert_ne!(a.dedup, a.encryption);
         let other = KeyRing::new(ClusterSecret::from_bytes([4; 32])).user(&UserId([1; 16]));
         assert_ne!(a.block_id(b"x"), other.block_id(b"x"));
-        assert!(!format!("{a:?}").contains(&format!("{}", a.dedup[0])) || format!("{a:?}") == "UserKeys(<redacted>)");
+        assert!(
+            !format!("{a:?}").contains(&format!("{}", a.dedup[0]))
+                || format!("{a:?}") == "UserKeys(<redacted>)"
+        );
     }
 }

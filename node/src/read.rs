@@ -99,7 +99,12 @@ pub fn stream_range(
 }
 
 /// Reads a whole small file into memory (bounded by the caller).
-pub async fn read_all(store: Arc<BlockStore>, meta: MetaReader, user: UserId, blocks: Vec<BlockRef>) -> Result<Vec<u8>, std::io::Error> {
+pub async fn read_all(
+    store: Arc<BlockStore>,
+    meta: MetaReader,
+    user: UserId,
+    blocks: Vec<BlockRef>,
+) -> Result<Vec<u8>, std::io::Error> {
     let total: u64 = blocks.iter().map(|b| b.size as u64).sum();
     let mut s = stream_range(store, meta, user, blocks, 0, total);
     let mut out = Vec::with_capacity(total as usize);
@@ -121,8 +126,15 @@ mod tests {
             size,
         };
         let blocks = [b(1, 10), b(2, 10), b(3, 5)];
-        let ids = |p: Vec<(BlockRef, usize, usize)>| p.into_iter().map(|(r, f, t)| (r.id.0[0], f, t)).collect::<Vec<_>>();
-        assert_eq!(ids(plan(&blocks, 0, 25)), vec![(1, 0, 10), (2, 0, 10), (3, 0, 5)]);
+        let ids = |p: Vec<(BlockRef, usize, usize)>| {
+            p.into_iter()
+                .map(|(r, f, t)| (r.id.0[0], f, t))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(plan(&blocks, 0, 25)),
+            vec![(1, 0, 10), (2, 0, 10), (3, 0, 5)]
+        );
         assert_eq!(ids(plan(&blocks, 5, 15)), vec![(1, 5, 10), (2, 0, 5)]);
         assert_eq!(ids(plan(&blocks, 10, 11)), vec![(2, 0, 1)]);
         assert_eq!(ids(plan(&blocks, 24, 25)), vec![(3, 4, 5)]);

@@ -73,6 +73,10 @@ impl MetaReader {
         })
     }
 
+    pub fn entry(&self, user: &UserId, id: &EntryId) -> R<Option<EntryRecord>> {
+        Ok(kv::entry(&self.tree, user, id)?)
+    }
+
     pub fn entry_path(&self, user: &UserId, id: &EntryId) -> R<String> {
         Ok(kv::entry_path(&self.tree, user, id)?)
     }

@@ -185,8 +185,20 @@ pub struct UploadRecord {
     pub hash_state: TreeHashState,
     pub base_version: Option<u64>,
     pub on_conflict: crate::types::OnConflict,
-    /// Quota reserved for this upload when it was created.
+    /// Quota reserved for this upload (zero once finished).
     pub reserved: u64,
+    /// Set when the last byte arrived and the file was committed. The record
+    /// stays until it expires so a client that missed the final answer can
+    /// still learn the outcome.
+    pub finished: Option<FinishedUpload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedUpload {
+    pub entry: EntryId,
+    /// Where the content landed (a conflicted copy's path if it had to).
+    pub path: String,
+    pub version: u64,
 }
 
 #[cfg(test)]

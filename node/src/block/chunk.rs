@@ -54,9 +54,14 @@ mod tests {
         let data = noise(20 << 20, 42);
         let whole = cut(&data, true);
         assert_eq!(whole.iter().sum::<usize>(), data.len());
-        assert!(whole[..whole.len() - 1].iter().all(|&l| (MIN_CHUNK..=MAX_CHUNK).contains(&l)));
+        assert!(whole[..whole.len() - 1]
+            .iter()
+            .all(|&l| (MIN_CHUNK..=MAX_CHUNK).contains(&l)));
         let avg = data.len() / whole.len();
-        assert!((AVG_CHUNK / 2..AVG_CHUNK * 2).contains(&avg), "average {avg}");
+        assert!(
+            (AVG_CHUNK / 2..AVG_CHUNK * 2).contains(&avg),
+            "average {avg}"
+        );
         // Feed in uneven pieces, as a network stream would.
         let mut out = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
@@ -89,7 +94,11 @@ mod tests {
         let a = bounds(&data);
         let b: Vec<usize> = bounds(&edited).into_iter().map(|p| p - 1024).collect();
         let shared = a.iter().filter(|p| b.contains(p)).count();
-        assert!(shared + 2 >= a.len(), "{shared} of {} boundaries kept", a.len());
+        assert!(
+            shared + 2 >= a.len(),
+            "{shared} of {} boundaries kept",
+            a.len()
+        );
     }
 
     #[test]

@@ -51,9 +51,10 @@ pub enum CodecError {
 /// Whether compressing is worth trying for a file, judged by its name.
 pub fn worth_compressing(name: &str) -> bool {
     const PACKED: &[&str] = &[
-        "jpg", "jpeg", "png", "gif", "webp", "heic", "avif", "mp4", "mov", "mkv", "webm", "avi", "mp3", "aac",
-        "ogg", "opus", "flac", "m4a", "zip", "gz", "tgz", "bz2", "xz", "zst", "7z", "rar", "br", "lz4",
-        "docx", "xlsx", "pptx", "odt", "ods", "epub", "jar", "apk", "dmg", "iso", "pdf",
+        "jpg", "jpeg", "png", "gif", "webp", "heic", "avif", "mp4", "mov", "mkv", "webm", "avi",
+        "mp3", "aac", "ogg", "opus", "flac", "m4a", "zip", "gz", "tgz", "bz2", "xz", "zst", "7z",
+        "rar", "br", "lz4", "docx", "xlsx", "pptx", "odt", "ods", "epub", "jar", "apk", "dmg",
+        "iso", "pdf",
     ];
     match name.rsplit_once('.') {
         Some((_, ext)) => !PACKED.iter().any(|p| ext.eq_ignore_ascii_case(p)),
@@ -82,7 +83,12 @@ fn cipher(keys: &UserKeys) -> XChaCha20Poly1305 {
 }
 
 /// Compresses (if asked and if it saves an eighth) and encrypts a chunk.
-pub fn seal(keys: &UserKeys, id: &BlockId, plain: &[u8], try_compress: bool) -> Result<Vec<u8>, CodecError> {
+pub fn seal(
+    keys: &UserKeys,
+    id: &BlockId,
+    plain: &[u8],
+    try_compress: bool,
+) -> Result<Vec<u8>, CodecError> {
     if plain.len() > MAX_PLAIN {
         return Err(CodecError::TooLarge(plain.len()));
     }
@@ -145,7 +151,8 @@ pub fn open(keys: &UserKeys, id: &BlockId, mut sealed: Vec<u8>) -> Result<Vec<u8
         .decrypt_inout_detached(&nonce(keys, id), &aad(header, id), body.into(), &tag)
         .map_err(|_| CodecError::Authentication)?;
     let plain = if flags & FLAG_SNAPPY != 0 {
-        let n = snap::raw::decompress_len(body).map_err(|_| CodecError::Malformed("snappy length"))?;
+        let n =
+            snap::raw::decompress_len(body).map_err(|_| CodecError::Malformed("snappy length"))?;
         if n != plain_len {
             return Err(CodecError::Malformed("snappy length differs from header"));
         }
@@ -189,7 +196,12 @@ mod tests {
                 x as u8
             })
             .collect();
-        for (data, compress, expect_small) in [(&text[..], true, true), (&text[..], false, false), (&noise[..], true, false), (&[][..], true, false)] {
+        for (data, compress, expect_small) in [
+            (&text[..], true, true),
+            (&text[..], false, false),
+            (&noise[..], true, false),
+            (&[][..], true, false),
+        ] {
             let id = k.block_id(data);
             let sealed = seal(&k, &id, data, compress).unwrap();
             assert_eq!(sealed[5] & FLAG_SNAPPY != 0, expect_small);
@@ -213,9 +225,15 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(open(&k, &id, bad).is_err(), "flip at {i} went unnoticed");
         }
-        assert_eq!(open(&keys(2), &id, sealed.clone()), Err(CodecError::Authentication));
+        assert_eq!(
+            open(&keys(2), &id, sealed.clone()),
+            Err(CodecError::Authentication)
+        );
         let other = BlockId([9; 32]);
-        assert_eq!(open(&k, &other, sealed.clone()), Err(CodecError::Authentication));
+        assert_eq!(
+            open(&k, &other, sealed.clone()),
+            Err(CodecError::Authentication)
+        );
         assert!(open(&k, &id, sealed[..10].to_vec()).is_err());
     }
 

@@ -63,7 +63,11 @@ impl Erasure {
     }
 
     /// Rebuilds the sealed block from any `data` of the shards.
-    pub fn decode(&self, shards: &[Option<Vec<u8>>], sealed_len: usize) -> Result<Vec<u8>, ErasureError> {
+    pub fn decode(
+        &self,
+        shards: &[Option<Vec<u8>>],
+        sealed_len: usize,
+    ) -> Result<Vec<u8>, ErasureError> {
         let originals = self.restore_originals(shards)?;
         let mut out = Vec::with_capacity(sealed_len + 2);
         for s in originals.iter().take(self.data) {
@@ -77,7 +81,10 @@ impl Erasure {
     }
 
     /// Every shard, rebuilding the missing ones (for repair).
-    pub fn reconstruct_all(&self, shards: &[Option<Vec<u8>>]) -> Result<Vec<Vec<u8>>, ErasureError> {
+    pub fn reconstruct_all(
+        &self,
+        shards: &[Option<Vec<u8>>],
+    ) -> Result<Vec<Vec<u8>>, ErasureError> {
         let originals = self.restore_originals(shards)?;
         if shards[self.data..].iter().all(Option::is_some) {
             let mut all = originals;
@@ -167,7 +174,11 @@ mod tests {
                         .enumerate()
                         .map(|(i, s)| (mask & (1 << i) == 0).then(|| s.clone()))
                         .collect();
-                    assert_eq!(e.decode(&opt, len).unwrap(), sealed, "{k}+{m} len {len} mask {mask:b}");
+                    assert_eq!(
+                        e.decode(&opt, len).unwrap(),
+                        sealed,
+                        "{k}+{m} len {len} mask {mask:b}"
+                    );
                     assert_eq!(e.reconstruct_all(&opt).unwrap(), shards);
                 }
             }
@@ -179,6 +190,9 @@ mod tests {
         let e = Erasure::new(2, 1);
         let shards = e.encode(b"hello").unwrap();
         let opt = vec![Some(shards[0].clone()), None, None];
-        assert_eq!(e.decode(&opt, 5), Err(ErasureError::NotEnoughShards { needed: 2, have: 1 }));
+        assert_eq!(
+            e.decode(&opt, 5),
+            Err(ErasureError::NotEnoughShards { needed: 2, have: 1 })
+        );
     }
 }

@@ -141,8 +141,17 @@ mod tests {
         }
         let mut other = meta();
         other.index = 0;
-        assert_eq!(parse(&file, &other), Err(ShardFormatError::Mismatch("shard index")));
-        assert_eq!(parse(&file[..50], &meta()), Err(ShardFormatError::Truncated));
-        assert_eq!(parse(&file[..file.len() - 1], &meta()), Err(ShardFormatError::Truncated));
+        assert_eq!(
+            parse(&file, &other),
+            Err(ShardFormatError::Mismatch("shard index"))
+        );
+        assert_eq!(
+            parse(&file[..50], &meta()),
+            Err(ShardFormatError::Truncated)
+        );
+        assert_eq!(
+            parse(&file[..file.len() - 1], &meta()),
+            Err(ShardFormatError::Truncated)
+        );
     }
 }

@@ -125,11 +125,20 @@ impl LocalShards {
     }
 
     /// Writes one shard durably (all but the directory entry: see `sync_dirs`).
-    pub fn write(&self, disk: usize, meta: &ShardMeta, payload: &[u8], dirty: &mut DirtyDirs) -> Result<(), StoreError> {
+    pub fn write(
+        &self,
+        disk: usize,
+        meta: &ShardMeta,
+        payload: &[u8],
+        dirty: &mut DirtyDirs,
+    ) -> Result<(), StoreError> {
         let dest = self.shard_path(disk, &meta.block, meta.index);
-        let tmp = self.disks[disk]
-            .join("tmp")
-            .join(format!("{}.{}.{:016x}", meta.block, meta.index, rand::random::<u64>()));
+        let tmp = self.disks[disk].join("tmp").join(format!(
+            "{}.{}.{:016x}",
+            meta.block,
+            meta.index,
+            rand::random::<u64>()
+        ));
         let header = shard::header(meta, payload);
         let write = || -> io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
@@ -216,18 +225,30 @@ mod tests {
         assert!(!dirty.is_empty());
         LocalShards::sync_dirs(&dirty).unwrap();
         assert_eq!(store.read(1, &meta(0)).unwrap(), b"payload");
-        assert!(matches!(store.read(0, &meta(0)), Err(ShardReadError::Missing)));
-        assert!(matches!(store.read(1, &meta(1)), Err(ShardReadError::Missing)));
+        assert!(matches!(
+            store.read(0, &meta(0)),
+            Err(ShardReadError::Missing)
+        ));
+        assert!(matches!(
+            store.read(1, &meta(1)),
+            Err(ShardReadError::Missing)
+        ));
         // Flip a payload byte on disk.
         let path = store.shard_path(1, &b, 0);
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).unwrap();
-        assert!(matches!(store.read(1, &meta(0)), Err(ShardReadError::Corrupt(ShardFormatError::Checksum))));
+        assert!(matches!(
+            store.read(1, &meta(0)),
+            Err(ShardReadError::Corrupt(ShardFormatError::Checksum))
+        ));
         store.delete(1, &b, 0).unwrap();
         store.delete(1, &b, 0).unwrap();
-        assert!(matches!(store.read(1, &meta(0)), Err(ShardReadError::Missing)));
+        assert!(matches!(
+            store.read(1, &meta(0)),
+            Err(ShardReadError::Missing)
+        ));
         // Leftover temporary files vanish on the next open.
         fs::write(dirs[0].join("tmp").join("junk"), b"x").unwrap();
         LocalShards::open(&dirs).unwrap();

@@ -599,7 +599,33 @@ fn uploads_advance_finish_and_hand_over_references() {
     assert_eq!(f.refs(10), 0);
     assert_eq!((f.refs(11), f.refs(12)), (1, 1));
     assert_eq!(f.used(), (3000, 0));
+    // The finished session stays, small, so a client that lost the answer can ask.
+    let done = f.reader().upload(&f.user, &id).unwrap().unwrap();
+    assert_eq!(done.finished.as_ref().unwrap().version, 1);
+    assert_eq!(done.finished.as_ref().unwrap().path, "/up/file.bin");
+    assert_eq!((done.chunk_count, done.reserved), (0, 0));
+    assert!(matches!(
+        f.run(Command::AdvanceUpload(AdvanceUpload {
+            user: f.user,
+            upload: id,
+            expected_offset: 3000,
+            new_offset: 3000,
+            chunks: vec![],
+            tail: vec![],
+            new_blocks: vec![],
+            hash_state: h.state().clone(),
+            finish: None,
+        })),
+        Err(CommandError::OffsetMismatch { .. })
+    ));
+    // Cancelling a finished session only removes the record.
+    f.ok(Command::CancelUpload {
+        user: f.user,
+        upload: id,
+    });
     assert!(f.reader().upload(&f.user, &id).unwrap().is_none());
+    assert_eq!((f.refs(11), f.refs(12)), (1, 1));
+    assert_eq!(f.used(), (3000, 0));
     let r = f.reader();
     let (eid, _) = r
         .live(&f.user, &crate::DrivePath::parse("/up/file.bin").unwrap())

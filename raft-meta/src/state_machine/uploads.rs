@@ -11,7 +11,7 @@ use crate::hashing::TreeHasher;
 use crate::keys;
 use crate::kv::{self, Resolved};
 use crate::path::PathError;
-use crate::records::{decode, BlockRef, EntryKind, UploadRecord, UserRecord};
+use crate::records::{decode, BlockRef, EntryKind, FinishedUpload, UploadRecord, UserRecord};
 use crate::types::{AdvanceUpload, CommandError, CreateUpload, FileContent, OnConflict, Output};
 
 pub(super) fn create(tx: &mut Tx<'_>, at: u64, c: &CreateUpload) -> Step<Output> {
@@ -64,6 +64,7 @@ pub(super) fn create(tx: &mut Tx<'_>, at: u64, c: &CreateUpload) -> Step<Output>
         base_version: c.base_version,
         on_conflict: c.on_conflict,
         reserved: reserve,
+        finished: None,
     };
     tx.put(keys::upload(&c.user, &c.upload), &rec);
     tx.put_raw(
@@ -90,7 +91,7 @@ fn chunks(tx: &Tx<'_>, user: &UserId, id: &UploadId) -> Step<Vec<BlockRef>> {
 
 pub(super) fn advance(tx: &mut Tx<'_>, at: u64, c: &AdvanceUpload) -> Step<Output> {
     let mut rec = load(tx, at, &c.user, &c.upload)?;
-    if rec.offset != c.expected_offset {
+    if rec.finished.is_some() || rec.offset != c.expected_offset {
         return Err(CommandError::OffsetMismatch {
             expected: c.expected_offset,
             actual: rec.offset,
@@ -173,7 +174,18 @@ pub(super) fn advance(tx: &mut Tx<'_>, at: u64, c: &AdvanceUpload) -> Step<Outpu
         ctx.urec.reserved_bytes = ctx.urec.reserved_bytes.saturating_sub(rec.reserved);
     }
     ctx.save(tx);
-    remove(tx, &c.user, &rec);
+    // The chunk list now lives in the version; keep a small record until expiry.
+    for i in 0..rec.chunk_count {
+        tx.del(keys::upload_chunk(&c.user, &c.upload, i));
+    }
+    rec.chunk_count = 0;
+    rec.reserved = 0;
+    rec.finished = Some(FinishedUpload {
+        entry: written.view.id,
+        path: written.view.path.clone(),
+        version: written.view.record.head,
+    });
+    tx.put(keys::upload(&c.user, &c.upload), &rec);
     Ok(Output::Advanced {
         offset: rec.offset,
         committed: Some(written.view),

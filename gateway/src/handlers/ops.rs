@@ -1,0 +1,145 @@
+//! Health, readiness, metrics, and the OpenAPI document.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use http::{HeaderValue, StatusCode};
+
+use super::{json, Response};
+use crate::app::App;
+
+pub fn healthz() -> Response {
+    let mut r = Response::new("ok\n".into());
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain"));
+    r
+}
+
+pub fn readyz(app: &App) -> Response {
+    let m = app.meta.raft_metrics();
+    let ready = m.current_leader.is_some() && m.running_state.is_ok();
+    let body = serde_json::json!({
+        "ready": ready,
+        "node_id": app.meta.node_id(),
+        "leader": m.current_leader,
+        "term": m.current_term,
+    });
+    json(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
+}
+
+pub fn metrics(app: &App) -> Response {
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    };
+    let m = &app.metrics;
+    counter(
+        "strata_http_requests_total",
+        "HTTP requests received.",
+        m.requests.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_http_responses_2xx_total",
+        "2xx responses.",
+        m.responses_2xx.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_http_responses_3xx_total",
+        "3xx responses.",
+        m.responses_3xx.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_http_responses_4xx_total",
+        "4xx responses.",
+        m.responses_4xx.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_http_responses_5xx_total",
+        "5xx responses.",
+        m.responses_5xx.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_upload_bytes_received_total",
+        "File content bytes received in request bodies.",
+        m.bytes_received.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_download_bytes_sent_total",
+        "File content bytes sent.",
+        m.bytes_sent.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_files_committed_total",
+        "File versions committed by uploads.",
+        m.uploads_committed.load(Ordering::Relaxed),
+    );
+    let b = app.blocks.stats();
+    counter(
+        "strata_blocks_written_total",
+        "Blocks sealed and written as shards.",
+        b.blocks_written.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_blocks_deduplicated_total",
+        "Chunks found already stored.",
+        b.blocks_deduplicated.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_block_plain_bytes_written_total",
+        "Plaintext bytes of written blocks.",
+        b.plain_bytes_written.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_block_sealed_bytes_written_total",
+        "Sealed bytes of written blocks.",
+        b.sealed_bytes_written.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_blocks_read_total",
+        "Blocks read and verified.",
+        b.blocks_read.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_degraded_reads_total",
+        "Block reads that needed parity.",
+        b.degraded_reads.load(Ordering::Relaxed),
+    );
+    counter(
+        "strata_shards_repaired_total",
+        "Shards rewritten after a failed check.",
+        b.shards_repaired.load(Ordering::Relaxed),
+    );
+    let r = app.meta.raft_metrics();
+    let _ = writeln!(
+        out,
+        "# HELP strata_raft_term Current Raft term.\n# TYPE strata_raft_term gauge\nstrata_raft_term {}\n\
+         # HELP strata_raft_last_applied_index Last log index applied here.\n# TYPE strata_raft_last_applied_index gauge\nstrata_raft_last_applied_index {}\n\
+         # HELP strata_raft_is_leader Whether this node leads.\n# TYPE strata_raft_is_leader gauge\nstrata_raft_is_leader {}",
+        r.current_term,
+        r.last_applied.map(|l| l.index).unwrap_or(0),
+        u8::from(r.current_leader == Some(app.meta.node_id())),
+    );
+    let mut resp = Response::new(out.into());
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+pub fn openapi() -> Response {
+    let mut r = Response::new(include_str!("../openapi.json").into());
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}

@@ -1,0 +1,96 @@
+//! `POST /api/v1/files?uploadType=simple`: the body is the file. The bytes
+//! stream through the block pipeline; the file appears only when every
+//! block is durable and the version is committed. An interrupted request
+//! commits nothing.
+
+use std::sync::atomic::Ordering;
+
+use http::StatusCode;
+use raft_meta::types::{CommitFile, FileContent};
+use raft_meta::{Command, Output};
+use strata_node::block::codec::worth_compressing;
+use strata_node::{Ingest, WholeHash};
+
+use super::{check_quota, check_size, conflict_params, file_path};
+use crate::app::App;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::handlers::{json, metadata, DeviceNames, Response};
+use crate::request::Req;
+
+pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Response> {
+    let path = file_path(&req, req.required("path")?)?;
+    let (base_version, on_conflict) = conflict_params(&req)?;
+    let declared = req.header_u64("content-length")?;
+    if let Some(len) = declared {
+        check_size(app, len)?;
+        check_quota(app, caller, &path, len)?;
+    }
+    let max = app.config.limits.max_file_bytes;
+    let _slot = app
+        .upload_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("shutting down"))?;
+    let compress = worth_compressing(path.name().unwrap_or(""));
+    let mut ingest = Ingest::new(
+        app.blocks.clone(),
+        app.meta.local().clone(),
+        caller.user,
+        compress,
+        WholeHash::Plain(blake3::Hasher::new()),
+    );
+    let mut received = 0u64;
+    while let Some(piece) = req.next_chunk().await {
+        let piece = piece.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
+        received += piece.len() as u64;
+        if received > max {
+            return Err(ApiError::too_large(format!(
+                "over the {max}-byte file limit"
+            )));
+        }
+        ingest.push(&piece).await?;
+    }
+    app.metrics
+        .bytes_received
+        .fetch_add(received, Ordering::Relaxed);
+    if declared.is_some_and(|d| d != received) {
+        return Err(ApiError::bad_request(
+            "body length differs from Content-Length",
+        ));
+    }
+    let done = ingest.finish().await?;
+    let content_hash = done
+        .content_hash
+        .ok_or_else(|| ApiError::internal("content hash missing"))?;
+    let out = app
+        .meta
+        .write(Command::CommitFile(CommitFile {
+            user: caller.user,
+            path: path.segments().to_vec(),
+            device: caller.device,
+            content: FileContent {
+                size: done.size,
+                content_hash,
+                blocks: done.chunks,
+            },
+            new_blocks: done.new_blocks,
+            base_version,
+            on_conflict,
+            id_seed: rand::random(),
+        }))
+        .await?;
+    let Output::Entry(view) = out else {
+        return Err(ApiError::internal("unexpected commit result"));
+    };
+    app.metrics
+        .uploads_committed
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(user = %caller.user, version = view.record.head, size = done.size, "file committed");
+    let reader = app.meta.local();
+    let mut names = DeviceNames::new(reader, caller.user);
+    Ok(json(
+        StatusCode::CREATED,
+        &metadata(&mut names, &view.path, &view.record),
+    ))
+}
