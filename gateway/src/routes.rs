@@ -85,7 +85,9 @@ async fn respond(app: Arc<App>, req: Req) -> Response {
     let mut resp = match dispatch(&app, req).await {
         Ok(r) => r,
         Err(e) => {
-            if e.status.is_server_error() {
+            if e.status == StatusCode::INTERNAL_SERVER_ERROR
+                || e.status == StatusCode::SERVICE_UNAVAILABLE
+            {
                 tracing::warn!(status = e.status.as_u16(), code = e.code, message = %e.message, "request failed");
             } else {
                 tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused");
