@@ -72,11 +72,19 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Writes to stdout; a closed stdout (the reader went away) must not stop a server.
+pub fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 async fn serve(config: PathBuf) -> anyhow::Result<()> {
     let cfg = cluster_config::Config::load(&config)?;
     let server =
         strata_gateway::NodeServer::start(cfg, Arc::new(cluster_config::SystemClock)).await?;
-    println!("strata node serving {}", server.url());
+    say(&format!("strata node serving {}\n", server.url()));
     shutdown_signal().await;
     eprintln!("stopping…");
     server.shutdown().await;

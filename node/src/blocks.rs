@@ -216,17 +216,14 @@ impl BlockStore {
         let mut bad = Vec::new();
         let mut have = 0;
         // Data shards first; parity only as needed.
-        for i in 0..k + m {
-            if have == k {
-                break;
-            }
-            if i >= k && bad.is_empty() {
+        for (i, slot) in shards.iter_mut().enumerate() {
+            if have == k || (i >= k && bad.is_empty()) {
                 break;
             }
             let meta = Self::shard_meta(id, &stored, i);
             match self.shards.read(self.shards.disk_for(id, i), &meta) {
                 Ok(p) => {
-                    shards[i] = Some(p);
+                    *slot = Some(p);
                     have += 1;
                 }
                 Err(e) => {
@@ -407,7 +404,7 @@ mod tests {
             e.meta.clone(),
             user,
             true,
-            WholeHash::Plain(blake3::Hasher::new()),
+            WholeHash::Plain(Box::default()),
         );
         for piece in data.chunks(100_003) {
             ing.push(piece).await.unwrap();
@@ -453,7 +450,7 @@ mod tests {
             e.meta.clone(),
             user,
             true,
-            WholeHash::Plain(blake3::Hasher::new()),
+            WholeHash::Plain(Box::default()),
         );
         ing.push(&data).await.unwrap();
         let done = ing.finish().await.unwrap();
@@ -522,7 +519,7 @@ mod tests {
             e.meta.clone(),
             user,
             false,
-            WholeHash::Plain(blake3::Hasher::new()),
+            WholeHash::Plain(Box::default()),
         );
         ing.push(&data).await.unwrap();
         let whole = ing.finish().await.unwrap();

@@ -30,7 +30,7 @@ const CUT_AT: usize = 2 * MAX_CHUNK;
 /// How the whole content is hashed while it streams through.
 pub enum WholeHash {
     /// A plain BLAKE3 hasher (the content arrives in one request).
-    Plain(blake3::Hasher),
+    Plain(Box<blake3::Hasher>),
     /// A resumable tree hasher (the content arrives over many requests).
     Tree(TreeHasher),
 }

@@ -8,6 +8,7 @@
 //! fsynced; every shard read is checksummed and every decoded block is
 //! authenticated and its id re-derived from the plaintext.
 
+pub mod bench;
 pub mod block;
 pub mod blocks;
 pub mod ingest;

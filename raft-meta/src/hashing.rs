@@ -55,7 +55,7 @@ impl TreeHasher {
     pub fn resume(total: u64, state: TreeHashState) -> Result<Self, TreeHashError> {
         let covered: u64 = state.stack.iter().map(|(_, n)| n).sum();
         if covered != state.hashed
-            || state.hashed % CHUNK != 0
+            || !state.hashed.is_multiple_of(CHUNK)
             || state.pending.len() as u64 > CHUNK
             || state.hashed + state.pending.len() as u64 > total
         {

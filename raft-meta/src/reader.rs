@@ -38,7 +38,7 @@ impl MetaReader {
     }
 
     pub fn user(&self, id: &UserId) -> R<Option<UserRecord>> {
-        Ok(self.get("user", &keys::user(id))?)
+        self.get("user", &keys::user(id))
     }
 
     pub fn user_by_name(&self, name: &str) -> R<Option<(UserId, UserRecord)>> {
@@ -54,11 +54,11 @@ impl MetaReader {
     }
 
     pub fn session(&self, user: &UserId, token_hash: &[u8; 32]) -> R<Option<SessionRecord>> {
-        Ok(self.get("session", &keys::session(user, token_hash))?)
+        self.get("session", &keys::session(user, token_hash))
     }
 
     pub fn device(&self, user: &UserId, id: &DeviceId) -> R<Option<DeviceRecord>> {
-        Ok(self.get("device", &keys::device(user, id))?)
+        self.get("device", &keys::device(user, id))
     }
 
     pub fn resolve(&self, user: &UserId, path: &DrivePath) -> R<Resolved> {
@@ -154,15 +154,15 @@ impl MetaReader {
         entry: &EntryId,
         version: u64,
     ) -> R<Option<VersionRecord>> {
-        Ok(self.get("version", &keys::version(user, entry, version))?)
+        self.get("version", &keys::version(user, entry, version))
     }
 
     pub fn block(&self, user: &UserId, id: &BlockId) -> R<Option<BlockRecord>> {
-        Ok(self.get("block", &keys::block(user, id))?)
+        self.get("block", &keys::block(user, id))
     }
 
     pub fn upload(&self, user: &UserId, id: &UploadId) -> R<Option<UploadRecord>> {
-        Ok(self.get("upload", &keys::upload(user, id))?)
+        self.get("upload", &keys::upload(user, id))
     }
 
     /// Journal lines with `seq >= from`, at most `limit`.

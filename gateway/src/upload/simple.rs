@@ -38,7 +38,7 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         app.meta.local().clone(),
         caller.user,
         compress,
-        WholeHash::Plain(blake3::Hasher::new()),
+        WholeHash::Plain(Box::default()),
     );
     let mut received = 0u64;
     while let Some(piece) = req.next_chunk().await {

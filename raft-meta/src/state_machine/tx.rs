@@ -22,6 +22,9 @@ pub enum Fatal {
 }
 
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// Keys and values, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+type LayerRange<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a>;
 
 pub struct Tx<'a> {
     tree: &'a sled::Tree,
@@ -73,7 +76,7 @@ impl<'a> Tx<'a> {
 
     /// Every live key under `prefix` with its value, in key order, seeing
     /// this transaction's own writes.
-    pub fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Fatal> {
+    pub fn scan(&self, prefix: &[u8]) -> Result<Pairs, Fatal> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for kv in self.tree.scan_prefix(prefix) {
             let (k, v) = kv?;
@@ -81,7 +84,7 @@ impl<'a> Tx<'a> {
         }
         let end = prefix_end(prefix);
         for layer in [&self.batch, &self.cmd] {
-            let range: Box<dyn Iterator<Item = (&Vec<u8>, &Option<Vec<u8>>)>> = match &end {
+            let range: LayerRange<'_> = match &end {
                 Some(end) => Box::new(layer.range(prefix.to_vec()..end.clone())),
                 None => Box::new(layer.range(prefix.to_vec()..)),
             };
@@ -122,11 +125,7 @@ impl<'a> Tx<'a> {
 impl Tx<'_> {
     /// Up to `limit` keys under `prefix` in the committed tree whose value
     /// this transaction has not deleted, in key order.
-    pub fn scan_committed(
-        &self,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Fatal> {
+    pub fn scan_committed(&self, prefix: &[u8], limit: usize) -> Result<Pairs, Fatal> {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(prefix) {
             if out.len() >= limit {
