@@ -44,7 +44,9 @@ fn print_table(rows: &[Figure]) {
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -67,7 +69,13 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         .prefix("strata-bench-")
         .tempdir_in(opts.dir.clone().unwrap_or_else(std::env::temp_dir))?;
     let total = opts.size_mib << 20;
-    println!("machine: {}; {} MiB per measurement; erasure {}+{}\n", machine(), opts.size_mib, PROFILE.data, PROFILE.parity);
+    println!(
+        "machine: {}; {} MiB per measurement; erasure {}+{}\n",
+        machine(),
+        opts.size_mib,
+        PROFILE.data,
+        PROFILE.parity
+    );
     if stages {
         let stage_total = total.min(256 << 20);
         let rows = tokio::task::spawn_blocking({
@@ -80,16 +88,27 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         print_table(&rows);
         println!();
     }
-    let (up, down) = bench::whole(scratch.path(), total, PROFILE).await.map_err(anyhow::Error::msg)?;
+    let (up, down) = bench::whole(scratch.path(), total, PROFILE)
+        .await
+        .map_err(anyhow::Error::msg)?;
     println!("whole pipeline ({} MiB):", opts.size_mib);
     print_table(&[up.clone(), down.clone()]);
     println!();
     if e2e {
         let (e2e_up, e2e_down) = end_to_end(scratch.path(), total).await?;
-        println!("end to end, HTTPS through `strata dev` ({} MiB file):", opts.size_mib);
-        println!("| direction | MB/s | ratio to the pipeline alone (same run) |\n| --- | ---: | ---: |");
+        println!(
+            "end to end, HTTPS through `strata dev` ({} MiB file):",
+            opts.size_mib
+        );
+        println!(
+            "| direction | MB/s | ratio to the pipeline alone (same run) |\n| --- | ---: | ---: |"
+        );
         println!("| upload | {:.0} | {:.2} |", e2e_up, e2e_up / up.mb_per_s);
-        println!("| download | {:.0} | {:.2} |", e2e_down, e2e_down / down.mb_per_s);
+        println!(
+            "| download | {:.0} | {:.2} |",
+            e2e_down,
+            e2e_down / down.mb_per_s
+        );
     }
     Ok(())
 }
@@ -133,7 +152,8 @@ async fn end_to_end(dir: &Path, total: usize) -> anyhow::Result<(f64, f64)> {
     let anon = strata_client::Client::new(&url, Some(&ca))?;
     anon.signup("bench", "benchmark password").await?;
     let mut c = strata_client::Client::new(&url, Some(&ca))?;
-    c.login("bench", "benchmark password", Some("bench")).await?;
+    c.login("bench", "benchmark password", Some("bench"))
+        .await?;
     // Unique data (dedup would measure nothing), generated before the clock starts.
     let body = Bytes::from(bench::noise(total, 3));
     let pieces: Vec<Result<Bytes, std::io::Error>> = (0..total)

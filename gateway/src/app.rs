@@ -25,6 +25,9 @@ pub struct App {
     /// A hash to verify against when a username is unknown, so a login for
     /// a missing user costs as long as one with a wrong password.
     pub dummy_password_hash: String,
+    /// Work that outlives its request (an upload request whose client went
+    /// away still stores and commits what arrived); shutdown waits for it.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl App {
@@ -47,6 +50,7 @@ impl App {
             upload_locks: UploadLocks::default(),
             metrics: Metrics::default(),
             dummy_password_hash,
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 }

@@ -25,6 +25,8 @@ use crate::http::{self, TlsError};
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const SWEEP_BATCH: u32 = 256;
 const LEADER_WAIT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for upload work detached from its connection.
+const DETACHED_DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -171,6 +173,13 @@ impl NodeServer {
             if let Err(e) = r {
                 tracing::warn!(error = %e, "task ended abnormally");
             }
+        }
+        self.app.tasks.close();
+        if tokio::time::timeout(DETACHED_DRAIN, self.app.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("upload work still running after {DETACHED_DRAIN:?}; stopping anyway");
         }
         if let Some(meta) = self.meta.take() {
             meta.shutdown().await;

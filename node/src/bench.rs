@@ -46,12 +46,13 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
 /// Each stage alone, single-threaded, over `total` bytes in ~1 MiB blocks.
 pub fn stages(dir: &Path, total: usize, profile: ErasureProfile) -> Result<Vec<Figure>, String> {
     let data = noise(total, 1);
-    let text: Vec<u8> = b"strata stores files as content-defined chunks, sealed and erasure-coded. "
-        .iter()
-        .cycle()
-        .take(total)
-        .copied()
-        .collect();
+    let text: Vec<u8> =
+        b"strata stores files as content-defined chunks, sealed and erasure-coded. "
+            .iter()
+            .cycle()
+            .take(total)
+            .copied()
+            .collect();
     let keys = KeyRing::new(ClusterSecret::from_bytes([9; 32])).user(&UserId([1; 16]));
     let mut out = Vec::new();
 
@@ -120,7 +121,10 @@ pub fn stages(dir: &Path, total: usize, profile: ErasureProfile) -> Result<Vec<F
         encoded.push(erasure.encode(s).map_err(|e| e.to_string())?);
     }
     out.push(Figure {
-        name: format!("erasure-code (Reed-Solomon {}+{}, encode)", profile.data, profile.parity),
+        name: format!(
+            "erasure-code (Reed-Solomon {}+{}, encode)",
+            profile.data, profile.parity
+        ),
         mb_per_s: rate(total, t),
         note: "reed-solomon-simd".into(),
     });
@@ -139,7 +143,9 @@ pub fn stages(dir: &Path, total: usize, profile: ErasureProfile) -> Result<Vec<F
         note: "includes copying the surviving shards".into(),
     });
 
-    let disks: Vec<_> = (0..profile.total()).map(|i| dir.join(format!("stage-disk-{i}"))).collect();
+    let disks: Vec<_> = (0..profile.total())
+        .map(|i| dir.join(format!("stage-disk-{i}")))
+        .collect();
     let store = LocalShards::open(&disks).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let mut dirty = DirtyDirs::default();
@@ -170,10 +176,18 @@ pub fn stages(dir: &Path, total: usize, profile: ErasureProfile) -> Result<Vec<F
 
 /// The whole pipeline as uploads run it (parallel stores, fsync), then
 /// reading everything back. Returns (ingest MB/s, read MB/s).
-pub async fn whole(dir: &Path, total: usize, profile: ErasureProfile) -> Result<(Figure, Figure), String> {
-    let disks: Vec<_> = (0..profile.total()).map(|i| dir.join(format!("pipe-disk-{i}"))).collect();
+pub async fn whole(
+    dir: &Path,
+    total: usize,
+    profile: ErasureProfile,
+) -> Result<(Figure, Figure), String> {
+    let disks: Vec<_> = (0..profile.total())
+        .map(|i| dir.join(format!("pipe-disk-{i}")))
+        .collect();
     let shards = LocalShards::open(&disks).map_err(|e| e.to_string())?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let store = Arc::new(BlockStore::new(
         KeyRing::new(ClusterSecret::from_bytes([9; 32])),
         shards,
@@ -189,7 +203,13 @@ pub async fn whole(dir: &Path, total: usize, profile: ErasureProfile) -> Result<
     // Generate ahead so the measurement is the pipeline, not the generator.
     let data = Bytes::from(noise(total, 2));
     let t = Instant::now();
-    let mut ingest = Ingest::new(store.clone(), meta, user, true, WholeHash::Plain(Box::default()));
+    let mut ingest = Ingest::new(
+        store.clone(),
+        meta,
+        user,
+        true,
+        WholeHash::Plain(Box::default()),
+    );
     for piece in data.chunks(64 * 1024) {
         ingest.push(piece).await.map_err(|e| e.to_string())?;
     }
@@ -223,7 +243,11 @@ pub async fn whole(dir: &Path, total: usize, profile: ErasureProfile) -> Result<
             inflight.push_back(tokio::spawn(async move { s.read_block(k, id, rec).await }));
         }
         let Some(h) = inflight.pop_front() else { break };
-        got += h.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?.len();
+        got += h
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .len();
     }
     if got != total {
         return Err(format!("read back {got} of {total} bytes"));

@@ -546,7 +546,8 @@ impl Job {
 /// Runs a job detached from the connection and waits for its answer.
 async fn run_detached(job: Job) -> Result<Advanced, JobError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    let tasks = job.app.tasks.clone();
+    tasks.spawn(async move {
         let _ = tx.send(job.run().await);
     });
     rx.await.unwrap_or_else(|_| {
