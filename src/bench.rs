@@ -125,7 +125,7 @@ impl Drop for DevProcess {
 fn start_dev(data: &Path) -> anyhow::Result<(DevProcess, String)> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .args(["dev", "--nodes", "1", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

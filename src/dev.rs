@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -22,8 +23,9 @@ pub struct DevArgs {
     /// Address of the HTTPS API.
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
-    /// Storage nodes to run in this process.
-    #[arg(long, default_value_t = 1)]
+    /// Storage nodes to run in this process (a real cluster: Raft over
+    /// libp2p, erasure-coded shards across the nodes).
+    #[arg(long, default_value_t = 3)]
     nodes: usize,
     /// Serve plain HTTP (only behind a TLS-terminating proxy).
     #[arg(long)]
@@ -59,11 +61,20 @@ fn rand_bytes() -> [u8; 12] {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    if args.nodes != 1 {
-        bail!("this version runs a single node: use --nodes 1");
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
     }
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating {}", args.data.display()))?;
+    if args.nodes > 1 {
+        return run_cluster(args).await;
+    }
+    if args.data.join("cluster.json").exists() {
+        bail!(
+            "{} holds a multi-node drive; start it with the same --nodes",
+            args.data.display()
+        );
+    }
     let data = args
         .data
         .canonicalize()
@@ -115,5 +126,123 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     crate::shutdown_signal().await;
     eprintln!("stopping…");
     server.shutdown().await;
+    Ok(())
+}
+
+/// Ports `base..base + 2n` free on `ip`, near `base` (or anywhere for 0).
+fn free_ports(ip: std::net::IpAddr, base: u16, n: usize) -> anyhow::Result<u16> {
+    let fits = |b: u16| {
+        (0..2 * n).all(|i| {
+            b.checked_add(i as u16)
+                .is_some_and(|p| std::net::TcpListener::bind(SocketAddr::new(ip, p)).is_ok())
+        })
+    };
+    if base != 0 {
+        return if fits(base) {
+            Ok(base)
+        } else {
+            bail!(
+                "ports {base}..{} on {ip} are not all free",
+                base as usize + 2 * n
+            )
+        };
+    }
+    for _ in 0..100 {
+        let b = 20_000 + (rand_bytes()[0] as u16 as u32 * 157 % 20_000) as u16 * 2;
+        if fits(b) {
+            return Ok(b);
+        }
+    }
+    bail!("no free port range on {ip}")
+}
+
+/// `strata dev --nodes N` (N > 1): a whole cluster in this process.
+async fn run_cluster(args: DevArgs) -> anyhow::Result<()> {
+    if args.insecure_http {
+        bail!("--insecure-http is for a single node behind a TLS proxy; use --nodes 1");
+    }
+    let data = args
+        .data
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.data.display()))?;
+    let manifest_path = data.join("cluster.json");
+    if data.join("node-1").join("node.toml").exists() && !manifest_path.exists() {
+        bail!(
+            "{} holds a single-node drive; start it with --nodes 1",
+            data.display()
+        );
+    }
+    if !manifest_path.exists() {
+        let base = free_ports(args.listen.ip(), args.listen.port(), args.nodes)?;
+        cluster_config::generate::init_cluster(&cluster_config::generate::ClusterSpec {
+            nodes: args.nodes,
+            spare: 0,
+            out: data.clone(),
+            erasure: None,
+            host: args.listen.ip().to_string(),
+            base_port: base,
+            disks_per_node: 1,
+            repair_grace: None,
+            extra_toml: String::new(),
+        })?;
+        std::fs::create_dir_all(data.join("tls"))?;
+        std::fs::copy(data.join("ca.pem"), data.join("tls").join("cert.pem"))?;
+        eprintln!(
+            "generated a {}-node cluster in {}",
+            args.nodes,
+            data.display()
+        );
+    }
+    let manifest: cluster_config::generate::ClusterManifest =
+        serde_json::from_slice(&std::fs::read(&manifest_path)?)?;
+    if manifest.nodes.len() != args.nodes {
+        bail!(
+            "{} holds a {}-node drive; start it with --nodes {}",
+            data.display(),
+            manifest.nodes.len(),
+            manifest.nodes.len()
+        );
+    }
+    let starts = manifest.nodes.iter().map(|n| {
+        let path = PathBuf::from(&n.config);
+        async move {
+            let config = cluster_config::Config::load(&path)?;
+            strata_gateway::NodeServer::start(config, Arc::new(cluster_config::SystemClock))
+                .await
+                .with_context(|| format!("starting node {}", path.display()))
+        }
+    });
+    let servers: Vec<strata_gateway::NodeServer> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    // The leader creates the admin account; wait for it before saying "ready".
+    for _ in 0..300 {
+        if matches!(
+            servers[0].app().meta.local().user_by_name(ADMIN),
+            Ok(Some(_))
+        ) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut banner = format!("strata dev: serving {}\n", servers[0].url());
+    for s in &servers[1..] {
+        banner.push_str(&format!("  also serving {}\n", s.url()));
+    }
+    banner.push_str(&format!(
+        "  TLS certificate (the cluster's CA): {}\n  login: {ADMIN} (password in {})\n  data: {} ({} nodes, erasure {})\n  press Ctrl-C to stop\n",
+        data.join("tls").join("cert.pem").display(),
+        data.join("admin-password").display(),
+        data.display(),
+        args.nodes,
+        manifest.erasure,
+    ));
+    crate::say(&banner);
+    crate::shutdown_signal().await;
+    eprintln!("stopping…");
+    for s in servers {
+        s.shutdown().await;
+    }
     Ok(())
 }

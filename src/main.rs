@@ -2,6 +2,7 @@
 //! calls into the library crates.
 
 mod bench;
+mod cluster;
 mod dev;
 
 use std::path::PathBuf;
@@ -31,6 +32,10 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write the configs, keys and certificates of a new cluster.
+    InitCluster(cluster::InitArgs),
+    /// Administer a running cluster over its HTTPS admin API.
+    Admin(cluster::AdminArgs),
     /// Measure the block pipeline and the whole drive.
     Bench {
         #[command(subcommand)]
@@ -110,6 +115,8 @@ fn main() -> ExitCode {
             Cmd::Dev(args) => dev::run(args).await,
             Cmd::Serve { config } => serve(config).await,
             Cmd::Bench { which } => bench::run(which).await,
+            Cmd::InitCluster(args) => cluster::init(args),
+            Cmd::Admin(args) => cluster::admin(args).await,
         }
     });
     match result {

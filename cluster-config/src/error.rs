@@ -43,4 +43,14 @@ pub enum ConfigError {
     BadSecretFile { path: PathBuf, reason: String },
     #[error("certificate generation failed: {0}")]
     Certificate(String),
+    #[error("a cluster node needs both `[p2p]` and `[cluster]`; `[{missing}]` is missing")]
+    ClusterIncomplete { missing: &'static str },
+    #[error("`cluster.peers` lists {what} {value} twice")]
+    DuplicatePeer { what: &'static str, value: String },
+    #[error("`cluster.peers` does not list this node (id {id})")]
+    NotAPeer { id: u64 },
+    #[error("{path}: not a node key: {reason}")]
+    BadNodeKey { path: PathBuf, reason: String },
+    #[error("cluster generation: {0}")]
+    Generate(String),
 }

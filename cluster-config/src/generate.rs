@@ -151,3 +151,316 @@ mod tests {
         assert!(cfg.cluster_secret_file.ends_with("secret.key"));
     }
 }
+
+/// What `strata init-cluster` writes.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Nodes in the first layout.
+    pub nodes: usize,
+    /// Extra nodes generated now (keys, certificates, configs) but joined
+    /// later with `strata admin add-node`.
+    pub spare: usize,
+    pub out: PathBuf,
+    pub erasure: Option<ErasureProfile>,
+    /// Host of every node; a literal `x` is replaced by the node number, so
+    /// `127.0.0.x` puts node i on 127.0.0.i.
+    pub host: String,
+    pub base_port: u16,
+    /// Shard directories per node.
+    pub disks_per_node: usize,
+    /// Heartbeat silence after which a node's shards are rebuilt elsewhere.
+    pub repair_grace: Option<String>,
+    /// Extra TOML appended to every node config (tests, tuning).
+    pub extra_toml: String,
+}
+
+/// The machine-readable summary, `cluster.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterManifest {
+    pub nodes: Vec<ManifestNode>,
+    pub ca_cert: String,
+    pub admin: ManifestAdmin,
+    pub erasure: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ManifestNode {
+    pub id: u64,
+    pub config: String,
+    pub api_url: String,
+    pub p2p_addr: String,
+    pub peer_id: String,
+    pub initial: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ManifestAdmin {
+    pub username: String,
+    pub password: String,
+}
+
+/// The default erasure profile for `n` nodes: 2+1 for 3, 4+2 for 6 or more,
+/// otherwise the largest that gives every shard its own node.
+pub fn default_profile(n: usize) -> Option<ErasureProfile> {
+    let (data, parity) = match n {
+        0 | 1 => return None,
+        2 => (1, 1),
+        3 => (2, 1),
+        4 => (3, 1),
+        5 => (3, 2),
+        _ => (4, 2),
+    };
+    Some(ErasureProfile { data, parity })
+}
+
+fn gen_err(e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Generate(e.to_string())
+}
+
+/// Writes configs, keys, an internal CA with one certificate per node, the
+/// cluster secret and `cluster.json` under `spec.out`.
+pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> {
+    let n = spec.nodes;
+    let erasure = match spec.erasure {
+        Some(e) => e,
+        None => default_profile(n).ok_or_else(|| gen_err("a cluster needs at least 2 nodes"))?,
+    };
+    if erasure.total() > n {
+        return Err(ConfigError::ErasureProfile {
+            data: erasure.data as u64,
+            parity: erasure.parity as u64,
+            reason: "more shards than nodes: every shard of a block needs its own node",
+        });
+    }
+    let out = &spec.out;
+    if out.join("cluster.json").exists() {
+        return Err(gen_err(format!(
+            "{} already holds a cluster",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|source| ConfigError::Io {
+        path: out.clone(),
+        source,
+    })?;
+    let out = out.canonicalize().map_err(|source| ConfigError::Io {
+        path: out.clone(),
+        source,
+    })?;
+
+    // The cluster's own CA: clients trust it, every node certificate is signed by it.
+    let ca_key = rcgen::KeyPair::generate().map_err(gen_err)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "strata cluster CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(gen_err)?;
+    let ca_path = out.join("ca.pem");
+    write_file(&ca_path, ca_cert.pem().as_bytes())?;
+    write_private(&out.join("ca-key.pem"), ca_key.serialize_pem().as_bytes())?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    ClusterSecret::random().write_new(&out.join("secret.key"))?;
+    let admin_password = crate::ids::to_hex(&rand::random::<[u8; 16]>());
+    write_private(
+        &out.join("admin-password"),
+        format!("{admin_password}\n").as_bytes(),
+    )?;
+
+    struct NodePlan {
+        id: u64,
+        host: String,
+        api_url: String,
+        api_listen: String,
+        p2p_addr: String,
+        peer_id: String,
+        initial: bool,
+    }
+    let total = n + spec.spare;
+    let mut plans = Vec::new();
+    for i in 1..=total {
+        let host = spec.host.replace('x', &i.to_string());
+        let api_port = spec.base_port as usize + 2 * (i - 1);
+        let p2p_port = api_port + 1;
+        if p2p_port > u16::MAX as usize {
+            return Err(gen_err("ports run past 65535; pick a lower --base-port"));
+        }
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| gen_err(format!("host {host:?} is not an IP address")))?;
+        let api_listen = SocketAddr::new(ip, api_port as u16).to_string();
+        let p2p_addr = match ip {
+            std::net::IpAddr::V4(_) => format!("/ip4/{ip}/tcp/{p2p_port}"),
+            std::net::IpAddr::V6(_) => format!("/ip6/{ip}/tcp/{p2p_port}"),
+        };
+        let key_path = out.join(format!("node-{i}.key"));
+        let peer_id = crate::node_key::generate_node_key(&key_path)?.to_string();
+        // Node certificate, signed by the CA, for its address and localhost.
+        let node_key = rcgen::KeyPair::generate().map_err(gen_err)?;
+        let mut names = vec![host.clone(), "localhost".to_string()];
+        if host != "127.0.0.1" {
+            names.push("127.0.0.1".into());
+        }
+        let mut params = rcgen::CertificateParams::new(names).map_err(gen_err)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("strata node {i}"));
+        let cert = params.signed_by(&node_key, &issuer).map_err(gen_err)?;
+        write_file(
+            &out.join(format!("node-{i}-cert.pem")),
+            cert.pem().as_bytes(),
+        )?;
+        write_private(
+            &out.join(format!("node-{i}-key.pem")),
+            node_key.serialize_pem().as_bytes(),
+        )?;
+        plans.push(NodePlan {
+            id: i as u64,
+            api_url: format!("https://{api_listen}"),
+            host,
+            api_listen,
+            p2p_addr,
+            peer_id,
+            initial: i <= n,
+        });
+    }
+
+    let mut peers_toml = String::new();
+    for p in &plans {
+        peers_toml.push_str(&format!(
+            "[[cluster.peers]]\nid = {}\npeer_id = \"{}\"\np2p_addr = \"{}\"\napi_url = \"{}\"\ninitial = {}\n\n",
+            p.id, p.peer_id, p.p2p_addr, p.api_url, p.initial
+        ));
+    }
+    let mut manifest_nodes = Vec::new();
+    for p in &plans {
+        let i = p.id;
+        let disks: Vec<String> = (0..spec.disks_per_node.max(1))
+            .map(|d| format!("\"node-{i}/disk-{d}\""))
+            .collect();
+        let grace = spec
+            .repair_grace
+            .as_ref()
+            .map(|g| format!("[repair]\ngrace = \"{g}\"\n\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "# Node {i} of a strata cluster, written by `strata init-cluster`.\n\
+             [node]\nid = {i}\n\n\
+             [api]\nlisten = \"{listen}\"\ntls_cert = \"node-{i}-cert.pem\"\ntls_key = \"node-{i}-key.pem\"\n\n\
+             [p2p]\nlisten = \"{p2p}\"\nkey_file = \"node-{i}.key\"\n\n\
+             [storage]\nmeta_dir = \"node-{i}/meta\"\nshard_dirs = [{disks}]\n\n\
+             [erasure]\ndata_shards = {k}\nparity_shards = {m}\n\n\
+             [accounts]\nadmins = [\"admin\"]\n\n\
+             [secrets]\ncluster_secret_file = \"secret.key\"\nadmin_password_file = \"admin-password\"\n\n\
+             {grace}{peers}{extra}",
+            listen = p.api_listen,
+            p2p = p.p2p_addr,
+            disks = disks.join(", "),
+            k = erasure.data,
+            m = erasure.parity,
+            peers = peers_toml,
+            extra = spec.extra_toml,
+        );
+        let path = out.join(format!("node-{i}.toml"));
+        write_file(&path, text.as_bytes())?;
+        // Refuse to hand out a config that does not validate.
+        Config::parse_and_validate(&text, &path, &out)?;
+        manifest_nodes.push(ManifestNode {
+            id: i,
+            config: path.display().to_string(),
+            api_url: p.api_url.clone(),
+            p2p_addr: p.p2p_addr.clone(),
+            peer_id: p.peer_id.clone(),
+            initial: p.initial,
+        });
+        let _ = &p.host;
+    }
+    let manifest = ClusterManifest {
+        nodes: manifest_nodes,
+        ca_cert: ca_path.display().to_string(),
+        admin: ManifestAdmin {
+            username: "admin".into(),
+            password: admin_password,
+        },
+        erasure: format!("{}+{}", erasure.data, erasure.parity),
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(gen_err)?;
+    // It holds the admin password: owner-only.
+    write_private(&out.join("cluster.json"), &json)?;
+    Ok(manifest)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
+    std::fs::write(path, bytes).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    fn spec(dir: &Path, nodes: usize, erasure: Option<ErasureProfile>) -> ClusterSpec {
+        ClusterSpec {
+            nodes,
+            spare: 1,
+            out: dir.to_path_buf(),
+            erasure,
+            host: "127.0.0.x".into(),
+            base_port: 20000,
+            disks_per_node: 2,
+            repair_grace: Some("5s".into()),
+            extra_toml: String::new(),
+        }
+    }
+
+    #[test]
+    fn init_cluster_writes_valid_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = init_cluster(&spec(dir.path(), 3, None)).unwrap();
+        assert_eq!(m.erasure, "2+1");
+        assert_eq!(m.nodes.len(), 4);
+        assert!(!m.nodes[3].initial);
+        assert_eq!(m.nodes[1].api_url, "https://127.0.0.2:20002");
+        assert_eq!(m.nodes[1].p2p_addr, "/ip4/127.0.0.2/tcp/20003");
+        for n in &m.nodes {
+            let c = Config::load(Path::new(&n.config)).unwrap();
+            let cl = c.cluster.unwrap();
+            assert_eq!(cl.peers.len(), 4);
+            assert_eq!(c.storage.shard_dirs.len(), 2);
+            assert_eq!(c.repair.grace, std::time::Duration::from_secs(5));
+            assert_eq!(cl.peer(n.id).unwrap().peer_id.to_string(), n.peer_id);
+            let key = crate::node_key::load_node_key(&cl.key_file).unwrap();
+            assert_eq!(key.public().to_peer_id().to_string(), n.peer_id);
+        }
+        // The manifest holds a secret: owner-only.
+        assert!(crate::secrets::check_private(&dir.path().join("cluster.json")).is_ok());
+        // Not twice into the same folder.
+        assert!(init_cluster(&spec(dir.path(), 3, None)).is_err());
+    }
+
+    #[test]
+    fn profiles() {
+        let p = |n| default_profile(n).map(|e| (e.data, e.parity));
+        assert_eq!(p(3), Some((2, 1)));
+        assert_eq!(p(6), Some((4, 2)));
+        assert_eq!(p(9), Some((4, 2)));
+        assert_eq!(p(5), Some((3, 2)));
+        assert_eq!(p(1), None);
+        let dir = tempfile::tempdir().unwrap();
+        let e = init_cluster(&spec(
+            dir.path(),
+            3,
+            Some(ErasureProfile { data: 4, parity: 2 }),
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("more shards than nodes"), "{e}");
+    }
+}

@@ -17,6 +17,85 @@ pub struct RawConfig {
     #[serde(default)]
     pub accounts: RawAccounts,
     pub secrets: RawSecrets,
+    /// Present on a node of a multi-node cluster.
+    pub p2p: Option<RawP2p>,
+    pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub repair: RawRepair,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawP2p {
+    /// libp2p multiaddr to listen on, e.g. "/ip4/10.0.0.5/tcp/7001".
+    pub listen: String,
+    /// This node's ed25519 key (protobuf encoding), readable only by its owner.
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Every node this node accepts as a peer.
+    pub peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub id: u64,
+    pub peer_id: String,
+    pub p2p_addr: String,
+    pub api_url: String,
+    pub zone: Option<String>,
+    /// Member of the cluster's first layout (a spare node joins later with
+    /// `strata admin add-node`).
+    #[serde(default = "default_true")]
+    pub initial: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRepair {
+    /// How long a node may be silent before its shards are rebuilt elsewhere.
+    #[serde(default = "default_grace")]
+    pub grace: RawDuration,
+    /// Without a heartbeat for this long, a node counts as down.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout: RawDuration,
+    /// Pause between repair scans of the block table.
+    #[serde(default = "default_scan_interval")]
+    pub scan_interval: RawDuration,
+    /// Shard bytes the scrubber re-reads per second on this node.
+    #[serde(default = "default_scrub_rate")]
+    pub scrub_rate: RawSize,
+}
+
+impl Default for RawRepair {
+    fn default() -> Self {
+        Self {
+            grace: default_grace(),
+            health_timeout: default_health_timeout(),
+            scan_interval: default_scan_interval(),
+            scrub_rate: default_scrub_rate(),
+        }
+    }
+}
+
+fn default_grace() -> RawDuration {
+    "10m".into()
+}
+
+fn default_health_timeout() -> RawDuration {
+    "3s".into()
+}
+
+fn default_scan_interval() -> RawDuration {
+    "5s".into()
+}
+
+fn default_scrub_rate() -> RawSize {
+    RawSize::Text("32MiB".into())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +103,7 @@ pub struct RawConfig {
 pub struct RawNode {
     pub id: u64,
     pub name: Option<String>,
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,4 +270,7 @@ fn default_token_ttl() -> RawDuration {
 #[serde(deny_unknown_fields)]
 pub struct RawSecrets {
     pub cluster_secret_file: String,
+    /// If set, the password of the `admin` account the cluster creates
+    /// when it starts for the first time.
+    pub admin_password_file: Option<String>,
 }

@@ -24,6 +24,43 @@ pub struct Config {
     pub limits: Limits,
     pub accounts: AccountsConfig,
     pub cluster_secret_file: PathBuf,
+    pub admin_password_file: Option<PathBuf>,
+    pub zone: Option<String>,
+    /// `None` on a single-node drive.
+    pub cluster: Option<ClusterConfig>,
+    pub repair: RepairConfig,
+}
+
+/// How this node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub p2p_listen: String,
+    pub key_file: PathBuf,
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: NodeId,
+    pub peer_id: libp2p_identity::PeerId,
+    pub p2p_addr: String,
+    pub api_url: String,
+    pub zone: Option<String>,
+    pub initial: bool,
+}
+
+impl ClusterConfig {
+    pub fn peer(&self, id: NodeId) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RepairConfig {
+    pub grace: Duration,
+    pub health_timeout: Duration,
+    pub scan_interval: Duration,
+    pub scrub_bytes_per_s: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +254,24 @@ impl Config {
         }
 
         let token_ttl = parse_duration("accounts.token_ttl", &raw.accounts.token_ttl)?;
+        let repair = RepairConfig {
+            grace: parse_duration("repair.grace", &raw.repair.grace)?,
+            health_timeout: parse_duration("repair.health_timeout", &raw.repair.health_timeout)?,
+            scan_interval: parse_duration("repair.scan_interval", &raw.repair.scan_interval)?,
+            scrub_bytes_per_s: parse_size("repair.scrub_rate", &raw.repair.scrub_rate)?,
+        };
+        let cluster = match (raw.p2p, raw.cluster) {
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::ClusterIncomplete { missing: "cluster" }),
+            (None, Some(_)) => return Err(ConfigError::ClusterIncomplete { missing: "p2p" }),
+            (Some(p2p), Some(cluster)) => Some(validate_cluster(
+                raw.node.id,
+                p2p,
+                cluster,
+                erasure,
+                &resolve,
+            )?),
+        };
 
         Ok(Config {
             node_id: raw.node.id,
@@ -248,8 +303,100 @@ impl Config {
                 admins: raw.accounts.admins,
             },
             cluster_secret_file: resolve(&raw.secrets.cluster_secret_file),
+            admin_password_file: raw.secrets.admin_password_file.as_deref().map(resolve),
+            zone: raw.node.zone,
+            cluster,
+            repair,
         })
     }
+}
+
+fn validate_cluster(
+    me: NodeId,
+    p2p: crate::raw::RawP2p,
+    cluster: crate::raw::RawCluster,
+    erasure: ErasureProfile,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<ClusterConfig, ConfigError> {
+    let check_addr = |key: &'static str, a: &str| {
+        let ok = (a.starts_with("/ip4/") || a.starts_with("/ip6/") || a.starts_with("/dns"))
+            && a.contains("/tcp/");
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::InvalidValue {
+                key,
+                value: a.to_string(),
+                reason: "expected a TCP multiaddr such as /ip4/10.0.0.5/tcp/7001".into(),
+            })
+        }
+    };
+    check_addr("p2p.listen", &p2p.listen)?;
+    let mut peers = Vec::new();
+    let mut ids = HashSet::new();
+    let mut keys = HashSet::new();
+    for raw in cluster.peers {
+        if raw.id == 0 {
+            return Err(ConfigError::NodeIdZero);
+        }
+        let peer_id: libp2p_identity::PeerId =
+            raw.peer_id.parse().map_err(|e| ConfigError::InvalidValue {
+                key: "cluster.peers.peer_id",
+                value: raw.peer_id.clone(),
+                reason: format!("not a libp2p peer id: {e}"),
+            })?;
+        check_addr("cluster.peers.p2p_addr", &raw.p2p_addr)?;
+        if !raw.api_url.starts_with("https://") && !raw.api_url.starts_with("http://") {
+            return Err(ConfigError::InvalidValue {
+                key: "cluster.peers.api_url",
+                value: raw.api_url,
+                reason: "expected an https:// URL".into(),
+            });
+        }
+        if !ids.insert(raw.id) {
+            return Err(ConfigError::DuplicatePeer {
+                what: "id",
+                value: raw.id.to_string(),
+            });
+        }
+        if !keys.insert(peer_id) {
+            return Err(ConfigError::DuplicatePeer {
+                what: "peer_id",
+                value: raw.peer_id,
+            });
+        }
+        peers.push(Peer {
+            id: raw.id,
+            peer_id,
+            p2p_addr: raw.p2p_addr,
+            api_url: raw.api_url,
+            zone: raw.zone,
+            initial: raw.initial,
+        });
+    }
+    if !ids.contains(&me) {
+        return Err(ConfigError::NotAPeer { id: me });
+    }
+    let initial = peers.iter().filter(|p| p.initial).count();
+    if initial == 0 {
+        return Err(ConfigError::InvalidValue {
+            key: "cluster.peers.initial",
+            value: "none".into(),
+            reason: "at least one peer must be in the first layout".into(),
+        });
+    }
+    if erasure.total() > initial {
+        return Err(ConfigError::ErasureProfile {
+            data: erasure.data as u64,
+            parity: erasure.parity as u64,
+            reason: "more shards than nodes: every shard of a block needs its own node",
+        });
+    }
+    Ok(ClusterConfig {
+        p2p_listen: p2p.listen,
+        key_file: resolve(&p2p.key_file),
+        peers,
+    })
 }
 
 /// Parses "10GiB", "512 KiB", "1.5GB" or a plain number of bytes.

@@ -28,6 +28,8 @@ pub struct App {
     /// Work that outlives its request (an upload request whose client went
     /// away still stores and commits what arrived); shutdown waits for it.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Health, repair and peers of a cluster node (`None` on a single node).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl App {
@@ -51,6 +53,20 @@ impl App {
             metrics: Metrics::default(),
             dummy_password_hash,
             tasks: tokio_util::task::TaskTracker::new(),
+            cluster: None,
+        }
+    }
+}
+
+impl App {
+    /// Metadata for answering a read: on a cluster node, current as of the
+    /// leader (a write acknowledged through any node is visible); on a
+    /// single node, the local state machine, which is the leader's.
+    pub async fn read(&self) -> Result<&raft_meta::MetaReader, raft_meta::MetaError> {
+        if self.cluster.is_some() {
+            self.meta.linearizable().await
+        } else {
+            Ok(self.meta.local())
         }
     }
 }

@@ -128,6 +128,9 @@ impl From<CommandError> for ApiError {
             CommandError::MissingBlocks(_) => {
                 ApiError::unavailable("stored blocks vanished; retry the upload")
             }
+            CommandError::LayoutChanged { current } => ApiError::conflict(format!(
+                "the layout changed meanwhile (now version {current}); retry"
+            )),
         }
     }
 }

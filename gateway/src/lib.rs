@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod handlers;
 pub mod http;

@@ -15,7 +15,7 @@ use warp::Filter;
 use crate::app::App;
 use crate::auth::{authenticate, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::handlers::{accounts, download, files, ops, Response};
+use crate::handlers::{accounts, admin, download, files, ops, Response};
 use crate::request::{parse_query, BodyStream, Req};
 use crate::upload::{resumable, simple};
 
@@ -187,6 +187,10 @@ async fn authed(app: &Arc<App>, caller: &Caller, req: Req, segs: &[&str]) -> Api
         ["files", "move"] if m == Method::POST => files::move_entry(app, caller, req).await,
         ["folders"] if m == Method::POST => files::create_folder(app, caller, req).await,
         ["uploads"] if m == Method::POST => resumable::create_tus(app, caller, req).await,
+        ["admin", "cluster"] if m == Method::GET => admin::cluster(app, caller).await,
+        ["admin", "verify"] if m == Method::GET => admin::verify(app, caller).await,
+        ["admin", "nodes"] if m == Method::POST => admin::add_node(app, caller, req).await,
+        ["admin", "nodes", id] if m == Method::DELETE => admin::remove_node(app, caller, id).await,
         ["uploads", id] => {
             let id = id.to_string();
             match m {

@@ -9,10 +9,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster_config::node_key::load_node_key;
 use cluster_config::{ClusterSecret, Config, ConfigError, SharedClock};
-use raft_meta::network::NoPeers;
+use raft_meta::network::{NoPeers, RaftTransport};
 use raft_meta::{Command, MemberNode, MetaError, MetaNode};
 use strata_node::block::store::{LocalShards, StoreError};
+use strata_node::health::Health;
+use strata_node::net::p2p::P2pNet;
+use strata_node::net::raft::NetRaftTransport;
+use strata_node::net::serve::NodeHandler;
+use strata_node::net::{PeerAddr, SharedNet};
+use strata_node::placement::{Placement, View};
+use strata_node::repair::Repair;
 use strata_node::{BlockStore, KeyRing};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -25,6 +33,8 @@ use crate::http::{self, TlsError};
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const SWEEP_BATCH: u32 = 256;
 const LEADER_WAIT: Duration = Duration::from_secs(30);
+/// A cluster node waits this long for a leader before serving anyway.
+const CLUSTER_LEADER_WAIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for upload work detached from its connection.
 const DETACHED_DRAIN: Duration = Duration::from_secs(10);
 
@@ -38,6 +48,8 @@ pub enum ServerError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("p2p: {0}")]
+    P2p(String),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -58,18 +70,21 @@ pub struct NodeServer {
 impl NodeServer {
     pub async fn start(config: Config, clock: SharedClock) -> Result<Self, ServerError> {
         let config = Arc::new(config);
+        let me = config.node_id;
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        // 1. Secrets and local disks.
         let secret = ClusterSecret::load(&config.cluster_secret_file)?;
         let shards = LocalShards::open(&config.storage.shard_dirs)?;
+        if !shards.replaced_disks().is_empty() {
+            tracing::info!(disks = ?shards.replaced_disks(), "new or replaced shard directories");
+        }
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let blocks = Arc::new(BlockStore::new(
-            KeyRing::new(secret),
-            shards,
-            config.erasure,
-            2 * cores + 2,
-        ));
 
+        // 2. The API listener (bound early so its address is known).
         let scheme = if config.api.tls.is_some() {
             "https"
         } else {
@@ -87,29 +102,158 @@ impl NodeServer {
                 addr: config.api.listen,
                 source,
             })?;
-        let me = MemberNode {
-            api_url: format!("{scheme}://{local_addr}"),
-            p2p_addr: String::new(),
+
+        // 3. The network, placement and the block store.
+        let handler = NodeHandler::default();
+        let (net, placement, transport): (
+            Option<SharedNet>,
+            Arc<Placement>,
+            Arc<dyn RaftTransport>,
+        ) = match &config.cluster {
+            None => (
+                None,
+                Arc::new(Placement::new(View::single(me, config.erasure))),
+                Arc::new(NoPeers),
+            ),
+            Some(cluster) => {
+                let key = load_node_key(&cluster.key_file)?;
+                let layout = crate::cluster::initial_layout(&config);
+                let peers = cluster
+                    .peers
+                    .iter()
+                    .map(|p| PeerAddr {
+                        id: p.id,
+                        peer_id: p.peer_id.to_string(),
+                        p2p_addr: p.p2p_addr.clone(),
+                    })
+                    .collect();
+                let (p2p, task) = P2pNet::start(
+                    me,
+                    key,
+                    &cluster.p2p_listen,
+                    peers,
+                    Arc::new(handler.clone()),
+                    stop.clone(),
+                )
+                .map_err(|e| ServerError::P2p(e.to_string()))?;
+                tasks.spawn(async move {
+                    let _ = task.await;
+                });
+                let net: SharedNet = Arc::new(p2p);
+                let view = View {
+                    me,
+                    layout,
+                    profile: config.erasure,
+                    healthy: std::collections::HashSet::from([me]),
+                };
+                (
+                    Some(net.clone()),
+                    Arc::new(Placement::new(view)),
+                    Arc::new(NetRaftTransport::new(net)),
+                )
+            }
         };
-        let initial = BTreeMap::from([(config.node_id, me)]);
+        let blocks = Arc::new(BlockStore::new(
+            me,
+            KeyRing::new(secret),
+            shards,
+            placement.clone(),
+            net.clone(),
+            2 * cores + 2,
+        ));
+        handler.set_blocks(blocks.clone());
+
+        // 4. Metadata: the Raft member. A single node, or the lowest-numbered
+        // initial peer of a new cluster, initialises the membership.
+        let member = |api_url: String, p2p_addr: String| MemberNode { api_url, p2p_addr };
+        let initial = match &config.cluster {
+            None => Some(BTreeMap::from([(
+                me,
+                member(format!("{scheme}://{local_addr}"), String::new()),
+            )])),
+            Some(cluster) => {
+                let voters: Vec<&cluster_config::Peer> =
+                    cluster.peers.iter().filter(|p| p.initial).collect();
+                let first = voters.iter().map(|p| p.id).min();
+                (first == Some(me)).then(|| {
+                    voters
+                        .iter()
+                        .take(strata_node::membership::voter_target(voters.len()))
+                        .map(|p| (p.id, member(p.api_url.clone(), p.p2p_addr.clone())))
+                        .collect()
+                })
+            }
+        };
         let meta = MetaNode::start(
-            config.node_id,
+            me,
             &config.storage.meta_dir,
-            Arc::new(NoPeers),
-            Some(initial),
+            transport,
+            initial,
             clock.clone(),
         )
         .await?;
-        let leader = meta.wait_for_leader(LEADER_WAIT).await?;
-        tracing::info!(node = config.node_id, leader, "metadata ready");
+        handler.raft.set(meta.raft().clone());
+        let leader_wait = if config.cluster.is_some() {
+            CLUSTER_LEADER_WAIT
+        } else {
+            LEADER_WAIT
+        };
+        match meta.wait_for_leader(leader_wait).await {
+            Ok(leader) => tracing::info!(node = me, leader, "metadata ready"),
+            // A cluster node serves anyway: /readyz says it is not ready,
+            // writes answer 503 until a quorum forms.
+            Err(e) if config.cluster.is_some() => {
+                tracing::warn!(node = me, error = %e, "no leader yet")
+            }
+            Err(e) => return Err(e.into()),
+        }
 
-        let app = Arc::new(App::new(meta.client(), blocks, config.clone(), clock));
+        // 5. Health, repair, the layout watcher and the leader's duties.
+        let health = Arc::new(Health::new(me, config.repair.health_timeout));
+        let repair = Repair::new(
+            blocks.clone(),
+            meta.client(),
+            health.clone(),
+            net.clone(),
+            config.repair.clone(),
+        );
+        tasks.spawn(repair.clone().run_scrubber(stop.clone()));
+        let cluster = match (&net, &config.cluster) {
+            (Some(net), Some(c)) => {
+                tasks.spawn(health.clone().run(net.clone(), stop.clone()));
+                tasks.spawn(repair.clone().run_coordinator(stop.clone()));
+                tasks.spawn(crate::cluster::watch_layout(
+                    meta.client(),
+                    placement.clone(),
+                    net.clone(),
+                    health.clone(),
+                    config.clone(),
+                    stop.clone(),
+                ));
+                tasks.spawn(crate::cluster::leader_duties(
+                    meta.client(),
+                    health.clone(),
+                    config.clone(),
+                    stop.clone(),
+                ));
+                Some(crate::cluster::Cluster {
+                    health,
+                    repair,
+                    net: net.clone(),
+                    peers: c.peers.clone(),
+                })
+            }
+            _ => None,
+        };
+
+        // 6. The API.
+        let mut app = App::new(meta.client(), blocks, config.clone(), clock);
+        app.cluster = cluster;
+        let app = Arc::new(app);
         let tls = match &config.api.tls {
             Some(t) => Some(http::tls_acceptor(&t.cert, &t.key)?),
             None => None,
         };
-        let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
         tasks.spawn(http::serve(
             listener,
             tls,
@@ -118,7 +262,7 @@ impl NodeServer {
             stop.clone(),
         ));
         tasks.spawn(sweep_uploads(app.clone(), stop.clone()));
-        tracing::info!(node = config.node_id, addr = %local_addr, scheme, "serving");
+        tracing::info!(node = me, addr = %local_addr, scheme, "serving");
         Ok(Self {
             app,
             meta: Some(meta),
@@ -197,7 +341,7 @@ async fn sweep_uploads(app: Arc<App>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if app.meta.raft_metrics().current_leader != Some(app.meta.node_id()) {
+        if !app.meta.is_leader() {
             continue;
         }
         match app

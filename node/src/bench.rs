@@ -189,9 +189,13 @@ pub async fn whole(
         .map(|n| n.get())
         .unwrap_or(2);
     let store = Arc::new(BlockStore::new(
+        1,
         KeyRing::new(ClusterSecret::from_bytes([9; 32])),
         shards,
-        profile,
+        Arc::new(crate::placement::Placement::new(
+            crate::placement::View::single(1, profile),
+        )),
+        None,
         2 * cores + 2,
     ));
     let db = sled::Config::new()
@@ -227,7 +231,7 @@ pub async fn whole(
         let rec = BlockRecord {
             refs: 1,
             plain_len: n.plain_len,
-            stored: n.stored,
+            stored: n.stored.clone(),
             created_ms: 0,
         };
         fetches.push((c.id, rec));

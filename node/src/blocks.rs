@@ -1,28 +1,32 @@
 //! `BlockStore`: turns chunks into durable shards and back.
 //!
 //! Store: seal (compress + encrypt) → erasure-code into k+m shards → write
-//! each shard to its disk (fsynced). Read: fetch the data shards (parity only
-//! when one is missing or corrupt) → decode → open (authenticate, decrypt,
+//! shard i to node i of the block's placement (this node's disks, or a peer
+//! over the network), durably. Read: fetch the data shards (parity only when
+//! one is missing or corrupt) → decode → open (authenticate, decrypt,
 //! decompress, verify the block id). A shard found missing or corrupt on a
-//! successful read is rewritten on the spot (read repair).
+//! successful read is rewritten (read repair).
 //!
 //! All CPU and disk work runs on the blocking pool, bounded by a semaphore so
 //! memory stays bounded however many requests arrive.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use cluster_config::{BlockId, ErasureProfile, UserId};
+use cluster_config::{BlockId, ErasureProfile, NodeId, UserId};
 use raft_meta::records::{BlockRecord, BlockRef, StoredBlock};
 use raft_meta::types::NewBlock;
 use tokio::sync::Semaphore;
 
 use crate::block::codec::{self, CodecError};
 use crate::block::erasure::{Erasure, ErasureError, CODEC_RS_SIMD};
-use crate::block::shard::ShardMeta;
+use crate::block::shard::{self, ShardMeta};
 use crate::block::store::{DirtyDirs, LocalShards, ShardReadError, StoreError};
 use crate::keys::{KeyRing, UserKeys, KEY_VERSION};
+use crate::net::{NetRequest, NetResponse, SharedNet};
+use crate::placement::{Placement, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
@@ -68,27 +72,42 @@ pub struct StoredChunk {
     pub new: Option<NewBlock>,
 }
 
+/// How long one shard transfer to or from a peer may take.
+const SHARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A sealed, encoded block whose shards are not written yet.
+struct Encoded {
+    id: BlockId,
+    plain_len: u32,
+    sealed_len: u32,
+    shards: Vec<Vec<u8>>,
+}
+
 pub struct BlockStore {
+    me: NodeId,
     keys: KeyRing,
-    shards: LocalShards,
-    erasure: Erasure,
-    layout: u64,
+    local: Arc<LocalShards>,
+    net: Option<SharedNet>,
+    placement: Arc<Placement>,
     jobs: Semaphore,
     stats: BlockStats,
 }
 
 impl BlockStore {
     pub fn new(
+        me: NodeId,
         keys: KeyRing,
-        shards: LocalShards,
-        profile: ErasureProfile,
+        local: LocalShards,
+        placement: Arc<Placement>,
+        net: Option<SharedNet>,
         max_jobs: usize,
     ) -> Self {
         Self {
+            me,
             keys,
-            shards,
-            erasure: Erasure::new(profile.data as usize, profile.parity as usize),
-            layout: 1,
+            local: Arc::new(local),
+            net,
+            placement,
             jobs: Semaphore::new(max_jobs.max(1)),
             stats: BlockStats::default(),
         }
@@ -102,7 +121,15 @@ impl BlockStore {
         &self.stats
     }
 
-    fn shard_meta(block: &BlockId, stored: &StoredBlock, index: usize) -> ShardMeta {
+    pub fn placement(&self) -> &Arc<Placement> {
+        &self.placement
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn shard_meta(block: &BlockId, stored: &StoredBlock, index: usize) -> ShardMeta {
         ShardMeta {
             block: *block,
             codec: CODEC_RS_SIMD,
@@ -113,16 +140,16 @@ impl BlockStore {
         }
     }
 
-    /// Seals, encodes and writes a chunk unless `exists` says the user
-    /// already has it. Blocking: call on the blocking pool.
-    fn store_blocking(
+    /// Seals and erasure-codes a chunk unless `exists` says the user already
+    /// has it. Blocking.
+    fn encode_blocking(
         &self,
         keys: &UserKeys,
         chunk: &[u8],
         compress: bool,
+        profile: ErasureProfile,
         exists: &dyn Fn(&BlockId) -> bool,
-        dirty: &mut DirtyDirs,
-    ) -> Result<StoredChunk, BlockError> {
+    ) -> Result<Result<Encoded, BlockRef>, BlockError> {
         let id = keys.block_id(chunk);
         let reference = BlockRef {
             id,
@@ -132,43 +159,21 @@ impl BlockStore {
             self.stats
                 .blocks_deduplicated
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(StoredChunk {
-                reference,
-                new: None,
-            });
+            return Ok(Err(reference));
         }
         let sealed = codec::seal(keys, &id, chunk, compress).map_err(BlockError::Codec)?;
-        let stored = StoredBlock {
+        let erasure = Erasure::new(profile.data as usize, profile.parity as usize);
+        let shards = erasure.encode(&sealed)?;
+        Ok(Ok(Encoded {
+            id,
+            plain_len: chunk.len() as u32,
             sealed_len: sealed.len() as u32,
-            data_shards: self.erasure.data as u8,
-            parity_shards: self.erasure.parity as u8,
-            key_version: KEY_VERSION,
-            layout: self.layout,
-        };
-        let shards = self.erasure.encode(&sealed)?;
-        for (i, payload) in shards.iter().enumerate() {
-            let meta = Self::shard_meta(&id, &stored, i);
-            self.shards
-                .write(self.shards.disk_for(&id, i), &meta, payload, dirty)?;
-        }
-        self.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .plain_bytes_written
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        self.stats
-            .sealed_bytes_written
-            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        Ok(StoredChunk {
-            reference,
-            new: Some(NewBlock {
-                id,
-                plain_len: chunk.len() as u32,
-                stored,
-            }),
-        })
+            shards,
+        }))
     }
 
-    /// Stores one chunk on the blocking pool; returns the directories to sync.
+    /// Stores one chunk: seal and encode on the blocking pool, then write
+    /// every shard to its node. Returns the local directories to sync.
     pub async fn store_chunk(
         self: &Arc<Self>,
         keys: UserKeys,
@@ -181,14 +186,361 @@ impl BlockStore {
             .acquire()
             .await
             .map_err(|_| BlockError::Task("block store closed".into()))?;
+        let view = self.placement.view();
+        let profile = view.profile;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut dirty = DirtyDirs::default();
-            let stored = this.store_blocking(&keys, &chunk, compress, &*exists, &mut dirty)?;
-            Ok((stored, dirty))
+        let encoded = tokio::task::spawn_blocking(move || {
+            this.encode_blocking(&keys, &chunk, compress, profile, &*exists)
         })
         .await
-        .map_err(|e| BlockError::Task(e.to_string()))?
+        .map_err(|e| BlockError::Task(e.to_string()))??;
+        let enc = match encoded {
+            Err(reference) => {
+                return Ok((
+                    StoredChunk {
+                        reference,
+                        new: None,
+                    },
+                    DirtyDirs::default(),
+                ))
+            }
+            Ok(enc) => enc,
+        };
+        let mut stored = StoredBlock {
+            sealed_len: enc.sealed_len,
+            data_shards: profile.data,
+            parity_shards: profile.parity,
+            key_version: KEY_VERSION,
+            layout: view.layout.as_ref().map(|l| l.version).unwrap_or(0),
+            nodes: Vec::new(),
+        };
+        let (nodes, dirty) = self
+            .write_shards(&view, &enc.id, &stored, enc.shards)
+            .await?;
+        stored.nodes = nodes;
+        self.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .plain_bytes_written
+            .fetch_add(enc.plain_len as u64, Ordering::Relaxed);
+        self.stats
+            .sealed_bytes_written
+            .fetch_add(enc.sealed_len as u64, Ordering::Relaxed);
+        Ok((
+            StoredChunk {
+                reference: BlockRef {
+                    id: enc.id,
+                    size: enc.plain_len,
+                },
+                new: Some(NewBlock {
+                    id: enc.id,
+                    plain_len: enc.plain_len,
+                    stored,
+                }),
+            },
+            dirty,
+        ))
+    }
+
+    /// Writes shard i to target i. Local shards are written in one blocking
+    /// job (their directories returned for a grouped fsync); remote shards
+    /// are durable on their node when it answers. Fails below the write
+    /// quorum; otherwise shards that could not be written are recorded as 0
+    /// and left to repair.
+    async fn write_shards(
+        &self,
+        view: &View,
+        id: &BlockId,
+        stored: &StoredBlock,
+        shards: Vec<Vec<u8>>,
+    ) -> Result<(Vec<NodeId>, DirtyDirs), BlockError> {
+        let targets = view.write_targets(id);
+        let mut nodes = vec![0u64; shards.len()];
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        for (i, payload) in shards.into_iter().enumerate() {
+            let Some(&target) = targets.get(i) else {
+                continue;
+            };
+            let meta = Self::shard_meta(id, stored, i);
+            if target == self.me {
+                local.push((i, meta, payload));
+            } else {
+                remote.push((i, target, meta, payload));
+            }
+        }
+        let local_job = {
+            let store = self.local.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut dirty = DirtyDirs::default();
+                let mut done = Vec::new();
+                for (i, meta, payload) in local {
+                    store.write(store.disk_for(&meta.block, i), &meta, &payload, &mut dirty)?;
+                    done.push(i);
+                }
+                Ok::<_, StoreError>((done, dirty))
+            })
+        };
+        let remote_jobs = futures::future::join_all(remote.into_iter().map(
+            |(i, target, meta, payload)| async move {
+                let r = self.put_remote(target, &meta, &payload).await;
+                (i, target, r)
+            },
+        ));
+        let (local_result, remote_results) = tokio::join!(local_job, remote_jobs);
+        let (done, dirty) = local_result.map_err(|e| BlockError::Task(e.to_string()))??;
+        for i in done {
+            nodes[i] = self.me;
+        }
+        for (i, target, r) in remote_results {
+            match r {
+                Ok(()) => nodes[i] = target,
+                Err(e) => {
+                    tracing::warn!(block = %id, shard = i, node = target, error = %e, "shard write failed; left for repair")
+                }
+            }
+        }
+        let written = nodes.iter().filter(|n| **n != 0).count();
+        if written < view.write_quorum() {
+            return Err(BlockError::Unavailable {
+                block: *id,
+                have: written,
+                needed: view.write_quorum(),
+            });
+        }
+        Ok((nodes, dirty))
+    }
+
+    async fn put_remote(
+        &self,
+        node: NodeId,
+        meta: &ShardMeta,
+        payload: &[u8],
+    ) -> Result<(), BlockError> {
+        let net = self
+            .net
+            .as_ref()
+            .ok_or_else(|| BlockError::Task("no network".into()))?;
+        let req = NetRequest::PutShard {
+            meta: *meta,
+            file: shard::file(meta, payload),
+        };
+        match net.call(node, req, SHARD_TIMEOUT).await {
+            Ok(NetResponse::Done) => Ok(()),
+            Ok(other) => Err(BlockError::Task(format!("node {node} answered {other:?}"))),
+            Err(e) => Err(BlockError::Task(e.to_string())),
+        }
+    }
+
+    /// Writes one shard to `node` and makes it durable.
+    pub async fn put_shard(
+        &self,
+        node: NodeId,
+        meta: &ShardMeta,
+        payload: Vec<u8>,
+    ) -> Result<(), BlockError> {
+        if node != self.me {
+            return self.put_remote(node, meta, &payload).await;
+        }
+        let store = self.local.clone();
+        let meta = *meta;
+        tokio::task::spawn_blocking(move || {
+            let mut dirty = DirtyDirs::default();
+            store.write(
+                store.disk_for(&meta.block, meta.index as usize),
+                &meta,
+                &payload,
+                &mut dirty,
+            )?;
+            LocalShards::sync_dirs(&dirty)
+        })
+        .await
+        .map_err(|e| BlockError::Task(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Reads and verifies one shard from `node`; `None` if missing or bad.
+    pub async fn get_shard(&self, node: NodeId, meta: &ShardMeta) -> Option<Vec<u8>> {
+        if node == 0 {
+            return None;
+        }
+        if node == self.me {
+            let store = self.local.clone();
+            let meta = *meta;
+            return match tokio::task::spawn_blocking(move || store.read_any_disk(&meta)).await {
+                Ok(Ok(p)) => Some(p),
+                Ok(Err(e)) => {
+                    if !matches!(e, ShardReadError::Missing) {
+                        tracing::warn!(block = %meta.block, shard = meta.index, error = %e, "bad local shard");
+                    }
+                    None
+                }
+                Err(_) => None,
+            };
+        }
+        let net = self.net.as_ref()?;
+        match net
+            .call(node, NetRequest::GetShard { meta: *meta }, SHARD_TIMEOUT)
+            .await
+        {
+            // Verified again here: the bytes crossed the network.
+            Ok(NetResponse::Shard(Some(file))) => match shard::parse(&file, meta) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(block = %meta.block, shard = meta.index, node, error = %e, "bad shard from peer");
+                    None
+                }
+            },
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(block = %meta.block, shard = meta.index, node, error = %e, "shard fetch failed");
+                None
+            }
+        }
+    }
+
+    /// Fetches enough shards to decode: the data shards first, parity only
+    /// as needed. Returns the shards and the indices found bad or missing.
+    pub async fn fetch_shards(
+        &self,
+        id: &BlockId,
+        stored: &StoredBlock,
+        skip: Option<usize>,
+    ) -> (Vec<Option<Vec<u8>>>, Vec<usize>) {
+        let k = stored.data_shards as usize;
+        let total = k + stored.parity_shards as usize;
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+        let mut bad = Vec::new();
+        let node_of = |i: usize| stored.nodes.get(i).copied().unwrap_or(0);
+        let fetch = |range: std::ops::Range<usize>| {
+            futures::future::join_all(range.filter(|i| Some(*i) != skip).map(|i| async move {
+                let meta = Self::shard_meta(id, stored, i);
+                (i, self.get_shard(node_of(i), &meta).await)
+            }))
+        };
+        for (i, got) in fetch(0..k).await {
+            match got {
+                Some(p) => shards[i] = Some(p),
+                None => bad.push(i),
+            }
+        }
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < k {
+            for (i, got) in fetch(k..total).await {
+                match got {
+                    Some(p) => shards[i] = Some(p),
+                    None => bad.push(i),
+                }
+            }
+        }
+        (shards, bad)
+    }
+
+    /// Reads one block: fetch shards, decode and open on the blocking pool.
+    /// Shards found bad are rewritten in the background (read repair).
+    pub async fn read_block(
+        self: &Arc<Self>,
+        keys: UserKeys,
+        id: BlockId,
+        rec: BlockRecord,
+    ) -> Result<Bytes, BlockError> {
+        let _permit = self
+            .jobs
+            .acquire()
+            .await
+            .map_err(|_| BlockError::Task("block store closed".into()))?;
+        let (shards, bad) = self.fetch_shards(&id, &rec.stored, None).await;
+        let stored = rec.stored.clone();
+        let (k, m) = (stored.data_shards as usize, stored.parity_shards as usize);
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < k {
+            return Err(BlockError::Unavailable {
+                block: id,
+                have,
+                needed: k,
+            });
+        }
+        let decode_shards = shards.clone();
+        let plain = tokio::task::spawn_blocking(move || {
+            let sealed = Erasure::new(k, m).decode(&decode_shards, stored.sealed_len as usize)?;
+            codec::open(&keys, &id, sealed)
+                .map_err(|source| BlockError::Corrupt { block: id, source })
+        })
+        .await
+        .map_err(|e| BlockError::Task(e.to_string()))??;
+        if plain.len() != rec.plain_len as usize {
+            return Err(BlockError::Corrupt {
+                block: id,
+                source: CodecError::Malformed("length differs from metadata"),
+            });
+        }
+        self.stats.blocks_read.fetch_add(1, Ordering::Relaxed);
+        let repairable: Vec<usize> = bad
+            .into_iter()
+            .filter(|i| rec.stored.nodes.get(*i).copied().unwrap_or(0) != 0)
+            .collect();
+        if !repairable.is_empty() {
+            self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
+            let this = self.clone();
+            let stored = rec.stored.clone();
+            tokio::spawn(async move { this.rewrite(&id, &stored, shards, &repairable).await });
+        }
+        Ok(Bytes::from(plain))
+    }
+
+    /// Rebuilds the shards at `indices` from `shards` and puts them back on
+    /// their nodes. Failures are logged: the scrubber will try again.
+    async fn rewrite(
+        &self,
+        id: &BlockId,
+        stored: &StoredBlock,
+        shards: Vec<Option<Vec<u8>>>,
+        indices: &[usize],
+    ) {
+        let erasure = Erasure::new(stored.data_shards as usize, stored.parity_shards as usize);
+        let all = match tokio::task::spawn_blocking(move || erasure.reconstruct_all(&shards)).await
+        {
+            Ok(Ok(all)) => all,
+            _ => return,
+        };
+        for &i in indices {
+            let node = stored.nodes[i];
+            let meta = Self::shard_meta(id, stored, i);
+            match self.put_shard(node, &meta, all[i].clone()).await {
+                Ok(()) => {
+                    self.stats.shards_repaired.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(block = %id, shard = i, node, "read repair rewrote a shard");
+                }
+                Err(e) => {
+                    tracing::warn!(block = %id, shard = i, node, error = %e, "read repair failed")
+                }
+            }
+        }
+    }
+
+    /// Shard `index` of a block rebuilt from the others (repair, scrub).
+    pub async fn rebuild_shard(
+        &self,
+        id: &BlockId,
+        stored: &StoredBlock,
+        index: usize,
+    ) -> Result<Vec<u8>, BlockError> {
+        let (shards, _) = self.fetch_shards(id, stored, Some(index)).await;
+        let k = stored.data_shards as usize;
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < k {
+            return Err(BlockError::Unavailable {
+                block: *id,
+                have,
+                needed: k,
+            });
+        }
+        let erasure = Erasure::new(k, stored.parity_shards as usize);
+        let all = tokio::task::spawn_blocking(move || erasure.reconstruct_all(&shards))
+            .await
+            .map_err(|e| BlockError::Task(e.to_string()))??;
+        all.into_iter()
+            .nth(index)
+            .ok_or_else(|| BlockError::Task("shard index out of range".into()))
     }
 
     /// Makes the shard renames in `dirty` durable.
@@ -202,122 +554,50 @@ impl BlockStore {
         Ok(())
     }
 
-    /// Reads, verifies and decodes a block. Blocking.
-    fn read_blocking(
-        &self,
-        keys: &UserKeys,
-        id: &BlockId,
-        rec: &BlockRecord,
-    ) -> Result<Vec<u8>, BlockError> {
-        let stored = rec.stored;
-        let (k, m) = (stored.data_shards as usize, stored.parity_shards as usize);
-        let erasure = Erasure::new(k, m);
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
-        let mut bad = Vec::new();
-        let mut have = 0;
-        // Data shards first; parity only as needed.
-        for (i, slot) in shards.iter_mut().enumerate() {
-            if have == k || (i >= k && bad.is_empty()) {
-                break;
-            }
-            let meta = Self::shard_meta(id, &stored, i);
-            match self.shards.read(self.shards.disk_for(id, i), &meta) {
-                Ok(p) => {
-                    *slot = Some(p);
-                    have += 1;
-                }
-                Err(e) => {
-                    if !matches!(e, ShardReadError::Missing) {
-                        tracing::warn!(block = %id, shard = i, error = %e, "bad shard");
-                    }
-                    bad.push(i);
+    /// The local shard directories.
+    pub fn local(&self) -> &Arc<LocalShards> {
+        &self.local
+    }
+
+    /// Serves a shard request from a peer.
+    pub async fn handle(&self, req: NetRequest) -> NetResponse {
+        let store = self.local.clone();
+        let result = tokio::task::spawn_blocking(move || match req {
+            NetRequest::PutShard { meta, file } => {
+                let payload = match shard::parse(&file, &meta) {
+                    Ok(p) => p,
+                    Err(e) => return NetResponse::Error(format!("shard refused: {e}")),
+                };
+                let mut dirty = DirtyDirs::default();
+                let disk = store.disk_for(&meta.block, meta.index as usize);
+                match store
+                    .write(disk, &meta, &payload, &mut dirty)
+                    .and_then(|_| LocalShards::sync_dirs(&dirty))
+                {
+                    Ok(()) => NetResponse::Done,
+                    Err(e) => NetResponse::Error(e.to_string()),
                 }
             }
-        }
-        if have < k {
-            return Err(BlockError::Unavailable {
-                block: *id,
-                have,
-                needed: k,
-            });
-        }
-        let sealed = erasure.decode(&shards, stored.sealed_len as usize)?;
-        let plain = codec::open(keys, id, sealed)
-            .map_err(|source| BlockError::Corrupt { block: *id, source })?;
-        if plain.len() != rec.plain_len as usize {
-            return Err(BlockError::Corrupt {
-                block: *id,
-                source: CodecError::Malformed("length differs from metadata"),
-            });
-        }
-        self.stats.blocks_read.fetch_add(1, Ordering::Relaxed);
-        if !bad.is_empty() {
-            self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
-            self.repair_shards(id, &stored, &erasure, &shards, &bad);
-        }
-        Ok(plain)
-    }
-
-    /// Rewrites the shards in `bad` from the ones read. Failure is logged:
-    /// the read already succeeded, and the scrubber will try again.
-    fn repair_shards(
-        &self,
-        id: &BlockId,
-        stored: &StoredBlock,
-        erasure: &Erasure,
-        shards: &[Option<Vec<u8>>],
-        bad: &[usize],
-    ) {
-        let all = match erasure.reconstruct_all(shards) {
-            Ok(all) => all,
-            Err(e) => {
-                tracing::warn!(block = %id, error = %e, "read repair: cannot rebuild");
-                return;
+            NetRequest::GetShard { meta } => match store.read_any_disk(&meta) {
+                Ok(payload) => NetResponse::Shard(Some(shard::file(&meta, &payload))),
+                Err(_) => NetResponse::Shard(None),
+            },
+            NetRequest::HasShards { metas } => NetResponse::Has(
+                metas
+                    .iter()
+                    .map(|m| store.read_any_disk(m).is_ok())
+                    .collect(),
+            ),
+            NetRequest::DeleteShard { block, index } => {
+                match store.delete_everywhere(&block, index) {
+                    Ok(()) => NetResponse::Done,
+                    Err(e) => NetResponse::Error(e.to_string()),
+                }
             }
-        };
-        let mut dirty = DirtyDirs::default();
-        for &i in bad {
-            let meta = Self::shard_meta(id, stored, i);
-            if let Err(e) =
-                self.shards
-                    .write(self.shards.disk_for(id, i), &meta, &all[i], &mut dirty)
-            {
-                tracing::warn!(block = %id, shard = i, error = %e, "read repair: write failed");
-                return;
-            }
-        }
-        match LocalShards::sync_dirs(&dirty) {
-            Ok(()) => {
-                self.stats
-                    .shards_repaired
-                    .fetch_add(bad.len() as u64, Ordering::Relaxed);
-                tracing::info!(block = %id, shards = ?bad, "read repair rewrote shards");
-            }
-            Err(e) => tracing::warn!(block = %id, error = %e, "read repair: sync failed"),
-        }
-    }
-
-    /// Reads one block on the blocking pool.
-    pub async fn read_block(
-        self: &Arc<Self>,
-        keys: UserKeys,
-        id: BlockId,
-        rec: BlockRecord,
-    ) -> Result<Bytes, BlockError> {
-        let _permit = self
-            .jobs
-            .acquire()
-            .await
-            .map_err(|_| BlockError::Task("block store closed".into()))?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.read_blocking(&keys, &id, &rec).map(Bytes::from))
-            .await
-            .map_err(|e| BlockError::Task(e.to_string()))?
-    }
-
-    /// The local shard directories (for tests and tools that inspect them).
-    pub fn shards(&self) -> &LocalShards {
-        &self.shards
+            NetRequest::Raft { .. } => NetResponse::Error("not a shard request".into()),
+        })
+        .await;
+        result.unwrap_or_else(|e| NetResponse::Error(e.to_string()))
     }
 }
 
@@ -353,10 +633,15 @@ mod tests {
             .map(|i| dir.path().join(format!("disk-{i}")))
             .collect();
         let shards = LocalShards::open(&dirs).unwrap();
+        let profile = ErasureProfile { data: 2, parity: 1 };
         let store = Arc::new(BlockStore::new(
+            1,
             KeyRing::new(ClusterSecret::from_bytes([7; 32])),
             shards,
-            ErasureProfile { data: 2, parity: 1 },
+            Arc::new(crate::placement::Placement::new(
+                crate::placement::View::single(1, profile),
+            )),
+            None,
             4,
         ));
         let db = sled::Config::new().temporary(true).open().unwrap();
@@ -373,7 +658,7 @@ mod tests {
         BlockRecord {
             refs: 1,
             plain_len: n.plain_len,
-            stored: n.stored,
+            stored: n.stored.clone(),
             created_ms: 0,
         }
     }
@@ -439,6 +724,17 @@ mod tests {
         assert!(e.store.read_block(other, n.id, record(n)).await.is_err());
     }
 
+    /// Read repair runs in the background: wait (bounded) for its effect.
+    async fn eventually(mut cond: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached within 5 s");
+    }
+
     #[tokio::test]
     async fn lost_and_corrupt_shards_are_rebuilt_on_read() {
         let e = env();
@@ -454,7 +750,7 @@ mod tests {
         );
         ing.push(&data).await.unwrap();
         let done = ing.finish().await.unwrap();
-        let n = done.new_blocks[0];
+        let n = done.new_blocks[0].clone();
         let files = shard_files(&e.dirs, &n.id);
         assert_eq!(files.len(), 3);
 
@@ -466,8 +762,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&got[..], &data[..]);
-        assert!(files[0].exists(), "read repair rewrote the lost shard");
-        assert_eq!(e.store.stats().shards_repaired.load(Ordering::Relaxed), 1);
+        eventually(|| files[0].exists()).await;
+        eventually(|| e.store.stats().shards_repaired.load(Ordering::Relaxed) == 1).await;
 
         // A corrupted shard: detected by checksum, rebuilt the same way.
         let mut bytes = std::fs::read(&files[1]).unwrap();
@@ -480,12 +776,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&got[..], &data[..]);
-        assert_ne!(
-            std::fs::read(&files[1]).unwrap(),
-            bytes,
-            "corrupt shard rewritten"
-        );
-        assert_eq!(e.store.stats().shards_repaired.load(Ordering::Relaxed), 2);
+        eventually(|| std::fs::read(&files[1]).unwrap() != bytes).await;
+        eventually(|| e.store.stats().shards_repaired.load(Ordering::Relaxed) == 2).await;
 
         // Two of three gone: unreadable, with a clear error.
         std::fs::remove_file(&files[0]).unwrap();

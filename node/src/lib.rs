@@ -11,9 +11,14 @@
 pub mod bench;
 pub mod block;
 pub mod blocks;
+pub mod health;
 pub mod ingest;
 pub mod keys;
+pub mod membership;
+pub mod net;
+pub mod placement;
 pub mod read;
+pub mod repair;
 
 pub use blocks::{BlockError, BlockStore};
 pub use ingest::{Ingest, Ingested, Partial, WholeHash};

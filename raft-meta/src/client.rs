@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_config::SharedClock;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tokio::sync::broadcast;
 
 use crate::error::MetaError;
-use crate::network::{NetworkFactory, RaftTransport};
+use crate::network::{ForwardError, NetworkFactory, RaftRpcKind, RaftTransport};
 use crate::reader::MetaReader;
+use crate::records::{decode, encode};
 use crate::store;
-use crate::types::{Command, MemberNode, Output, Raft, Request};
+use crate::types::{Command, LogId, MemberNode, Output, Raft, Request, Response};
 
 /// How long a write may wait for a quorum before the caller hears `Unavailable`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -56,9 +57,15 @@ impl MetaNode {
         let reader = MetaReader::new(sm.tree());
         let applied = sm.applied_events();
         let config = Arc::new(raft_config()?);
-        let raft = Raft::new(node_id, config, NetworkFactory::new(transport), log, sm)
-            .await
-            .map_err(|e| MetaError::Unavailable(format!("raft start: {e}")))?;
+        let raft = Raft::new(
+            node_id,
+            config,
+            NetworkFactory::new(transport.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| MetaError::Unavailable(format!("raft start: {e}")))?;
         let initialized = raft
             .is_initialized()
             .await
@@ -76,6 +83,7 @@ impl MetaNode {
                 clock,
                 applied,
                 node_id,
+                transport,
             }),
         };
         Ok(Self { raft, client })
@@ -119,6 +127,7 @@ struct Inner {
     clock: SharedClock,
     applied: broadcast::Sender<u64>,
     node_id: u64,
+    transport: Arc<dyn RaftTransport>,
 }
 
 /// A cheap handle for reading and writing metadata.
@@ -127,19 +136,75 @@ pub struct MetaClient {
     inner: Arc<Inner>,
 }
 
+/// Whether a failed write attempt may be retried: only when it certainly
+/// was not applied.
+enum Attempt {
+    Retry(String),
+    Fail(MetaError),
+}
+
 impl MetaClient {
     /// The local state machine: what this node has applied.
     pub fn local(&self) -> &MetaReader {
         &self.inner.reader
     }
 
-    /// The state machine after this node has caught up with the leader:
-    /// every write acknowledged anywhere before this call is visible.
+    /// The state machine once this node has applied every write that was
+    /// acknowledged anywhere before this call (a read index from the leader).
     pub async fn linearizable(&self) -> Result<&MetaReader, MetaError> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(&self.inner.reader),
-            Ok(Err(e)) => Err(MetaError::Unavailable(e.to_string())),
-            Err(_) => Err(MetaError::Unavailable("linearizable read timed out".into())),
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.try_read_index()).await;
+            match attempt {
+                Err(_) => return Err(MetaError::Unavailable("linearizable read timed out".into())),
+                Ok(Ok(())) => return Ok(&self.inner.reader),
+                Ok(Err(Attempt::Fail(e))) => return Err(e),
+                Ok(Err(Attempt::Retry(why))) => {
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(MetaError::Unavailable(why));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    async fn try_read_index(&self) -> Result<(), Attempt> {
+        let raft = &self.inner.raft;
+        match raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
+                    return Err(Attempt::Retry("no leader".into()));
+                };
+                let bytes = self
+                    .inner
+                    .transport
+                    .call(leader, &node, RaftRpcKind::ReadIndex, Vec::new())
+                    .await
+                    .map_err(|e| Attempt::Retry(e.to_string()))?;
+                let answer: Result<Option<LogId>, ForwardError> = decode("read index", &bytes)
+                    .map_err(|e| Attempt::Fail(MetaError::Corrupt(e.to_string())))?;
+                match answer {
+                    Ok(index) => {
+                        raft.wait(Some(WRITE_TIMEOUT))
+                            .applied_index_at_least(index.map(|l| l.index), "read index")
+                            .await
+                            .map_err(|e| Attempt::Retry(e.to_string()))?;
+                        Ok(())
+                    }
+                    Err(ForwardError::NotLeader { .. }) => {
+                        Err(Attempt::Retry("leader changed".into()))
+                    }
+                    Err(ForwardError::Unavailable(e)) => Err(Attempt::Retry(e)),
+                }
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(Attempt::Retry(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Attempt::Fail(MetaError::Unavailable(e.to_string()))),
         }
     }
 
@@ -160,29 +225,120 @@ impl MetaClient {
         self.inner.raft.metrics().borrow().clone()
     }
 
-    /// Proposes a command and waits until it is committed and applied here.
+    pub fn is_leader(&self) -> bool {
+        self.raft_metrics().current_leader == Some(self.inner.node_id)
+    }
+
+    /// Proposes a command and waits until it is committed and applied. Any
+    /// member accepts writes: a follower forwards them to the leader.
     pub async fn write(&self, cmd: Command) -> Result<Output, MetaError> {
         let name = cmd.name();
         let req = Request {
             at_ms: self.now_ms(),
             cmd,
         };
-        let res = tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.client_write(req)).await;
-        match res {
-            Err(_) => Err(MetaError::Unavailable(format!(
-                "{name}: no quorum within {WRITE_TIMEOUT:?}"
-            ))),
-            Ok(Ok(resp)) => resp.data.map_err(MetaError::Command),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(MetaError::Unavailable(format!(
-                    "{name}: not the leader (leader is {:?})",
-                    f.leader_id
-                )))
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match tokio::time::timeout_at(deadline, self.try_write(&req)).await {
+                Err(_) => {
+                    return Err(MetaError::Unavailable(format!(
+                        "{name}: no quorum within {WRITE_TIMEOUT:?}"
+                    )))
+                }
+                Ok(Ok(resp)) => return resp.map_err(MetaError::Command),
+                Ok(Err(Attempt::Fail(e))) => return Err(e),
+                Ok(Err(Attempt::Retry(why))) => {
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(MetaError::Unavailable(format!("{name}: {why}")));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(MetaError::Unavailable(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(MetaError::Unavailable(format!("{name}: {e}"))),
         }
+    }
+
+    async fn try_write(&self, req: &Request) -> Result<Response, Attempt> {
+        match self.inner.raft.client_write(req.clone()).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
+                    return Err(Attempt::Retry("no leader elected yet".into()));
+                };
+                if leader == self.inner.node_id {
+                    return Err(Attempt::Retry("leadership changing".into()));
+                }
+                // Not applied here; after the leader receives it, a lost answer
+                // is not retried (it may have been applied).
+                let bytes = self
+                    .inner
+                    .transport
+                    .call(leader, &node, RaftRpcKind::ClientWrite, encode(req))
+                    .await
+                    .map_err(|e| {
+                        Attempt::Fail(MetaError::Unavailable(format!(
+                            "forwarding to the leader: {e}"
+                        )))
+                    })?;
+                let answer: Result<Response, ForwardError> = decode("forwarded write", &bytes)
+                    .map_err(|e| Attempt::Fail(MetaError::Corrupt(e.to_string())))?;
+                match answer {
+                    Ok(r) => Ok(r),
+                    Err(ForwardError::NotLeader { .. }) => {
+                        Err(Attempt::Retry("leader changed".into()))
+                    }
+                    Err(ForwardError::Unavailable(e)) => {
+                        Err(Attempt::Fail(MetaError::Unavailable(e)))
+                    }
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Attempt::Fail(MetaError::Unavailable(e.to_string())))
+            }
+            Err(RaftError::Fatal(e)) => Err(Attempt::Fail(MetaError::Unavailable(e.to_string()))),
+        }
+    }
+
+    /// Adds a node as a learner (leader only); waits until it has caught up
+    /// when `blocking`.
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        node: MemberNode,
+        blocking: bool,
+    ) -> Result<(), MetaError> {
+        self.inner
+            .raft
+            .add_learner(id, node, blocking)
+            .await
+            .map(|_| ())
+            .map_err(|e| MetaError::Unavailable(format!("add learner {id}: {e}")))
+    }
+
+    /// Sets the voters (leader only); non-voters stay learners.
+    pub async fn set_voters(
+        &self,
+        voters: std::collections::BTreeSet<u64>,
+    ) -> Result<(), MetaError> {
+        self.inner
+            .raft
+            .change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters), true)
+            .await
+            .map(|_| ())
+            .map_err(|e| MetaError::Unavailable(format!("change voters: {e}")))
+    }
+
+    /// Removes nodes from the membership entirely (leader only).
+    pub async fn remove_nodes(
+        &self,
+        ids: std::collections::BTreeSet<u64>,
+    ) -> Result<(), MetaError> {
+        self.inner
+            .raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| MetaError::Unavailable(format!("remove nodes: {e}")))
     }
 }

@@ -19,6 +19,7 @@ pub const JOURNAL: u8 = 0x09;
 pub const UPLOAD: u8 = 0x0a;
 pub const UPLOAD_EXPIRY: u8 = 0x0b;
 pub const UPLOAD_CHUNK: u8 = 0x0c;
+pub const LAYOUT: u8 = 0x0d;
 /// Raft bookkeeping kept in the same tree so it commits with the data.
 pub const SM_META: u8 = 0xf0;
 
@@ -104,6 +105,10 @@ pub fn upload_chunk(u: &UserId, id: &UploadId, index: u64) -> Vec<u8> {
 
 pub fn upload_chunks_of(u: &UserId, id: &UploadId) -> Vec<u8> {
     key(UPLOAD_CHUNK, &[u.as_bytes(), id.as_bytes()])
+}
+
+pub fn layout() -> Vec<u8> {
+    key(LAYOUT, &[b"current"])
 }
 
 pub fn sm_last_applied() -> Vec<u8> {

@@ -26,6 +26,6 @@ pub use client::{MetaClient, MetaNode};
 pub use error::MetaError;
 pub use kv::Resolved;
 pub use path::{DrivePath, PathError};
-pub use reader::{Listed, MetaReader};
+pub use reader::{BlockEntry, Listed, MetaReader};
 pub use state_machine::normalize_username;
 pub use types::{Command, CommandError, MemberNode, OnConflict, Output};

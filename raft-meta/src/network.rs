@@ -28,6 +28,20 @@ pub enum RaftRpcKind {
     AppendEntries,
     Vote,
     InstallSnapshot,
+    /// A client write forwarded to the leader.
+    ClientWrite,
+    /// A follower asks the leader for a log index that covers every write
+    /// acknowledged so far (a read index).
+    ReadIndex,
+}
+
+/// Why the leader could not serve a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ForwardError {
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Delivery failed; the peer may be down.
@@ -170,6 +184,34 @@ pub async fn handle_raft_rpc(
             let req: InstallSnapshotRequest<TypeConfig> =
                 decode("install snapshot", payload).map_err(|e| e.to_string())?;
             Ok(encode(&raft.install_snapshot(req).await))
+        }
+        RaftRpcKind::ClientWrite => {
+            let req: crate::types::Request =
+                decode("client write", payload).map_err(|e| e.to_string())?;
+            let answer: Result<crate::types::Response, ForwardError> =
+                match raft.client_write(req).await {
+                    Ok(r) => Ok(r.data),
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::ClientWriteError::ForwardToLeader(f),
+                    )) => Err(ForwardError::NotLeader {
+                        leader: f.leader_id,
+                    }),
+                    Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+                };
+            Ok(encode(&answer))
+        }
+        RaftRpcKind::ReadIndex => {
+            let answer: Result<Option<crate::types::LogId>, ForwardError> =
+                match raft.ensure_linearizable().await {
+                    Ok(id) => Ok(id),
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+                    )) => Err(ForwardError::NotLeader {
+                        leader: f.leader_id,
+                    }),
+                    Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+                };
+            Ok(encode(&answer))
         }
     }
 }

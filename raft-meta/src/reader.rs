@@ -18,6 +18,16 @@ pub struct MetaReader {
     tree: sled::Tree,
 }
 
+/// A block record found by a scan.
+#[derive(Debug, Clone)]
+pub struct BlockEntry {
+    /// Where the scan resumes.
+    pub key: Vec<u8>,
+    pub user: UserId,
+    pub block: BlockId,
+    pub record: BlockRecord,
+}
+
 /// One entry of a listing.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -163,6 +173,48 @@ impl MetaReader {
 
     pub fn upload(&self, user: &UserId, id: &UploadId) -> R<Option<UploadRecord>> {
         self.get("upload", &keys::upload(user, id))
+    }
+
+    pub fn layout(&self) -> R<Option<crate::records::LayoutRecord>> {
+        self.get("layout", &keys::layout())
+    }
+
+    /// Block records in key order after `after` (exclusive), at most
+    /// `limit`: the repair scan pages through every block of every user.
+    pub fn blocks_after(&self, after: Option<&[u8]>, limit: usize) -> R<Vec<BlockEntry>> {
+        let start = match after {
+            Some(k) => {
+                let mut k = k.to_vec();
+                k.push(0);
+                k
+            }
+            None => vec![keys::BLOCK],
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(MetaError::from_sled)?;
+            if k.first() != Some(&keys::BLOCK) {
+                break;
+            }
+            if k.len() != 1 + 16 + 32 {
+                return Err(MetaError::Corrupt("block key".into()));
+            }
+            let user = UserId::from_slice(&k[1..17])
+                .ok_or_else(|| MetaError::Corrupt("block key".into()))?;
+            let block = BlockId::from_slice(&k[17..])
+                .ok_or_else(|| MetaError::Corrupt("block key".into()))?;
+            let record = decode("block", &v).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            out.push(BlockEntry {
+                key: k.to_vec(),
+                user,
+                block,
+                record,
+            });
+        }
+        Ok(out)
     }
 
     /// Journal lines with `seq >= from`, at most `limit`.

@@ -120,7 +120,7 @@ pub struct VersionRecord {
 }
 
 /// How a block is laid out on storage; everything a reader needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBlock {
     /// Length of the sealed (compressed + encrypted + framed) block.
     pub sealed_len: u32,
@@ -129,6 +129,49 @@ pub struct StoredBlock {
     pub key_version: u8,
     /// Layout generation the shards were placed under.
     pub layout: u64,
+    /// The node holding shard i; 0 when shard i is not stored anywhere
+    /// (written while its node was down) and waits for repair.
+    pub nodes: Vec<u64>,
+}
+
+/// One node of the cluster layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutMember {
+    pub id: u64,
+    pub peer_id: String,
+    pub p2p_addr: String,
+    pub api_url: String,
+    pub zone: Option<String>,
+    pub state: MemberState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Holds shards and receives new ones.
+    Active,
+    /// Leaving: its shards move away, it receives none.
+    Removed,
+}
+
+/// Which nodes make up the cluster, and the erasure profile of new blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutRecord {
+    pub version: u64,
+    pub members: Vec<LayoutMember>,
+    pub data_shards: u8,
+    pub parity_shards: u8,
+}
+
+impl LayoutRecord {
+    pub fn active(&self) -> impl Iterator<Item = &LayoutMember> {
+        self.members
+            .iter()
+            .filter(|m| m.state == MemberState::Active)
+    }
+
+    pub fn member(&self, id: u64) -> Option<&LayoutMember> {
+        self.members.iter().find(|m| m.id == id)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use cluster_config::{BlockId, DeviceId, EntryId, UploadId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::hashing::TreeHashState;
-use crate::records::{BlockRef, EntryRecord, StoredBlock, UploadRecord};
+use crate::records::{BlockRef, EntryRecord, LayoutRecord, StoredBlock, UploadRecord};
 
 /// How a cluster member is reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ pub enum OnConflict {
 }
 
 /// A block this write stored and that the metadata may not know yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewBlock {
     pub id: BlockId,
     pub plain_len: u32,
@@ -179,6 +179,25 @@ pub enum Command {
     ExpireUploads {
         limit: u32,
     },
+    /// Replaces the cluster layout if it is still at `expected_version`.
+    SetLayout {
+        expected_version: u64,
+        layout: LayoutRecord,
+    },
+    /// Moves shards between nodes in the block records; each change applies
+    /// only if the shard is still where the proposer saw it.
+    UpdatePlacement {
+        changes: Vec<PlacementChange>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementChange {
+    pub user: UserId,
+    pub block: BlockId,
+    pub index: u8,
+    pub from: u64,
+    pub to: u64,
 }
 
 impl Command {
@@ -197,6 +216,8 @@ impl Command {
             Command::AdvanceUpload(_) => "advance_upload",
             Command::CancelUpload { .. } => "cancel_upload",
             Command::ExpireUploads { .. } => "expire_uploads",
+            Command::SetLayout { .. } => "set_layout",
+            Command::UpdatePlacement { .. } => "update_placement",
         }
     }
 }
@@ -224,6 +245,8 @@ pub enum Output {
         committed: Option<EntryView>,
     },
     Expired(u32),
+    /// How many placement changes applied.
+    Placed(u32),
 }
 
 /// Why a command was refused. Deterministic: every node computes the same.
@@ -255,6 +278,8 @@ pub enum CommandError {
     UploadGone,
     #[error("blocks are missing from the store")]
     MissingBlocks(Vec<BlockId>),
+    #[error("the layout changed: it is at version {current}")]
+    LayoutChanged { current: u64 },
 }
 
 pub type Response = Result<Output, CommandError>;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use strata_client::Client;
 
+pub mod cluster;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
 /// A running drive. Killed (by its own pid) when dropped.
@@ -64,6 +66,8 @@ impl Drive {
         match &self.mode {
             Mode::Dev => {
                 cmd.arg("dev")
+                    .arg("--nodes")
+                    .arg("1")
                     .arg("--data")
                     .arg(self.data())
                     .arg("--listen")

@@ -56,7 +56,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeSpec {
 
 pub async fn content(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
     let path = parse_path(req.required("path")?)?;
-    let reader = app.meta.local();
+    let reader = app.read().await?;
     let (id, rec) = reader
         .live(&caller.user, &path)?
         .ok_or_else(ApiError::not_found)?;

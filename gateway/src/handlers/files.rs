@@ -41,7 +41,7 @@ fn entry_response(
 
 pub async fn get_metadata(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
     let path = parse_path(req.required("path")?)?;
-    let reader = app.meta.local();
+    let reader = app.read().await?;
     let (_, rec) = reader
         .live(&caller.user, &path)?
         .ok_or_else(ApiError::not_found)?;
@@ -59,7 +59,7 @@ pub async fn list(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> 
         .param_u64("limit")?
         .unwrap_or(DEFAULT_LIST_LIMIT)
         .clamp(1, MAX_LIST_LIMIT);
-    let reader = app.meta.local();
+    let reader = app.read().await?;
     let (id, rec) = reader
         .live(&caller.user, &path)?
         .ok_or_else(ApiError::not_found)?;
@@ -89,7 +89,7 @@ pub async fn history(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
         .param_u64("limit")?
         .unwrap_or(100)
         .clamp(1, MAX_HISTORY_LIMIT);
-    let reader = app.meta.local();
+    let reader = app.read().await?;
     let id = match reader.resolve(&caller.user, &path)? {
         Resolved::Found(id, rec) if rec.kind == EntryKind::File => id,
         Resolved::Found(..) => return Err(ApiError::bad_request("folders have no history")),

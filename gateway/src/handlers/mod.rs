@@ -1,6 +1,7 @@
 //! One async function per endpoint; shared response builders.
 
 pub mod accounts;
+pub mod admin;
 pub mod download;
 pub mod files;
 pub mod ops;

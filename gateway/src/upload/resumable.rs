@@ -231,8 +231,8 @@ fn parse_id(raw: &str) -> ApiResult<UploadId> {
 /// The session, current as of the leader if this node has not seen it.
 async fn load(app: &App, caller: &Caller, id: &UploadId) -> ApiResult<UploadRecord> {
     let now = app.clock.now_ms();
-    let mut rec = app.meta.local().upload(&caller.user, id)?;
-    if rec.is_none() {
+    let mut rec = app.read().await?.upload(&caller.user, id)?;
+    if rec.is_none() && app.cluster.is_none() {
         rec = app.meta.linearizable().await?.upload(&caller.user, id)?;
     }
     match rec {

@@ -23,7 +23,7 @@ pub const FORMAT_V1: u8 = 1;
 pub const HEADER_LEN: usize = 84;
 
 /// What a shard claims to be; checked against what the reader expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShardMeta {
     pub block: BlockId,
     pub codec: u8,
@@ -69,6 +69,14 @@ pub fn header(meta: &ShardMeta, payload: &[u8]) -> [u8; HEADER_LEN] {
     let sum = checksum(&hdr[..52], payload);
     hdr[52..84].copy_from_slice(&sum);
     hdr
+}
+
+/// A whole shard file (header and payload).
+pub fn file(meta: &ShardMeta, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&header(meta, payload));
+    out.extend_from_slice(payload);
+    out
 }
 
 /// Verifies a whole shard file and returns its payload.

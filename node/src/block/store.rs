@@ -63,12 +63,15 @@ impl DirtyDirs {
 #[derive(Debug)]
 pub struct LocalShards {
     disks: Vec<PathBuf>,
+    /// Disks found without their marker at open: new or wiped.
+    replaced: Vec<usize>,
 }
 
 impl LocalShards {
     /// Prepares every shard directory: fan-out folders, an empty `tmp/`.
     pub fn open(dirs: &[PathBuf]) -> Result<Self, StoreError> {
-        for root in dirs {
+        let mut replaced = Vec::new();
+        for (index, root) in dirs.iter().enumerate() {
             fs::create_dir_all(root).map_err(io_at(root))?;
             let tmp = root.join("tmp");
             if tmp.exists() {
@@ -83,6 +86,7 @@ impl LocalShards {
             }
             let marker = root.join(DISK_MARKER);
             if fresh || !marker.exists() {
+                replaced.push(index);
                 fs::write(&marker, DISK_MARKER_TEXT).map_err(io_at(&marker))?;
                 sync_dir(&shards)?;
                 sync_dir(root)?;
@@ -90,6 +94,7 @@ impl LocalShards {
         }
         Ok(Self {
             disks: dirs.to_vec(),
+            replaced,
         })
     }
 
@@ -166,6 +171,44 @@ impl LocalShards {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ShardReadError::Missing),
             Err(e) => Err(ShardReadError::Io(io_at(&path)(e))),
         }
+    }
+
+    /// Reads a shard from the disk placement says, or any other disk (after
+    /// the disk list changed).
+    pub fn read_any_disk(&self, meta: &ShardMeta) -> Result<Vec<u8>, ShardReadError> {
+        let first = self.disk_for(&meta.block, meta.index as usize);
+        match self.read(first, meta) {
+            Err(ShardReadError::Missing) => {}
+            other => return other,
+        }
+        for d in 0..self.disks.len() {
+            if d == first {
+                continue;
+            }
+            match self.read(d, meta) {
+                Err(ShardReadError::Missing) => continue,
+                other => return other,
+            }
+        }
+        Err(ShardReadError::Missing)
+    }
+
+    /// Whether a shard file exists on any disk (no checksum: a fast census).
+    pub fn exists(&self, block: &BlockId, index: u8) -> bool {
+        (0..self.disks.len()).any(|d| self.shard_path(d, block, index).exists())
+    }
+
+    /// Removes a shard from every disk.
+    pub fn delete_everywhere(&self, block: &BlockId, index: u8) -> Result<(), StoreError> {
+        for d in 0..self.disks.len() {
+            self.delete(d, block, index)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a disk lost its marker (replaced or wiped) when opened.
+    pub fn replaced_disks(&self) -> &[usize] {
+        &self.replaced
     }
 
     /// Removes a shard (missing is fine).

@@ -3,6 +3,7 @@
 //! `store`.
 
 mod accounts;
+mod cluster;
 pub use accounts::normalize_username;
 mod namespace;
 pub mod tx;
@@ -90,6 +91,11 @@ pub fn apply(tx: &mut Tx<'_>, req: &Request) -> Result<Response, Fatal> {
             uploads::cancel(tx, user, upload).map(|_| Output::Done)
         }
         Command::ExpireUploads { limit } => uploads::expire(tx, at, *limit),
+        Command::SetLayout {
+            expected_version,
+            layout,
+        } => cluster::set_layout(tx, *expected_version, layout),
+        Command::UpdatePlacement { changes } => cluster::update_placement(tx, changes),
     };
     match result {
         Ok(out) => {

@@ -426,7 +426,7 @@ pub(super) fn add_refs(
                     &BlockRecord {
                         refs: count,
                         plain_len: n.plain_len,
-                        stored: n.stored,
+                        stored: n.stored.clone(),
                         created_ms: ctx.at,
                     },
                 ),

@@ -26,6 +26,7 @@ fn stored() -> StoredBlock {
         parity_shards: 1,
         key_version: 1,
         layout: 1,
+        nodes: vec![1, 2, 3],
     }
 }
 
@@ -119,7 +120,7 @@ impl Fixture {
                 content_hash: [hash; 32],
                 blocks: blocks.iter().map(|b| b.0).collect(),
             },
-            new_blocks: blocks.iter().map(|b| b.1).collect(),
+            new_blocks: blocks.iter().map(|b| b.1.clone()).collect(),
             base_version: base,
             on_conflict: oc,
             id_seed: [self.at as u8; 16],
@@ -192,7 +193,7 @@ fn commit_creates_parents_versions_and_refs() {
     let out = f
         .commit(
             "/docs/a/file.txt",
-            &[b1, b2, b1],
+            &[b1.clone(), b2.clone(), b1.clone()],
             1,
             None,
             OnConflict::Overwrite,
@@ -211,7 +212,7 @@ fn commit_creates_parents_versions_and_refs() {
     let Output::Entry(v) = f
         .commit(
             "/docs/a/file.txt",
-            &[b1, b2, b1],
+            &[b1.clone(), b2.clone(), b1.clone()],
             1,
             None,
             OnConflict::Overwrite,

@@ -1,0 +1,346 @@
+//! The admin API: cluster status, membership, and a full shard census.
+//! Admin accounts only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use http::StatusCode;
+use raft_meta::records::{LayoutMember, MemberState};
+use raft_meta::Command;
+use serde::{Deserialize, Serialize};
+use strata_node::blocks::BlockStore;
+use strata_node::net::{NetRequest, NetResponse};
+
+use super::{json, Response};
+use crate::app::App;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::request::Req;
+
+async fn require_admin(app: &App, caller: &Caller) -> ApiResult<()> {
+    let user = app
+        .meta
+        .local()
+        .user(&caller.user)?
+        .ok_or_else(ApiError::unauthorized)?;
+    if user.admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("admin accounts only"))
+    }
+}
+
+#[derive(Serialize)]
+struct MemberStatus {
+    id: u64,
+    role: &'static str,
+    healthy: bool,
+    state: &'static str,
+    api_url: String,
+    p2p_addr: String,
+    zone: Option<String>,
+    last_seen_ms: Option<u64>,
+    local_missing: u64,
+    shards_scrubbed: u64,
+    shards_rebuilt: u64,
+}
+
+#[derive(Serialize)]
+struct RepairView {
+    repaired_total: u64,
+    moved_total: u64,
+    scans_completed: u64,
+    blocks_scanned: u64,
+    /// Layout version the last completed repair scan used.
+    layout_version: u64,
+    /// Share of the known repair work done, 0..1.
+    progress: f64,
+}
+
+#[derive(Serialize)]
+struct ClusterStatus {
+    node_id: u64,
+    leader: Option<u64>,
+    term: u64,
+    layout_version: u64,
+    erasure: String,
+    members: Vec<MemberStatus>,
+    repair_backlog: u64,
+    repair: RepairView,
+}
+
+pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
+    require_admin(app, caller).await?;
+    let me = app.meta.node_id();
+    let metrics = app.meta.raft_metrics();
+    let membership = metrics.membership_config.membership().clone();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let layout = app.meta.local().layout()?;
+    let view = app.blocks.placement().view();
+    let role = |id: u64| {
+        if metrics.current_leader == Some(id) {
+            "leader"
+        } else if voters.contains(&id) {
+            "follower"
+        } else {
+            "learner"
+        }
+    };
+    let mut members = Vec::new();
+    let mut local_missing = 0;
+    let mut leader_repair = None;
+    match (&app.cluster, &layout) {
+        (Some(cluster), Some(layout)) => {
+            for (id, m) in layout.members.iter().map(|m| (m.id, m)) {
+                let h = cluster.health.peer(id);
+                let beat = h.beat.clone().unwrap_or_default();
+                if h.healthy {
+                    local_missing += beat.local_missing;
+                }
+                if metrics.current_leader == Some(id) {
+                    leader_repair = if id == me {
+                        Some(cluster.repair.status())
+                    } else {
+                        beat.repair.clone()
+                    };
+                }
+                members.push(MemberStatus {
+                    id,
+                    role: role(id),
+                    healthy: h.healthy,
+                    state: match m.state {
+                        MemberState::Active => "active",
+                        MemberState::Removed => "removed",
+                    },
+                    api_url: m.api_url.clone(),
+                    p2p_addr: m.p2p_addr.clone(),
+                    zone: m.zone.clone(),
+                    last_seen_ms: h.last_seen.map(|d| d.as_millis() as u64),
+                    local_missing: beat.local_missing,
+                    shards_scrubbed: beat.shards_scrubbed,
+                    shards_rebuilt: beat.shards_rebuilt,
+                });
+            }
+        }
+        _ => {
+            members.push(MemberStatus {
+                id: me,
+                role: role(me),
+                healthy: true,
+                state: "active",
+                api_url: String::new(),
+                p2p_addr: String::new(),
+                zone: app.config.zone.clone(),
+                last_seen_ms: Some(0),
+                local_missing: 0,
+                shards_scrubbed: 0,
+                shards_rebuilt: app
+                    .blocks
+                    .stats()
+                    .shards_repaired
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            });
+        }
+    }
+    let repair = leader_repair.unwrap_or_default();
+    let backlog = repair.backlog + local_missing;
+    let done = repair.repaired_total + repair.moved_total;
+    let status = ClusterStatus {
+        node_id: me,
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        layout_version: layout.as_ref().map(|l| l.version).unwrap_or(0),
+        erasure: format!("{}+{}", view.profile.data, view.profile.parity),
+        members,
+        repair_backlog: backlog,
+        repair: RepairView {
+            repaired_total: repair.repaired_total,
+            moved_total: repair.moved_total,
+            scans_completed: repair.scans_completed,
+            blocks_scanned: repair.blocks_scanned,
+            layout_version: repair.layout_version,
+            progress: if done + backlog == 0 {
+                1.0
+            } else {
+                done as f64 / (done + backlog) as f64
+            },
+        },
+    };
+    Ok(json(StatusCode::OK, &status))
+}
+
+#[derive(Deserialize)]
+struct AddNode {
+    id: u64,
+    peer_id: String,
+    p2p_addr: String,
+    api_url: String,
+    zone: Option<String>,
+}
+
+pub async fn add_node(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Response> {
+    require_admin(app, caller).await?;
+    let body: AddNode = req.json(app.config.limits.max_json_body_bytes).await?;
+    if body.id == 0 || body.peer_id.is_empty() || !body.p2p_addr.starts_with('/') {
+        return Err(ApiError::bad_request(
+            "id, peer_id and p2p_addr (a multiaddr) are required",
+        ));
+    }
+    let layout = app
+        .meta
+        .linearizable()
+        .await?
+        .layout()?
+        .ok_or_else(|| ApiError::bad_request("this drive is not a cluster"))?;
+    if layout
+        .member(body.id)
+        .is_some_and(|m| m.state == MemberState::Active)
+    {
+        return Err(ApiError::conflict(format!(
+            "node {} is already a member",
+            body.id
+        )));
+    }
+    let mut next = layout.clone();
+    next.version += 1;
+    next.members.retain(|m| m.id != body.id);
+    next.members.push(LayoutMember {
+        id: body.id,
+        peer_id: body.peer_id,
+        p2p_addr: body.p2p_addr,
+        api_url: body.api_url,
+        zone: body.zone,
+        state: MemberState::Active,
+    });
+    app.meta
+        .write(Command::SetLayout {
+            expected_version: layout.version,
+            layout: next.clone(),
+        })
+        .await?;
+    tracing::info!(
+        node = body.id,
+        version = next.version,
+        "node added to the layout"
+    );
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"layout_version": next.version}),
+    ))
+}
+
+pub async fn remove_node(app: &App, caller: &Caller, id: &str) -> ApiResult<Response> {
+    require_admin(app, caller).await?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("node id must be a number"))?;
+    let layout = app
+        .meta
+        .linearizable()
+        .await?
+        .layout()?
+        .ok_or_else(|| ApiError::bad_request("this drive is not a cluster"))?;
+    if !layout
+        .member(id)
+        .is_some_and(|m| m.state == MemberState::Active)
+    {
+        return Err(ApiError::not_found());
+    }
+    let mut next = layout.clone();
+    next.version += 1;
+    for m in &mut next.members {
+        if m.id == id {
+            m.state = MemberState::Removed;
+        }
+    }
+    app.meta
+        .write(Command::SetLayout {
+            expected_version: layout.version,
+            layout: next.clone(),
+        })
+        .await?;
+    tracing::info!(node = id, version = next.version, "node leaving the layout");
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"layout_version": next.version}),
+    ))
+}
+
+#[derive(Serialize, Default)]
+struct Census {
+    blocks: u64,
+    shards_expected: u64,
+    shards_present: u64,
+    shards_unplaced: u64,
+    blocks_complete: u64,
+    /// Shards per node, as the metadata places them.
+    per_node: BTreeMap<u64, u64>,
+}
+
+/// Asks every holder whether it has each shard, intact.
+pub async fn verify(app: &App, caller: &Caller) -> ApiResult<Response> {
+    require_admin(app, caller).await?;
+    let reader = app.meta.linearizable().await?.clone();
+    let mut census = Census::default();
+    let mut after: Option<Vec<u8>> = None;
+    let me = app.meta.node_id();
+    loop {
+        let page = reader.blocks_after(after.as_deref(), 256)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        let mut asks: BTreeMap<u64, Vec<(usize, strata_node::block::shard::ShardMeta)>> =
+            BTreeMap::new();
+        for (bi, e) in page.iter().enumerate() {
+            census.blocks += 1;
+            for (i, node) in e.record.stored.nodes.iter().enumerate() {
+                census.shards_expected += 1;
+                if *node == 0 {
+                    census.shards_unplaced += 1;
+                    continue;
+                }
+                *census.per_node.entry(*node).or_default() += 1;
+                asks.entry(*node)
+                    .or_default()
+                    .push((bi, BlockStore::shard_meta(&e.block, &e.record.stored, i)));
+            }
+        }
+        let mut present = vec![0usize; page.len()];
+        for (node, list) in asks {
+            let metas: Vec<_> = list.iter().map(|(_, m)| *m).collect();
+            let has: Vec<bool> = if node == me {
+                match app.blocks.handle(NetRequest::HasShards { metas }).await {
+                    NetResponse::Has(h) => h,
+                    _ => vec![false; list.len()],
+                }
+            } else {
+                match &app.cluster {
+                    Some(c) => match c
+                        .net
+                        .call(
+                            node,
+                            NetRequest::HasShards { metas },
+                            Duration::from_secs(60),
+                        )
+                        .await
+                    {
+                        Ok(NetResponse::Has(h)) => h,
+                        _ => vec![false; list.len()],
+                    },
+                    None => vec![false; list.len()],
+                }
+            };
+            for ((bi, _), ok) in list.iter().zip(has) {
+                if ok {
+                    present[*bi] += 1;
+                    census.shards_present += 1;
+                }
+            }
+        }
+        for (bi, e) in page.iter().enumerate() {
+            if present[bi] == e.record.stored.nodes.len() {
+                census.blocks_complete += 1;
+            }
+        }
+    }
+    Ok(json(StatusCode::OK, &census))
+}

@@ -1,0 +1,162 @@
+//! Node health from gossiped heartbeats.
+//!
+//! Every node publishes a heartbeat every half second; a node not heard
+//! from within the health timeout is down. Heartbeats also carry what
+//! the admin API aggregates: the sender's repair counters, and on the
+//! leader, the repair backlog of the whole cluster.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cluster_config::NodeId;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::net::SharedNet;
+
+pub const TOPIC: &str = "health";
+const BEAT_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    /// Shards this node knows it should hold but does not (yet).
+    pub local_missing: u64,
+    pub shards_scrubbed: u64,
+    pub shards_rebuilt: u64,
+    /// Set by the repair coordinator (the leader).
+    pub repair: Option<RepairStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepairStatus {
+    /// Shards misplaced or missing as of the last full scan, minus those
+    /// fixed since.
+    pub backlog: u64,
+    pub repaired_total: u64,
+    pub moved_total: u64,
+    pub scans_completed: u64,
+    pub blocks_scanned: u64,
+    /// The layout version the last completed scan planned against.
+    pub layout_version: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerHealth {
+    pub healthy: bool,
+    pub last_seen: Option<Duration>,
+    pub beat: Option<Heartbeat>,
+}
+
+pub struct Health {
+    me: NodeId,
+    started: Instant,
+    timeout: Duration,
+    seen: Mutex<HashMap<NodeId, (Instant, Heartbeat)>>,
+    mine: Mutex<Heartbeat>,
+}
+
+impl Health {
+    pub fn new(me: NodeId, timeout: Duration) -> Self {
+        Self {
+            me,
+            started: Instant::now(),
+            timeout,
+            seen: Mutex::new(HashMap::new()),
+            mine: Mutex::new(Heartbeat {
+                node: me,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (Instant, Heartbeat)>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes what this node's next heartbeats say.
+    pub fn update_mine(&self, f: impl FnOnce(&mut Heartbeat)) {
+        let mut m = self.mine.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut m);
+    }
+
+    pub fn mine(&self) -> Heartbeat {
+        self.mine.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_healthy(&self, id: NodeId) -> bool {
+        id == self.me
+            || self
+                .seen()
+                .get(&id)
+                .is_some_and(|(t, _)| t.elapsed() < self.timeout)
+    }
+
+    /// How long a node has been silent (since this process started, for a
+    /// node never heard from).
+    pub fn silent_for(&self, id: NodeId) -> Duration {
+        if id == self.me {
+            return Duration::ZERO;
+        }
+        match self.seen().get(&id) {
+            Some((t, _)) => t.elapsed(),
+            None => self.started.elapsed(),
+        }
+    }
+
+    pub fn peer(&self, id: NodeId) -> PeerHealth {
+        if id == self.me {
+            return PeerHealth {
+                healthy: true,
+                last_seen: Some(Duration::ZERO),
+                beat: Some(self.mine()),
+            };
+        }
+        match self.seen().get(&id) {
+            Some((t, beat)) => PeerHealth {
+                healthy: t.elapsed() < self.timeout,
+                last_seen: Some(t.elapsed()),
+                beat: Some(beat.clone()),
+            },
+            None => PeerHealth {
+                healthy: false,
+                last_seen: None,
+                beat: None,
+            },
+        }
+    }
+
+    fn record(&self, from: NodeId, beat: Heartbeat) {
+        if beat.node == from {
+            self.seen().insert(from, (Instant::now(), beat));
+        }
+    }
+
+    /// Publishes heartbeats and records the peers' until `stop`.
+    pub async fn run(self: std::sync::Arc<Self>, net: SharedNet, stop: CancellationToken) {
+        let mut rx = net.subscribe();
+        let mut tick = tokio::time::interval(BEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Ok(bytes) = postcard::to_stdvec(&self.mine()) {
+                        net.publish(TOPIC, bytes);
+                    }
+                }
+                msg = rx.recv() => match msg {
+                    Ok(g) if g.topic == TOPIC => {
+                        if let Ok(beat) = postcard::from_bytes::<Heartbeat>(&g.data) {
+                            self.record(g.from, beat);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+}

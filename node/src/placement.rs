@@ -1,0 +1,238 @@
+//! Where shards go: rendezvous hashing over the active members of the
+//! layout, spreading a block's shards over distinct zones when zones are set.
+//!
+//! Every block's K+M shards go to K+M distinct nodes. New blocks go to the
+//! first K+M *healthy* nodes of the block's ranking (so writes go on while a
+//! node is down); the repair coordinator later moves shards towards the
+//! block's *desired* set, the top K+M active nodes regardless of health,
+//! moving only the shards whose node left that set.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use cluster_config::{BlockId, ErasureProfile, NodeId};
+use raft_meta::records::{LayoutRecord, MemberState};
+
+/// A consistent picture of the layout and who is up, used for one decision.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub me: NodeId,
+    /// `None`: a single-node drive, every shard local.
+    pub layout: Option<LayoutRecord>,
+    pub profile: ErasureProfile,
+    pub healthy: HashSet<NodeId>,
+}
+
+fn score(block: &BlockId, node: NodeId) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"strata placement v1");
+    h.update(block.as_bytes());
+    h.update(&node.to_le_bytes());
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(w)
+}
+
+impl View {
+    pub fn single(me: NodeId, profile: ErasureProfile) -> Self {
+        Self {
+            me,
+            layout: None,
+            profile,
+            healthy: HashSet::from([me]),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.layout.is_some()
+    }
+
+    /// Active members in the block's rendezvous order, zones interleaved:
+    /// the best node of each zone first, then the rest by score.
+    pub fn ranking(&self, block: &BlockId) -> Vec<NodeId> {
+        let Some(layout) = &self.layout else {
+            return vec![self.me];
+        };
+        let mut members: Vec<(u64, NodeId, Option<&str>)> = layout
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Active)
+            .map(|m| (score(block, m.id), m.id, m.zone.as_deref()))
+            .collect();
+        members.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut seen_zones: HashSet<&str> = HashSet::new();
+        let mut first = Vec::new();
+        let mut rest = Vec::new();
+        for (_, id, zone) in members {
+            match zone {
+                Some(z) if seen_zones.insert(z) => first.push(id),
+                _ => rest.push(id),
+            }
+        }
+        first.extend(rest);
+        first
+    }
+
+    /// Nodes for the shards of a new block: shard i goes to entry i. On a
+    /// single node every shard is local; in a cluster the list may be
+    /// shorter than K+M when too few nodes are up.
+    pub fn write_targets(&self, block: &BlockId) -> Vec<NodeId> {
+        let n = self.profile.total();
+        if !self.is_cluster() {
+            return vec![self.me; n];
+        }
+        self.ranking(block)
+            .into_iter()
+            .filter(|id| self.healthy.contains(id))
+            .take(n)
+            .collect()
+    }
+
+    /// The block's desired set: the top K+M active nodes.
+    pub fn desired(&self, block: &BlockId, total: usize) -> Vec<NodeId> {
+        if !self.is_cluster() {
+            return vec![self.me; total];
+        }
+        self.ranking(block).into_iter().take(total).collect()
+    }
+
+    /// Shards that must be written for a block to count as durable.
+    pub fn write_quorum(&self) -> usize {
+        let (k, m) = (self.profile.data as usize, self.profile.parity as usize);
+        if !self.is_cluster() {
+            return k + m;
+        }
+        if m < k {
+            k
+        } else {
+            k + 1
+        }
+    }
+}
+
+/// The current view, swapped whole when the layout or health changes.
+#[derive(Debug)]
+pub struct Placement(RwLock<Arc<View>>);
+
+impl Placement {
+    pub fn new(view: View) -> Self {
+        Self(RwLock::new(Arc::new(view)))
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut View)) {
+        let mut guard = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        f(&mut next);
+        *guard = Arc::new(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_meta::records::LayoutMember;
+
+    fn layout(n: u64, zones: bool) -> LayoutRecord {
+        LayoutRecord {
+            version: 1,
+            members: (1..=n)
+                .map(|id| LayoutMember {
+                    id,
+                    peer_id: String::new(),
+                    p2p_addr: String::new(),
+                    api_url: String::new(),
+                    zone: zones.then(|| format!("z{}", id % 3)),
+                    state: MemberState::Active,
+                })
+                .collect(),
+            data_shards: 2,
+            parity_shards: 1,
+        }
+    }
+
+    fn view(n: u64, zones: bool) -> View {
+        View {
+            me: 1,
+            layout: Some(layout(n, zones)),
+            profile: ErasureProfile { data: 2, parity: 1 },
+            healthy: (1..=n).collect(),
+        }
+    }
+
+    fn block(i: u32) -> BlockId {
+        BlockId(*blake3::hash(&i.to_le_bytes()).as_bytes())
+    }
+
+    #[test]
+    fn shards_on_distinct_nodes_and_evenly_spread() {
+        let v = view(6, false);
+        let mut load = [0usize; 7];
+        for i in 0..6000 {
+            let t = v.write_targets(&block(i));
+            assert_eq!(t.len(), 3);
+            let distinct: HashSet<_> = t.iter().collect();
+            assert_eq!(distinct.len(), 3);
+            for n in t {
+                load[n as usize] += 1;
+            }
+        }
+        for (n, l) in load.iter().enumerate().skip(1) {
+            assert!((2700..3300).contains(l), "node {n}: {l}");
+        }
+    }
+
+    #[test]
+    fn zones_are_spread_first() {
+        let v = view(6, true);
+        for i in 0..500 {
+            let t = v.write_targets(&block(i));
+            let zones: HashSet<u64> = t.iter().map(|id| id % 3).collect();
+            assert_eq!(zones.len(), 3, "block {i} placed {t:?}");
+        }
+    }
+
+    #[test]
+    fn a_down_node_is_skipped_and_adding_a_node_moves_few() {
+        let mut v = view(4, false);
+        v.healthy.remove(&2);
+        for i in 0..200 {
+            assert!(!v.write_targets(&block(i)).contains(&2));
+        }
+        // Adding a fifth node changes the desired set of about 3/5 of the
+        // blocks by exactly one node.
+        let before = view(4, false);
+        let after = view(5, false);
+        let mut moved = 0;
+        let n = 5000;
+        for i in 0..n {
+            let a: HashSet<_> = before.desired(&block(i), 3).into_iter().collect();
+            let b: HashSet<_> = after.desired(&block(i), 3).into_iter().collect();
+            let gone = a.difference(&b).count();
+            assert!(gone <= 1);
+            moved += gone;
+        }
+        let ideal = n as f64 * 3.0 / 5.0;
+        assert!(
+            (moved as f64 - ideal).abs() < ideal * 0.1,
+            "moved {moved}, ideal {ideal}"
+        );
+    }
+
+    #[test]
+    fn quorum() {
+        assert_eq!(view(3, false).write_quorum(), 2);
+        let mut v = view(6, false);
+        v.profile = ErasureProfile { data: 4, parity: 2 };
+        assert_eq!(v.write_quorum(), 4);
+        v.profile = ErasureProfile { data: 1, parity: 1 };
+        assert_eq!(v.write_quorum(), 2);
+        assert_eq!(
+            View::single(1, ErasureProfile { data: 2, parity: 1 }).write_quorum(),
+            3
+        );
+    }
+}

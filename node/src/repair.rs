@@ -1,0 +1,458 @@
+//! Keeping every block at K+M shards.
+//!
+//! Two loops. The *coordinator* (it acts only on the Raft leader) scans the
+//! block table, finds shards that are missing (written while their node was
+//! down), on a node that is gone (silent longer than the grace time) or
+//! removed, or on a node that left the block's desired set after a layout
+//! change, and rebuilds or copies each to a healthy node, then records the
+//! new placement through Raft (compare-and-set, so a concurrent change is
+//! never overwritten). The *scrubber* runs on every node: it first counts
+//! the shards this node should hold but lacks (a replaced disk), rebuilds
+//! them from peers, then re-reads every local shard at a bounded rate and
+//! rebuilds any whose checksum fails.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_config::{NodeId, RepairConfig};
+use raft_meta::records::MemberState;
+use raft_meta::types::PlacementChange;
+use raft_meta::{BlockEntry, Command, MetaClient};
+use tokio_util::sync::CancellationToken;
+
+use crate::blocks::BlockStore;
+use crate::health::{Health, RepairStatus};
+use crate::net::{NetRequest, SharedNet};
+
+const PAGE: usize = 512;
+/// Repairs in flight at once, so user traffic keeps most of the bandwidth.
+const PARALLEL_REPAIRS: usize = 4;
+
+pub struct Repair {
+    blocks: Arc<BlockStore>,
+    meta: MetaClient,
+    health: Arc<Health>,
+    net: Option<SharedNet>,
+    config: RepairConfig,
+    status: Mutex<RepairStatus>,
+    scrubbed: AtomicU64,
+    rebuilt: AtomicU64,
+    local_missing: AtomicU64,
+}
+
+/// One shard to put somewhere else.
+#[derive(Debug, Clone)]
+struct Task {
+    entry: BlockEntry,
+    index: usize,
+    from: NodeId,
+    to: NodeId,
+    /// The shard on `from` is intact and can be copied (a move), rather
+    /// than rebuilt from the others.
+    copy: bool,
+}
+
+impl Repair {
+    pub fn new(
+        blocks: Arc<BlockStore>,
+        meta: MetaClient,
+        health: Arc<Health>,
+        net: Option<SharedNet>,
+        config: RepairConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            blocks,
+            meta,
+            health,
+            net,
+            config,
+            status: Mutex::new(RepairStatus::default()),
+            scrubbed: AtomicU64::new(0),
+            rebuilt: AtomicU64::new(0),
+            local_missing: AtomicU64::new(0),
+        })
+    }
+
+    pub fn status(&self) -> RepairStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn publish(&self) {
+        let status = self.meta.is_leader().then(|| self.status());
+        let (scrubbed, rebuilt, missing) = (
+            self.scrubbed.load(Ordering::Relaxed),
+            self.rebuilt.load(Ordering::Relaxed),
+            self.local_missing.load(Ordering::Relaxed),
+        );
+        self.health.update_mine(|h| {
+            h.repair = status;
+            h.shards_scrubbed = scrubbed;
+            h.shards_rebuilt = rebuilt;
+            h.local_missing = missing;
+        });
+    }
+
+    /// The coordinator loop.
+    pub async fn run_coordinator(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.scan_interval) => {}
+            }
+            if self.meta.is_leader() && self.blocks.placement().view().is_cluster() {
+                if let Err(e) = self.scan_once(&stop).await {
+                    tracing::warn!(error = %e, "repair scan failed");
+                }
+            }
+            self.publish();
+        }
+    }
+
+    /// Nodes whose shards must be rebuilt elsewhere: silent past the grace
+    /// time, or removed from the layout.
+    fn gone(&self) -> HashSet<NodeId> {
+        let view = self.blocks.placement().view();
+        let Some(layout) = &view.layout else {
+            return HashSet::new();
+        };
+        layout
+            .members
+            .iter()
+            .filter(|m| {
+                m.state == MemberState::Removed || self.health.silent_for(m.id) > self.config.grace
+            })
+            .map(|m| m.id)
+            .collect()
+    }
+
+    fn plan(&self, entry: &BlockEntry, gone: &HashSet<NodeId>) -> (Vec<Task>, u64) {
+        let view = self.blocks.placement().view();
+        let Some(layout) = &view.layout else {
+            return (Vec::new(), 0);
+        };
+        let nodes = &entry.record.stored.nodes;
+        let total = nodes.len();
+        let desired = view.desired(&entry.block, total);
+        let in_layout = |n: NodeId| {
+            layout
+                .member(n)
+                .is_some_and(|m| m.state == MemberState::Active)
+        };
+        let mut holding: HashSet<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| *n != 0 && !gone.contains(n))
+            .collect();
+        let mut tasks = Vec::new();
+        let mut stuck = 0;
+        // Shards to rebuild: nowhere, or on a node that is gone.
+        let mut lost: Vec<usize> = (0..total)
+            .filter(|&i| {
+                nodes[i] == 0 || gone.contains(&nodes[i]) || layout.member(nodes[i]).is_none()
+            })
+            .collect();
+        // Shards to move: on a live node outside the desired set, when a
+        // desired node holds nothing of this block.
+        let mut movable: Vec<usize> = (0..total)
+            .filter(|&i| !lost.contains(&i) && !desired.contains(&nodes[i]))
+            .collect();
+        let mut free: Vec<NodeId> = desired
+            .iter()
+            .copied()
+            .filter(|n| !holding.contains(n))
+            .collect();
+        let pick = |holding: &mut HashSet<NodeId>, free: &mut Vec<NodeId>| -> Option<NodeId> {
+            let pos = free.iter().position(|n| self.health.is_healthy(*n))?;
+            let n = free.remove(pos);
+            holding.insert(n);
+            Some(n)
+        };
+        for i in lost.drain(..) {
+            // A desired node first; failing that, any healthy active node
+            // that holds nothing of this block (better than no shard).
+            let target = pick(&mut holding, &mut free).or_else(|| {
+                let n = view.ranking(&entry.block).into_iter().find(|n| {
+                    in_layout(*n) && self.health.is_healthy(*n) && !holding.contains(n)
+                })?;
+                holding.insert(n);
+                Some(n)
+            });
+            match target {
+                Some(to) => tasks.push(Task {
+                    entry: entry.clone(),
+                    index: i,
+                    from: nodes[i],
+                    to,
+                    copy: false,
+                }),
+                None => stuck += 1,
+            }
+        }
+        for i in movable.drain(..) {
+            if let Some(to) = pick(&mut holding, &mut free) {
+                tasks.push(Task {
+                    entry: entry.clone(),
+                    index: i,
+                    from: nodes[i],
+                    to,
+                    copy: true,
+                });
+            }
+        }
+        (tasks, stuck)
+    }
+
+    async fn scan_once(&self, stop: &CancellationToken) -> Result<(), raft_meta::MetaError> {
+        let gone = self.gone();
+        let layout_version = self
+            .blocks
+            .placement()
+            .view()
+            .layout
+            .as_ref()
+            .map(|l| l.version)
+            .unwrap_or(0);
+        let reader = self.meta.local().clone();
+        let mut after: Option<Vec<u8>> = None;
+        let mut found = 0u64;
+        let mut stuck = 0u64;
+        let mut scanned = 0u64;
+        let mut all = Vec::new();
+        loop {
+            let page = reader.blocks_after(after.as_deref(), PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for entry in &page {
+                let (tasks, s) = self.plan(entry, &gone);
+                found += tasks.len() as u64;
+                stuck += s;
+                all.extend(tasks);
+            }
+            scanned += page.len() as u64;
+        }
+        {
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.backlog = found + stuck;
+            st.blocks_scanned = scanned;
+        }
+        self.publish();
+        let mut queue = all.into_iter();
+        loop {
+            if stop.is_cancelled() || !self.meta.is_leader() {
+                break;
+            }
+            let batch: Vec<Task> = queue.by_ref().take(PARALLEL_REPAIRS).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let results =
+                futures::future::join_all(batch.into_iter().map(|t| self.execute(t))).await;
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            for r in results {
+                match r {
+                    Ok(true) => {
+                        st.backlog = st.backlog.saturating_sub(1);
+                        st.moved_total += 1;
+                    }
+                    Ok(false) => {
+                        st.backlog = st.backlog.saturating_sub(1);
+                        st.repaired_total += 1;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "repair task failed; retried next scan"),
+                }
+            }
+            drop(st);
+            self.publish();
+        }
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.scans_completed += 1;
+        st.layout_version = layout_version;
+        Ok(())
+    }
+
+    /// Carries out one task; `Ok(true)` for a move, `Ok(false)` for a rebuild.
+    async fn execute(&self, t: Task) -> Result<bool, String> {
+        let stored = &t.entry.record.stored;
+        let meta = BlockStore::shard_meta(&t.entry.block, stored, t.index);
+        let payload = match t.copy {
+            true => match self.blocks.get_shard(t.from, &meta).await {
+                Some(p) => p,
+                None => self
+                    .blocks
+                    .rebuild_shard(&t.entry.block, stored, t.index)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            },
+            false => self
+                .blocks
+                .rebuild_shard(&t.entry.block, stored, t.index)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        self.blocks
+            .put_shard(t.to, &meta, payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        let out = self
+            .meta
+            .write(Command::UpdatePlacement {
+                changes: vec![PlacementChange {
+                    user: t.entry.user,
+                    block: t.entry.block,
+                    index: t.index as u8,
+                    from: t.from,
+                    to: t.to,
+                }],
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if out != raft_meta::Output::Placed(1) {
+            return Err("placement changed meanwhile".into());
+        }
+        if t.copy {
+            // The old copy goes only after the new placement is committed.
+            if let Some(net) = &self.net {
+                let req = NetRequest::DeleteShard {
+                    block: t.entry.block,
+                    index: t.index as u8,
+                };
+                let _ = net.call(t.from, req, Duration::from_secs(10)).await;
+            }
+        }
+        tracing::debug!(block = %t.entry.block, shard = t.index, from = t.from, to = t.to, moved = t.copy, "shard placed");
+        Ok(t.copy)
+    }
+
+    /// The scrubber loop.
+    pub async fn run_scrubber(self: Arc<Self>, stop: CancellationToken) {
+        let me = self.blocks.node_id();
+        loop {
+            if let Err(e) = self.scrub_pass(me, &stop).await {
+                tracing::warn!(error = %e, "scrub pass failed");
+            }
+            self.publish();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.scan_interval) => {}
+            }
+        }
+    }
+
+    /// Every shard index this node holds, as of the local state machine.
+    fn my_shards(&self, me: NodeId) -> Result<Vec<(BlockEntry, usize)>, raft_meta::MetaError> {
+        let reader = self.meta.local();
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = reader.blocks_after(after.as_deref(), PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for e in page {
+                for (i, n) in e.record.stored.nodes.iter().enumerate() {
+                    if *n == me {
+                        out.push((e.clone(), i));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn rebuild_local(&self, entry: &BlockEntry, index: usize) -> bool {
+        let stored = &entry.record.stored;
+        match self.blocks.rebuild_shard(&entry.block, stored, index).await {
+            Ok(payload) => {
+                let meta = BlockStore::shard_meta(&entry.block, stored, index);
+                match self
+                    .blocks
+                    .put_shard(self.blocks.node_id(), &meta, payload)
+                    .await
+                {
+                    Ok(()) => {
+                        self.rebuilt.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(block = %entry.block, shard = index, error = %e, "scrub: write failed");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(block = %entry.block, shard = index, error = %e, "scrub: cannot rebuild yet");
+                false
+            }
+        }
+    }
+
+    async fn scrub_pass(
+        &self,
+        me: NodeId,
+        stop: &CancellationToken,
+    ) -> Result<(), raft_meta::MetaError> {
+        let mine = self.my_shards(me)?;
+        // Census first: a replaced disk shows up at once, and is fixed first.
+        let local = self.blocks.local().clone();
+        let census: Vec<(BlockEntry, usize)> = mine.clone();
+        let missing: Vec<(BlockEntry, usize)> = tokio::task::spawn_blocking(move || {
+            census
+                .into_iter()
+                .filter(|(e, i)| !local.exists(&e.block, *i as u8))
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        self.local_missing
+            .store(missing.len() as u64, Ordering::Relaxed);
+        self.publish();
+        for chunk in missing.chunks(PARALLEL_REPAIRS) {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let done =
+                futures::future::join_all(chunk.iter().map(|(e, i)| self.rebuild_local(e, *i)))
+                    .await;
+            let fixed = done.into_iter().filter(|ok| *ok).count() as u64;
+            let _ = self
+                .local_missing
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(fixed))
+                });
+            self.publish();
+        }
+        // Then re-read everything at the configured rate.
+        let rate = self.config.scrub_bytes_per_s.max(1);
+        let started = Instant::now();
+        let mut bytes = 0u64;
+        for (entry, index) in mine {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let meta = BlockStore::shard_meta(&entry.block, &entry.record.stored, index);
+            let local = self.blocks.local().clone();
+            let read = tokio::task::spawn_blocking(move || local.read_any_disk(&meta)).await;
+            self.scrubbed.fetch_add(1, Ordering::Relaxed);
+            match read {
+                Ok(Ok(p)) => bytes += p.len() as u64,
+                _ => {
+                    tracing::warn!(block = %entry.block, shard = index, "scrub found a bad or missing shard");
+                    self.rebuild_local(&entry, index).await;
+                }
+            }
+            // Pace to the configured rate.
+            let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,429 @@
+//! The cluster: several `strata serve` processes on 127.0.0.x forming one
+//! drive. Writes through any node, reads through every other; node, leader,
+//! disk and bit-rot failures; unknown peers; adding and removing nodes.
+//! Scenarios run one at a time (they share the machine's two cores).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::{retry, Cluster};
+use common::*;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_node_read_through_every_other() {
+    let _one = SERIAL.lock().await;
+    let cluster = Cluster::start(3, 0, "2+1");
+    let alice = cluster.user(1, "alice").await;
+    let mut files = Vec::new();
+    for writer in 1..=3u64 {
+        let c = cluster.via(writer, &alice);
+        let data = noise(3_000_000 + writer as usize * 1000, writer);
+        let path = format!("/from-node-{writer}.bin");
+        retry(|| c.upload(&path, data.clone())).await;
+        // Visible at once through every other node (linearizable reads).
+        for reader in 1..=3u64 {
+            let r = cluster.via(reader, &alice);
+            assert_eq!(
+                r.metadata(&path).await.unwrap().size,
+                data.len() as u64,
+                "{path} via {reader}"
+            );
+        }
+        files.push((path, data));
+    }
+    for reader in 1..=3u64 {
+        let r = cluster.via(reader, &alice);
+        for (path, data) in &files {
+            assert!(
+                r.download(path).await.unwrap() == *data,
+                "{path} via node {reader}"
+            );
+        }
+    }
+    // Shards really are spread: every block on three distinct nodes.
+    let admin = cluster.admin(2).await;
+    let v = cluster.verify(&admin).await;
+    assert_eq!(v["shards_present"], v["shards_expected"]);
+    assert_eq!(v["per_node"].as_object().unwrap().len(), 3, "{v}");
+    let s = cluster.status(&admin).await;
+    let roles: Vec<&str> = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{s}");
+    assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "{s}");
+    assert!(s["term"].as_u64().unwrap() >= 1);
+    // The CLI shows the same.
+    let out = cluster.admin_cli(&["status"]);
+    assert!(
+        out.contains("leader") && out.contains("repair backlog: 0"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_during_uploads_loses_nothing() {
+    let _one = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, 0, "2+1");
+    let admin = cluster.admin(1).await;
+    let leader = cluster.status(&admin).await["leader"].as_u64().unwrap();
+    let user = cluster.user(1, "lena").await;
+    let token = user.token().unwrap().to_string();
+    let acked: Arc<Mutex<Vec<(String, u64, usize)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A writer that spreads its uploads over the nodes and moves on from
+    // any failure (a client retries another address).
+    let writer = {
+        let urls: Vec<String> = (1..=3).map(|i| cluster.url(i)).collect();
+        let ca = cluster.ca();
+        let acked = acked.clone();
+        let stop = stop.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            for i in 0..100_000u64 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let c = strata_client::Client::new(&urls[(i % 3) as usize], Some(&ca))
+                    .unwrap()
+                    .with_token(token.clone());
+                let len = 10_000 + (i as usize * 7919) % 300_000;
+                let path = format!("/stream/{i}.bin");
+                if c.upload(&path, noise(len, i)).await.is_ok() {
+                    acked.lock().unwrap().push((path, i, len));
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        })
+    };
+    let wait_acks = |n: usize| {
+        let acked = acked.clone();
+        async move {
+            for _ in 0..600 {
+                if acked.lock().unwrap().len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("uploads stalled at {}", acked.lock().unwrap().len());
+        }
+    };
+    wait_acks(10).await;
+    cluster.kill(leader);
+    let killed_at = acked.lock().unwrap().len();
+    // Writes resume through the survivors under a new leader.
+    wait_acks(killed_at + 10).await;
+    let other = if leader == 1 { 2 } else { 1 };
+    let admin = cluster.admin(other).await;
+    let s = cluster.status(&admin).await;
+    assert_ne!(s["leader"].as_u64(), Some(leader), "{s}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    // The old leader comes back and catches up.
+    cluster.launch(leader);
+    let all = acked.lock().unwrap().clone();
+    for node in 1..=3u64 {
+        let c = cluster.client(node).with_token(token.clone());
+        for (path, seed, len) in &all {
+            let got = retry(|| c.download(path)).await;
+            assert!(got == noise(*len, *seed), "{path} via {node}");
+        }
+    }
+    cluster
+        .wait_fully_repaired(&admin, Duration::from_secs(60))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m_nodes_down_reads_go_on_and_they_catch_up() {
+    let _one = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, 0, "2+1");
+    let c = cluster.user(1, "mona").await;
+    let mut files = Vec::new();
+    for i in 0..6u64 {
+        let data = noise(700_000 + i as usize * 100_000, 100 + i);
+        let path = format!("/before/{i}.bin");
+        retry(|| c.upload(&path, data.clone())).await;
+        files.push((path, data));
+    }
+    // One node down (M = 1): everything still reads, through both survivors.
+    cluster.kill(3);
+    for node in [1u64, 2] {
+        let r = cluster.via(node, &c);
+        for (path, data) in &files {
+            assert!(
+                retry(|| r.download(path)).await == *data,
+                "{path} via {node}"
+            );
+        }
+    }
+    // Writes go on with one node down (degraded: two shards of three).
+    let r = cluster.via(2, &c);
+    for i in 0..4u64 {
+        let data = noise(500_000, 200 + i);
+        let path = format!("/during/{i}.bin");
+        retry(|| r.upload(&path, data.clone())).await;
+        files.push((path, data));
+    }
+    // It comes back: it catches up on metadata, and repair puts the missing
+    // shards on it.
+    cluster.launch(3);
+    let admin = cluster.admin(1).await;
+    let v = cluster
+        .wait_fully_repaired(&admin, Duration::from_secs(90))
+        .await;
+    assert_eq!(v["shards_unplaced"], 0, "{v}");
+    assert_eq!(v["blocks_complete"], v["blocks"], "{v}");
+    let r = cluster.via(3, &c);
+    for (path, data) in &files {
+        assert!(retry(|| r.download(path)).await == *data, "{path} via 3");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_disks_are_rebuilt_and_bit_rot_is_repaired() {
+    let _one = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, 0, "2+1");
+    let c = cluster.user(1, "dora").await;
+    let mut files = Vec::new();
+    for i in 0..5u64 {
+        let data = noise(1_500_000, 300 + i);
+        let path = format!("/d/{i}.bin");
+        retry(|| c.upload(&path, data.clone())).await;
+        files.push((path, data));
+    }
+    let admin = cluster.admin(1).await;
+    let before = cluster.verify(&admin).await;
+    assert_eq!(before["shards_present"], before["shards_expected"]);
+
+    // Node 2's disks are replaced: emptied, and the node restarted.
+    cluster.stop(2);
+    let out = cluster.out();
+    for d in 0..2 {
+        let dir = out.join(format!("node-2/disk-{d}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    cluster.launch(2);
+    let after = cluster
+        .wait_fully_repaired(&admin, Duration::from_secs(90))
+        .await;
+    assert_eq!(
+        after["per_node"], before["per_node"],
+        "the same shards, rebuilt in place"
+    );
+    let s = cluster.status(&admin).await;
+    let rebuilt: u64 = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["shards_rebuilt"].as_u64().unwrap())
+        .sum();
+    assert!(rebuilt >= before["per_node"]["2"].as_u64().unwrap(), "{s}");
+    for (path, data) in &files {
+        assert!(c.download(path).await.unwrap() == *data);
+    }
+
+    // Bit rot: flip bytes in some of node 1's shard files.
+    let mut flipped = 0;
+    for d in 0..2 {
+        let shards = out.join(format!("node-1/disk-{d}/shards"));
+        for sub in std::fs::read_dir(&shards).unwrap().flatten() {
+            for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
+                if flipped >= 4 {
+                    break;
+                }
+                let mut bytes = std::fs::read(f.path()).unwrap();
+                let at = bytes.len() - 100;
+                bytes[at] ^= 0xff;
+                std::fs::write(f.path(), bytes).unwrap();
+                flipped += 1;
+            }
+        }
+    }
+    assert!(flipped > 0);
+    // Reads stay correct through every node...
+    for node in 1..=3u64 {
+        let r = cluster.via(node, &c);
+        for (path, data) in &files {
+            assert!(
+                r.download(path).await.unwrap() == *data,
+                "{path} via {node}"
+            );
+        }
+    }
+    // ...and the scrubber (or read repair) rewrites every bad shard.
+    cluster
+        .wait_fully_repaired(&admin, Duration::from_secs(90))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumable_upload_continues_through_another_node() {
+    let _one = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, 0, "2+1");
+    let a = cluster.user(1, "rosa").await;
+    let data = noise(6_000_000, 77);
+    let loc = retry(|| a.start_resumable("/big/video.mov", data.len() as u64)).await;
+    let half = 2_500_000;
+    assert_eq!(
+        a.upload_chunk(&loc, 0, data[..half].to_vec())
+            .await
+            .unwrap(),
+        half as u64
+    );
+    // The node that took the first half dies.
+    cluster.kill(1);
+    let b = cluster.via(2, &a);
+    let offset = retry(|| b.upload_offset(&loc)).await;
+    assert_eq!(offset, half as u64);
+    let end = retry(|| b.upload_chunk(&loc, half as u64, data[half..].to_vec())).await;
+    assert_eq!(end, data.len() as u64);
+    let c = cluster.via(3, &a);
+    assert!(c.download("/big/video.mov").await.unwrap() == data);
+    // Node 1 returns; then a simple upload cut off by a dying node leaves
+    // nothing behind (nodes 1 and 2 keep the quorum).
+    cluster.launch(1);
+    let len = 40u64 << 20;
+    let up = cluster.via(3, &a);
+    let task = tokio::spawn(async move {
+        up.upload_stream("/big/cut.bin", len, noise_stream(len, 9))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    cluster.kill(3);
+    let result = task.await.unwrap();
+    let c = cluster.via(2, &a);
+    match result {
+        Ok(meta) => assert_eq!(c.metadata("/big/cut.bin").await.unwrap().size, meta.size),
+        Err(_) => assert_eq!(status_of(c.metadata("/big/cut.bin").await), 404),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_peers_cannot_join_or_read() {
+    use strata_node::net::{NetRequest, NetResponse, PeerAddr, PeerNet};
+    let _one = SERIAL.lock().await;
+    let cluster = Cluster::start(3, 1, "2+1");
+    let c = cluster.user(1, "vic").await;
+    retry(|| c.upload("/secret.bin", noise(500_000, 1))).await;
+    let target = &cluster.manifest["nodes"][0];
+    let victim = PeerAddr {
+        id: 1,
+        peer_id: target["peer_id"].as_str().unwrap().into(),
+        p2p_addr: target["p2p_addr"].as_str().unwrap().into(),
+    };
+    struct Nobody;
+    impl strata_node::net::InboundHandler for Nobody {
+        fn handle(&self, _: u64, _: NetRequest) -> strata_node::net::BoxFuture<NetResponse> {
+            Box::pin(async { NetResponse::Error("no".into()) })
+        }
+    }
+    let probe = |key: libp2p_identity::Keypair, port: u16| {
+        let victim = victim.clone();
+        async move {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let (net, task) = strata_node::net::p2p::P2pNet::start(
+                99,
+                key,
+                &format!("/ip4/127.0.0.99/tcp/{port}"),
+                vec![victim],
+                std::sync::Arc::new(Nobody),
+                stop.clone(),
+            )
+            .unwrap();
+            let ask = NetRequest::HasShards { metas: vec![] };
+            let r = net.call(1, ask, Duration::from_secs(5)).await;
+            stop.cancel();
+            let _ = task.await;
+            r
+        }
+    };
+    // A stranger's key: the connection is refused, nothing is answered.
+    let stranger = probe(libp2p_identity::Keypair::generate_ed25519(), 39001).await;
+    assert!(stranger.is_err(), "a stranger got an answer: {stranger:?}");
+    // The same probe with a key the cluster lists (the spare node's) is
+    // answered: the refusal above is the key, not the probe.
+    let listed =
+        cluster_config::node_key::load_node_key(&cluster.out().join("node-4.key")).unwrap();
+    let known = probe(listed, 39002).await;
+    assert!(matches!(known, Ok(NetResponse::Has(_))), "{known:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_and_removing_nodes_moves_few_shards() {
+    let _one = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, 1, "2+1");
+    let c = cluster.user(1, "nina").await;
+    let mut files = Vec::new();
+    for i in 0..40u64 {
+        let data = noise(400_000 + (i as usize % 5) * 50_000, 500 + i);
+        let path = format!("/n/{i}.bin");
+        retry(|| c.upload(&path, data.clone())).await;
+        files.push((path, data));
+    }
+    let admin = cluster.admin(1).await;
+    let before = cluster.verify(&admin).await;
+    let blocks = before["blocks"].as_u64().unwrap();
+    let moved_before = cluster.status(&admin).await["repair"]["moved_total"]
+        .as_u64()
+        .unwrap();
+
+    // Node 4 joins.
+    cluster.launch(4);
+    cluster.admin_cli(&["add-node", "4"]);
+    let after = cluster
+        .wait_repaired_at(&admin, 2, Duration::from_secs(120))
+        .await;
+    let s = cluster.status(&admin).await;
+    let moved = s["repair"]["moved_total"].as_u64().unwrap() - moved_before;
+    // Ideal: the blocks whose top three now include node 4 (3 in 4) move
+    // exactly one shard each.
+    let ideal = blocks as f64 * 3.0 / 4.0;
+    assert!(
+        (moved as f64 - ideal).abs() <= ideal * 0.35,
+        "moved {moved}, ideal {ideal:.0} of {blocks} blocks"
+    );
+    let on_4 = after["per_node"]["4"].as_u64().unwrap_or(0);
+    assert_eq!(
+        on_4, moved,
+        "every moved shard landed on the new node: {after}"
+    );
+    assert!(
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == 4 && m["healthy"] == true),
+        "{s}"
+    );
+    for (path, data) in files.iter().step_by(3) {
+        assert!(cluster.via(4, &c).download(path).await.unwrap() == *data);
+    }
+
+    // Node 1 leaves: its shards move to the others; reads go on throughout.
+    cluster.admin_cli(&["remove-node", "1"]);
+    let admin2 = cluster.admin(2).await;
+    let drained = cluster
+        .wait_repaired_at(&admin2, 3, Duration::from_secs(120))
+        .await;
+    assert!(
+        drained["per_node"].get("1").is_none(),
+        "node 1 still holds shards: {drained}"
+    );
+    cluster.stop(1);
+    let via2 = cluster.via(2, &c);
+    for (path, data) in &files {
+        assert!(retry(|| via2.download(path)).await == *data, "{path}");
+    }
+    // Writes still work on the new layout.
+    let via3 = cluster.via(3, &c);
+    retry(|| via3.upload("/n/after.bin", noise(300_000, 1))).await;
+}
