@@ -22,6 +22,9 @@ pub enum BenchCmd {
     E2e(Opts),
     /// Both.
     All(Opts),
+    /// A 3-node cluster: large files healthy and degraded, repair, small
+    /// files against the disk, metadata commits (optionally next to etcd).
+    Cluster(crate::bench_cluster::ClusterOpts),
 }
 
 #[derive(Args, Clone)]
@@ -61,6 +64,7 @@ fn machine() -> String {
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let (opts, stages, e2e) = match cmd {
+        BenchCmd::Cluster(o) => return crate::bench_cluster::run(o).await,
         BenchCmd::Pipeline(o) => (o, true, false),
         BenchCmd::E2e(o) => (o, false, true),
         BenchCmd::All(o) => (o, true, true),

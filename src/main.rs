@@ -2,6 +2,7 @@
 //! calls into the library crates.
 
 mod bench;
+mod bench_cluster;
 mod cluster;
 mod dev;
 

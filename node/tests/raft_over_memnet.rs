@@ -59,17 +59,44 @@ async fn raft_elects_forwards_and_survives_a_partition() {
         handler.raft.set(node.raft().clone());
         nodes.push(node);
     }
-    let clients: Vec<(u64, MetaClient)> = nodes.iter().enumerate().map(|(i, n)| (i as u64 + 1, n.client())).collect();
+    let clients: Vec<(u64, MetaClient)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as u64 + 1, n.client()))
+        .collect();
     let leader = leader_of(&clients, None).await;
-    let follower = clients.iter().find(|(id, _)| *id != leader).unwrap().1.clone();
-    let other = clients.iter().find(|(id, c)| *id != leader && c.node_id() != follower.node_id()).unwrap().1.clone();
+    let follower = clients
+        .iter()
+        .find(|(id, _)| *id != leader)
+        .unwrap()
+        .1
+        .clone();
+    let other = clients
+        .iter()
+        .find(|(id, c)| *id != leader && c.node_id() != follower.node_id())
+        .unwrap()
+        .1
+        .clone();
 
     // A write through a follower is forwarded to the leader...
     follower.write(create_user("ann")).await.unwrap();
     // ...and a linearizable read through the other follower sees it.
-    assert!(other.linearizable().await.unwrap().user_by_name("ann").unwrap().is_some());
+    assert!(other
+        .linearizable()
+        .await
+        .unwrap()
+        .user_by_name("ann")
+        .unwrap()
+        .is_some());
     // Logins are device-deterministic through any node.
-    let u = other.linearizable().await.unwrap().user_by_name("ann").unwrap().unwrap().0;
+    let u = other
+        .linearizable()
+        .await
+        .unwrap()
+        .user_by_name("ann")
+        .unwrap()
+        .unwrap()
+        .0;
     let out = other
         .write(Command::Login {
             user: u,
@@ -92,7 +119,12 @@ async fn raft_elects_forwards_and_survives_a_partition() {
     assert_ne!(new_leader, leader);
     follower.write(create_user("bob")).await.unwrap();
     // The old leader cannot commit anything alone.
-    let isolated = clients.iter().find(|(id, _)| *id == leader).unwrap().1.clone();
+    let isolated = clients
+        .iter()
+        .find(|(id, _)| *id == leader)
+        .unwrap()
+        .1
+        .clone();
     assert!(isolated.write(create_user("lost")).await.is_err());
 
     // Healed, the old leader catches up and sees what it missed.

@@ -19,6 +19,71 @@ use crate::types::{Command, LogId, MemberNode, Output, Raft, Request, Response};
 
 /// How long a write may wait for a quorum before the caller hears `Unavailable`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Commands folded into one log entry at most.
+const MAX_BATCH: usize = 256;
+/// Batches proposed at once; while they are in flight, new writes queue
+/// up and go out together in the next one.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// A write waiting for the batcher.
+struct Pending {
+    req: Request,
+    reply: tokio::sync::oneshot::Sender<Result<Response, MetaError>>,
+}
+
+/// Groups concurrent writes into one Raft entry each time (group commit of
+/// Raft entries, and with it of log flushes, replication and applies).
+async fn run_batcher(inner: std::sync::Weak<Inner>, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Holding the client only per batch lets it (and this task) go away.
+        let Some(inner) = inner.upgrade() else { return };
+        let client = MetaClient { inner };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        tokio::spawn(async move {
+            let _permit = permit;
+            if batch.len() == 1 {
+                let p = batch.pop().expect("one pending write");
+                let _ = p.reply.send(client.submit(&p.req).await);
+                return;
+            }
+            let (reqs, replies): (Vec<Request>, Vec<_>) =
+                batch.into_iter().map(|p| (p.req, p.reply)).unzip();
+            let combined = Request {
+                at_ms: client.now_ms(),
+                cmd: Command::Batch(reqs),
+            };
+            match client.submit(&combined).await {
+                Ok(Ok(Output::Batch(results))) if results.len() == replies.len() => {
+                    for (reply, r) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(r));
+                    }
+                }
+                Ok(other) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(MetaError::Corrupt(format!(
+                            "unexpected batch answer: {other:?}"
+                        ))));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
 
 /// Raft timing for a cluster on one LAN or one machine.
 pub fn raft_config() -> Result<openraft::Config, MetaError> {
@@ -84,8 +149,12 @@ impl MetaNode {
                 applied,
                 node_id,
                 transport,
+                batcher: tokio::sync::OnceCell::new(),
             }),
         };
+        let (tx, rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        let _ = client.inner.batcher.set(tx);
+        tokio::spawn(run_batcher(Arc::downgrade(&client.inner), rx));
         Ok(Self { raft, client })
     }
 
@@ -128,6 +197,7 @@ struct Inner {
     applied: broadcast::Sender<u64>,
     node_id: u64,
     transport: Arc<dyn RaftTransport>,
+    batcher: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<Pending>>,
 }
 
 /// A cheap handle for reading and writing metadata.
@@ -231,22 +301,39 @@ impl MetaClient {
 
     /// Proposes a command and waits until it is committed and applied. Any
     /// member accepts writes: a follower forwards them to the leader.
+    /// Concurrent writes share log entries.
     pub async fn write(&self, cmd: Command) -> Result<Output, MetaError> {
-        let name = cmd.name();
         let req = Request {
             at_ms: self.now_ms(),
             cmd,
         };
+        let Some(batcher) = self.inner.batcher.get() else {
+            return self.submit(&req).await?.map_err(MetaError::Command);
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        batcher
+            .send(Pending { req, reply })
+            .await
+            .map_err(|_| MetaError::Unavailable("metadata writer stopped".into()))?;
+        rx.await
+            .map_err(|_| MetaError::Unavailable("metadata writer stopped".into()))??
+            .map_err(MetaError::Command)
+    }
+
+    /// Proposes one log entry, forwarding to the leader when needed, and
+    /// retrying while it certainly was not applied.
+    async fn submit(&self, req: &Request) -> Result<Response, MetaError> {
+        let name = req.cmd.name();
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         let mut backoff = Duration::from_millis(20);
         loop {
-            match tokio::time::timeout_at(deadline, self.try_write(&req)).await {
+            match tokio::time::timeout_at(deadline, self.try_write(req)).await {
                 Err(_) => {
                     return Err(MetaError::Unavailable(format!(
                         "{name}: no quorum within {WRITE_TIMEOUT:?}"
                     )))
                 }
-                Ok(Ok(resp)) => return resp.map_err(MetaError::Command),
+                Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(Attempt::Fail(e))) => return Err(e),
                 Ok(Err(Attempt::Retry(why))) => {
                     if tokio::time::Instant::now() + backoff >= deadline {

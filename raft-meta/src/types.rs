@@ -189,6 +189,9 @@ pub enum Command {
     UpdatePlacement {
         changes: Vec<PlacementChange>,
     },
+    /// Several writers' commands in one log entry (group commit), applied
+    /// in order, each with its own time and its own result. Never nested.
+    Batch(Vec<Request>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +221,7 @@ impl Command {
             Command::ExpireUploads { .. } => "expire_uploads",
             Command::SetLayout { .. } => "set_layout",
             Command::UpdatePlacement { .. } => "update_placement",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -247,6 +251,8 @@ pub enum Output {
     Expired(u32),
     /// How many placement changes applied.
     Placed(u32),
+    /// The result of each command of a batch, in order.
+    Batch(Vec<Response>),
 }
 
 /// Why a command was refused. Deterministic: every node computes the same.

@@ -81,6 +81,11 @@ pub fn file(meta: &ShardMeta, payload: &[u8]) -> Vec<u8> {
 
 /// Verifies a whole shard file and returns its payload.
 pub fn parse(file: &[u8], expect: &ShardMeta) -> Result<Vec<u8>, ShardFormatError> {
+    verify(file, expect).map(|p| p.to_vec())
+}
+
+/// Verifies a whole shard file and returns its payload, borrowed.
+pub fn verify<'a>(file: &'a [u8], expect: &ShardMeta) -> Result<&'a [u8], ShardFormatError> {
     if file.len() < HEADER_LEN {
         return Err(ShardFormatError::Truncated);
     }
@@ -118,7 +123,7 @@ pub fn parse(file: &[u8], expect: &ShardMeta) -> Result<Vec<u8>, ShardFormatErro
     if found.sealed_len != expect.sealed_len {
         return Err(ShardFormatError::Mismatch("block length"));
     }
-    Ok(payload.to_vec())
+    Ok(payload)
 }
 
 #[cfg(test)]

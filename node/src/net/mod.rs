@@ -32,11 +32,13 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub enum NetRequest {
     Raft {
         kind: RaftRpcKind,
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// Store a whole shard file (header and payload; re-verified on receipt).
     PutShard {
         meta: ShardMeta,
+        #[serde(with = "serde_bytes")]
         file: Vec<u8>,
     },
     GetShard {
@@ -66,10 +68,10 @@ impl NetRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NetResponse {
-    Raft(Vec<u8>),
+    Raft(#[serde(with = "serde_bytes")] Vec<u8>),
     Done,
     /// The whole shard file, or `None` if the node does not hold it intact.
-    Shard(Option<Vec<u8>>),
+    Shard(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Has(Vec<bool>),
     Error(String),
 }

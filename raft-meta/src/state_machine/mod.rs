@@ -46,6 +46,17 @@ pub(crate) type Step<T> = Result<T, Fail>;
 
 /// Applies one command. A refused command leaves no writes in `tx`.
 pub fn apply(tx: &mut Tx<'_>, req: &Request) -> Result<Response, Fatal> {
+    if let Command::Batch(reqs) = &req.cmd {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            if matches!(r.cmd, Command::Batch(_)) {
+                out.push(Err(CommandError::BadRequest("nested batch".into())));
+                continue;
+            }
+            out.push(apply(tx, r)?);
+        }
+        return Ok(Ok(Output::Batch(out)));
+    }
     let at = req.at_ms;
     let result = match &req.cmd {
         Command::CreateUser {
@@ -96,6 +107,7 @@ pub fn apply(tx: &mut Tx<'_>, req: &Request) -> Result<Response, Fatal> {
             layout,
         } => cluster::set_layout(tx, *expected_version, layout),
         Command::UpdatePlacement { changes } => cluster::update_placement(tx, changes),
+        Command::Batch(_) => Err(Fail::Cmd(CommandError::BadRequest("nested batch".into()))),
     };
     match result {
         Ok(out) => {

@@ -753,3 +753,37 @@ fn path_resolution_sees_files_in_the_way() {
     });
     assert!(matches!(r, Err(CommandError::BadPath(_))));
 }
+
+#[test]
+fn a_batch_applies_each_command_with_its_own_result() {
+    let mut f = Fixture::new();
+    let folder = |p: &str, seed: u8| Request {
+        at_ms: 1,
+        cmd: Command::CreateFolder {
+            user: UserId([7; 16]),
+            path: segs(p),
+            device: DeviceId([9; 16]),
+            id_seed: [seed; 16],
+        },
+    };
+    let out = f.ok(Command::Batch(vec![
+        folder("/a", 1),
+        folder("/a", 2),
+        folder("/b", 3),
+    ]));
+    let Output::Batch(results) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok());
+    assert_eq!(results[1], Err(CommandError::AlreadyExists));
+    assert!(results[2].is_ok());
+    assert!(f.live("/a").is_some() && f.live("/b").is_some());
+    let nested = f.ok(Command::Batch(vec![Request {
+        at_ms: 1,
+        cmd: Command::Batch(vec![]),
+    }]));
+    assert!(
+        matches!(nested, Output::Batch(ref r) if matches!(r[0], Err(CommandError::BadRequest(_))))
+    );
+}

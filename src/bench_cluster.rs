@@ -1,0 +1,390 @@
+//! `strata bench cluster`: a 3-node local cluster (one process per node),
+//! measured next to what the disk allows and, optionally, a 3-member etcd
+//! cluster measured by `../shared/bench/peers/etcd.sh` in the same run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Args;
+use futures::StreamExt;
+use serde_json::Value;
+use strata_client::Client;
+use strata_node::bench::noise;
+
+#[derive(Args, Clone)]
+pub struct ClusterOpts {
+    /// Size of the large file, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: usize,
+    /// Seconds of the small-file and metadata runs.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Scratch directory (on the disk to measure).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Run `etcd.sh cluster3` (from this folder) after strata's runs.
+    #[arg(long)]
+    etcd_script: Option<PathBuf>,
+    /// Only the metadata commit runs (for profiling).
+    #[arg(long)]
+    only_metadata: bool,
+    /// Only the small-file runs (for profiling).
+    #[arg(long)]
+    only_small: bool,
+}
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node(config: &str) -> anyhow::Result<Node> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--config", config])
+        .env("RUST_LOG", "error,openraft=off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line?.contains("serving") {
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(Node(child));
+        }
+    }
+    bail!("node exited before serving")
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// What the disk allows for uploads of `file` bytes at 2+1 (three shard
+/// files of file/2, each fsynced, plus a directory fsync), with 16 writers.
+fn disk_files_per_s(dir: &Path, file: usize, seconds: u64) -> anyhow::Result<f64> {
+    let d = dir.join("disk-probe");
+    std::fs::create_dir_all(&d)?;
+    let shard = noise(file / 2, 1);
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds.min(10));
+    std::thread::scope(|s| {
+        for w in 0..16 {
+            let (d, shard, count) = (d.clone(), &shard, count.clone());
+            s.spawn(move || {
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    for k in 0..3 {
+                        let p = d.join(format!("{w}-{i}-{k}"));
+                        if let Ok(mut f) = std::fs::File::create(&p) {
+                            let _ = std::io::Write::write_all(&mut f, shard);
+                            let _ = f.sync_data();
+                        }
+                    }
+                    if let Ok(f) = std::fs::File::open(&d) {
+                        let _ = f.sync_all();
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            });
+        }
+    });
+    let started = seconds.min(10) as f64;
+    let _ = std::fs::remove_dir_all(&d);
+    Ok(count.load(Ordering::Relaxed) as f64 / started)
+}
+
+async fn upload_big(c: &Client, path: &str, data: &Bytes) -> anyhow::Result<f64> {
+    let total = data.len();
+    let pieces: Vec<Result<Bytes, std::io::Error>> = (0..total)
+        .step_by(1 << 20)
+        .map(|at| Ok(data.slice(at..(at + (1 << 20)).min(total))))
+        .collect();
+    let t = Instant::now();
+    c.upload_stream(path, total as u64, futures::stream::iter(pieces))
+        .await?;
+    Ok(total as f64 / t.elapsed().as_secs_f64() / 1e6)
+}
+
+async fn download_big(c: &Client, path: &str, want: usize) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut got = 0;
+    let mut s = c.download_stream(path).await?;
+    while let Some(p) = s.next().await {
+        got += p?.len();
+    }
+    if got != want {
+        bail!("downloaded {got} of {want} bytes");
+    }
+    Ok(want as f64 / t.elapsed().as_secs_f64() / 1e6)
+}
+
+/// 500 KB uploads from `clients` concurrent clients for `seconds`.
+async fn small_files(clients: &[Client], seconds: u64) -> (f64, f64, f64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for (w, c) in clients.iter().enumerate() {
+        let (c, done) = (c.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let data = noise(500_000, (w as u64) << 32 | i);
+                let t = Instant::now();
+                if c.upload(&format!("/small/{w}/{i}.bin"), data).await.is_ok() {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let start = Instant::now();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    (rate, pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+/// Metadata commits (one Raft entry each: a folder creation) from
+/// `clients` concurrent clients: ops/s, p50 ms, p99 ms.
+async fn commits(c: &Client, clients: usize, seconds: u64, tag: &str) -> (f64, f64, f64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let (c, done, tag) = (c.clone(), done.clone(), tag.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if c.create_folder(&format!("/meta-{tag}/{w}/{i}"))
+                    .await
+                    .is_ok()
+                {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let start = Instant::now();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    (rate, pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+async fn admin_status(c: &Client) -> Value {
+    match c
+        .request(reqwest::Method::GET, "/api/v1/admin/cluster")
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix("strata-bench-cluster-")
+        .tempdir_in(opts.dir.clone().unwrap_or_else(std::env::temp_dir))?;
+    let out = scratch.path().join("cluster");
+    let manifest =
+        cluster_config::generate::init_cluster(&cluster_config::generate::ClusterSpec {
+            nodes: 3,
+            spare: 0,
+            out: out.clone(),
+            erasure: None,
+            host: "127.0.0.x".into(),
+            base_port: 27100,
+            disks_per_node: 1,
+            repair_grace: Some("1h".into()),
+            extra_toml: String::new(),
+        })?;
+    println!(
+        "3-node cluster, erasure {}, one process per node on 127.0.0.1-3\n",
+        manifest.erasure
+    );
+    let disk = disk_files_per_s(scratch.path(), 500_000, opts.seconds)?;
+
+    let mut nodes: Vec<Option<Node>> = Vec::new();
+    for n in &manifest.nodes {
+        nodes.push(Some(start_node(&n.config)?));
+    }
+    let ca = std::fs::read(&manifest.ca_cert)?;
+    let client = |i: usize| Client::new(&manifest.nodes[i].api_url, Some(&ca));
+    let mut admin = client(0)?;
+    for _ in 0..300 {
+        if admin
+            .login("admin", &manifest.admin.password, Some("bench"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client(0)?.signup("bench", "benchmark password").await?;
+    let mut users = Vec::new();
+    for i in 0..3 {
+        let mut c = client(i)?;
+        c.login("bench", "benchmark password", Some(&format!("bench-{i}")))
+            .await?;
+        users.push(c);
+    }
+
+    if opts.only_small {
+        for n in [1usize, 4, 16] {
+            let clients: Vec<Client> = (0..n).map(|i| users[i % 3].clone()).collect();
+            let (rate, p50, p99) = small_files(&clients, opts.seconds).await;
+            println!("| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | disk {disk:.0} |");
+        }
+        return Ok(());
+    }
+    if opts.only_metadata {
+        for clients in [1usize, 8, 32, 128] {
+            let (rate, p50, p99) = commits(
+                &users[0],
+                clients,
+                opts.seconds.min(15),
+                &clients.to_string(),
+            )
+            .await;
+            println!("| {clients} | {rate:.0} | {p50:.1} | {p99:.1} |");
+        }
+        return Ok(());
+    }
+    // Large file, healthy and with one node down.
+    let total = opts.size_mib << 20;
+    let a = Bytes::from(noise(total, 11));
+    let up = upload_big(&users[0], "/big-a.bin", &a).await?;
+    let down = download_big(&users[1], "/big-a.bin", total).await?;
+    nodes[2] = None; // node 3 stops
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let down_degraded = download_big(&users[1], "/big-a.bin", total).await?;
+    let b = Bytes::from(noise(total, 12));
+    let up_degraded = upload_big(&users[0], "/big-b.bin", &b).await?;
+    drop(a);
+    drop(b);
+    // Node 3 returns: repair rebuilds the shards the degraded upload could
+    // not give it.
+    let backlog_before = admin_status(&admin).await["repair_backlog"]
+        .as_u64()
+        .unwrap_or(0);
+    nodes[2] = Some(start_node(&manifest.nodes[2].config)?);
+    let t = Instant::now();
+    let mut repaired_at = None;
+    for _ in 0..3000 {
+        let s = admin_status(&admin).await;
+        if s["repair_backlog"] == 0
+            && s["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().all(|m| m["healthy"] == true))
+            && t.elapsed() > Duration::from_secs(2)
+        {
+            repaired_at = Some(t.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shard_bytes = total as f64 / 2.0; // one shard in three of a 2+1 block
+    let repair_rate = repaired_at.map(|d| shard_bytes / d.as_secs_f64() / 1e6);
+
+    // Small files, 16 concurrent clients spread over the nodes.
+    let sixteen: Vec<Client> = (0..16).map(|i| users[i % 3].clone()).collect();
+    let (files_per_s, small_p50, small_p99) = small_files(&sixteen, opts.seconds).await;
+
+    // Metadata commits.
+    let mut meta_rows = Vec::new();
+    for clients in [1usize, 8, 32, 128] {
+        let r = commits(
+            &users[0],
+            clients,
+            opts.seconds.min(15),
+            &clients.to_string(),
+        )
+        .await;
+        meta_rows.push((clients, r));
+    }
+    drop(nodes);
+
+    println!("| measure | strata | note |\n| --- | ---: | --- |");
+    println!("| 1 GiB upload, healthy | {up:.0} MB/s | via node 1 |");
+    println!("| 1 GiB download, healthy | {down:.0} MB/s | via node 2 |");
+    println!(
+        "| 1 GiB upload, one node down | {up_degraded:.0} MB/s | two shards of three written |"
+    );
+    println!("| 1 GiB download, one node down | {down_degraded:.0} MB/s | degraded reads |");
+    match repair_rate {
+        Some(r) => println!("| repair after the node returns | {r:.0} MB/s of shards | backlog {backlog_before} shards rebuilt |"),
+        None => println!("| repair after the node returns | did not finish | |"),
+    }
+    println!("| 500 KB uploads, 16 clients | {files_per_s:.0} files/s | p50 {small_p50:.0} ms, p99 {small_p99:.0} ms |");
+    println!("| disk alone: 3 shard files of 250 KB + fsyncs, 16 writers | {disk:.0} files/s | ratio strata/disk {:.2} |", files_per_s / disk);
+    println!("\nmetadata commits (HTTPS POST /api/v1/folders, one Raft entry each, to node 1):");
+    println!("| clients | commits/s | p50 ms | p99 ms |\n| ---: | ---: | ---: | ---: |");
+    for (c, (rate, p50, p99)) in &meta_rows {
+        println!("| {c} | {rate:.0} | {p50:.1} | {p99:.1} |");
+    }
+    if let Some(script) = &opts.etcd_script {
+        println!("\netcd 3-member, same run (etcd.sh cluster3, gRPC client):");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg("cluster3")
+            .env("CLIENTS", "grpc")
+            .env("SKIP_CHECK_PERF", "1")
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("etcd.sh failed");
+        }
+        let results = std::env::var("PEERS_SCRATCH").unwrap_or_else(|_| "/tmp/peers".into());
+        let text = std::fs::read_to_string(Path::new(&results).join("etcd").join("results.txt"))?;
+        // The last run's lines.
+        let start = text.rfind("# 3-member: leader=").unwrap_or(0);
+        println!("| clients | puts/s | p50 ms | p99 ms |\n| ---: | ---: | ---: | ---: |");
+        for line in text[start..].lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let label = v["label"].as_str().unwrap_or("");
+            if label.contains("put leader") && !label.contains("follower") {
+                println!(
+                    "| {} | {:.0} | {} | {} |",
+                    v["workers"],
+                    v["ops_per_s"].as_f64().unwrap_or(0.0),
+                    v["p50_ms"],
+                    v["p99_ms"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
