@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_cluster;
+mod cli;
 mod cluster;
 mod dev;
 
@@ -37,6 +38,24 @@ enum Cmd {
     InitCluster(cluster::InitArgs),
     /// Administer a running cluster over its HTTPS admin API.
     Admin(cluster::AdminArgs),
+    /// Log in to a drive and save the session for the other verbs.
+    Login(cli::LoginArgs),
+    /// List a folder of the drive.
+    Ls(cli::LsArgs),
+    /// Upload a local file.
+    Put(cli::PutArgs),
+    /// Download a file.
+    Get(cli::GetArgs),
+    /// Delete a file or folder (history is kept).
+    Rm(cli::PathArgs),
+    /// Move or rename.
+    Mv(cli::MvArgs),
+    /// Versions of a file.
+    History(cli::PathArgs),
+    /// Restore an old version as the newest.
+    Restore(cli::RestoreArgs),
+    /// Keep a local folder and the drive identical.
+    Sync(cli::SyncArgs),
     /// Measure the block pipeline and the whole drive.
     Bench {
         #[command(subcommand)]
@@ -117,6 +136,15 @@ fn main() -> ExitCode {
             Cmd::Serve { config } => serve(config).await,
             Cmd::Bench { which } => bench::run(which).await,
             Cmd::InitCluster(args) => cluster::init(args),
+            Cmd::Login(a) => cli::login(a).await,
+            Cmd::Ls(a) => cli::ls(a).await,
+            Cmd::Put(a) => cli::put(a).await,
+            Cmd::Get(a) => cli::get(a).await,
+            Cmd::Rm(a) => cli::rm(a).await,
+            Cmd::Mv(a) => cli::mv(a).await,
+            Cmd::History(a) => cli::history(a).await,
+            Cmd::Restore(a) => cli::restore(a).await,
+            Cmd::Sync(a) => cli::sync(a).await,
             Cmd::Admin(args) => cluster::admin(args).await,
         }
     });

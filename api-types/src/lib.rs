@@ -39,6 +39,10 @@ pub struct Account {
     pub used_bytes: u64,
     /// Bytes held for resumable uploads in progress.
     pub reserved_bytes: u64,
+    /// Hex key of this account's block ids (BLAKE3 keyed by it): a client
+    /// computes ids of its chunks to ask which the server lacks.
+    #[serde(default)]
+    pub chunk_key: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,4 +120,339 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+}
+
+/// The content-defined chunking every client and server uses (FastCDC
+/// 2020): a client that chunks with these finds the server's blocks.
+pub mod chunking {
+    pub const MIN_CHUNK: usize = 256 * 1024;
+    pub const AVG_CHUNK: usize = 1024 * 1024;
+    pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorResponse {
+    pub cursor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub seq: u64,
+    pub path: String,
+    /// created | modified | deleted | moved
+    pub kind: String,
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub device: String,
+    pub at: String,
+    /// file | folder
+    pub entry_kind: EntryKind,
+    /// Stable id of the file or folder (survives moves).
+    pub id: String,
+    pub size: u64,
+    pub content_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesResponse {
+    pub changes: Vec<Change>,
+    pub cursor: String,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollResponse {
+    pub changes: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<u64>,
+    /// Another device's presence changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    pub path: String,
+    /// editing | idle
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    pub device: String,
+    pub path: String,
+    pub state: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceResponse {
+    pub devices: Vec<PresenceEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingRequest {
+    pub hashes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingResponse {
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    pub hash: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub path: String,
+    pub blocks: Vec<BlockEntry>,
+    #[serde(
+        default,
+        rename = "baseVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub base_version: Option<u64>,
+    #[serde(
+        default,
+        rename = "onConflict",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on_conflict: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlocksResponse {
+    pub blocks: Vec<BlockEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesResponse {
+    /// HTTPS base URLs of the cluster's active nodes.
+    pub nodes: Vec<String>,
+}
+
+/// Deltas within a chunk, rsync style: the server describes a chunk it has
+/// by a signature; the client sends only what differs from it.
+pub mod delta {
+    use std::collections::HashMap;
+
+    /// Bytes per signature block.
+    pub const BLOCK: usize = 2048;
+
+    fn weak(data: &[u8]) -> (u32, u32) {
+        let mut a: u32 = 0;
+        let mut b: u32 = 0;
+        for (i, &x) in data.iter().enumerate() {
+            a = a.wrapping_add(x as u32);
+            b = b.wrapping_add((data.len() - i) as u32 * x as u32);
+        }
+        (a & 0xffff, b & 0xffff)
+    }
+
+    fn strong(data: &[u8]) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&blake3::hash(data).as_bytes()[..8]);
+        out
+    }
+
+    /// Signature: for each BLOCK-sized block, a rolling and a strong hash.
+    /// Encoded as `len u32, then per block: weak u32, strong [u8; 8]`.
+    pub fn signature(base: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + base.len() / BLOCK * 12 + 12);
+        out.extend_from_slice(&(base.len() as u32).to_le_bytes());
+        for block in base.chunks(BLOCK) {
+            let (a, b) = weak(block);
+            out.extend_from_slice(&(a | (b << 16)).to_le_bytes());
+            out.extend_from_slice(&strong(block));
+        }
+        out
+    }
+
+    /// A delta: `0, index u32, count u32` copies `count` base blocks from
+    /// `index`; `1, len u32, bytes` is literal data.
+    pub fn delta(new: &[u8], signature: &[u8]) -> Option<Vec<u8>> {
+        if signature.len() < 4 || (signature.len() - 4) % 12 != 0 {
+            return None;
+        }
+        let base_len = u32::from_le_bytes(signature[..4].try_into().ok()?) as usize;
+        let blocks = (signature.len() - 4) / 12;
+        let mut by_weak: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut strongs = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            let at = 4 + i * 12;
+            let w = u32::from_le_bytes(signature[at..at + 4].try_into().ok()?);
+            strongs.push(<[u8; 8]>::try_from(&signature[at + 4..at + 12]).ok()?);
+            // Only full blocks are matched while rolling.
+            let full = (i + 1) * BLOCK <= base_len;
+            if full {
+                by_weak.entry(w).or_default().push(i);
+            }
+        }
+        let mut out = Vec::new();
+        let mut literal: Vec<u8> = Vec::new();
+        let flush = |out: &mut Vec<u8>, literal: &mut Vec<u8>| {
+            if !literal.is_empty() {
+                out.push(1);
+                out.extend_from_slice(&(literal.len() as u32).to_le_bytes());
+                out.extend_from_slice(literal);
+                literal.clear();
+            }
+        };
+        let mut copy: Option<(usize, usize)> = None;
+        let emit_copy = |out: &mut Vec<u8>, copy: &mut Option<(usize, usize)>| {
+            if let Some((index, count)) = copy.take() {
+                out.push(0);
+                out.extend_from_slice(&(index as u32).to_le_bytes());
+                out.extend_from_slice(&(count as u32).to_le_bytes());
+            }
+        };
+        let mut pos = 0;
+        if new.len() >= BLOCK && !by_weak.is_empty() {
+            let (mut a, mut b) = weak(&new[..BLOCK]);
+            loop {
+                let w = a | (b << 16);
+                let mut matched = None;
+                if let Some(cands) = by_weak.get(&w) {
+                    let s = strong(&new[pos..pos + BLOCK]);
+                    matched = cands.iter().copied().find(|&i| strongs[i] == s);
+                }
+                match matched {
+                    Some(i) => {
+                        flush(&mut out, &mut literal);
+                        copy = match copy {
+                            Some((start, n)) if start + n == i => Some((start, n + 1)),
+                            other => {
+                                let mut c = other;
+                                emit_copy(&mut out, &mut c);
+                                Some((i, 1))
+                            }
+                        };
+                        pos += BLOCK;
+                        if pos + BLOCK > new.len() {
+                            break;
+                        }
+                        let (na, nb) = weak(&new[pos..pos + BLOCK]);
+                        a = na;
+                        b = nb;
+                    }
+                    None => {
+                        emit_copy(&mut out, &mut copy);
+                        let x = new[pos] as u32;
+                        literal.push(new[pos]);
+                        if pos + BLOCK >= new.len() {
+                            pos += 1;
+                            break;
+                        }
+                        let y = new[pos + BLOCK] as u32;
+                        // Roll the window one byte forward.
+                        a = (a.wrapping_sub(x).wrapping_add(y)) & 0xffff;
+                        b = (b.wrapping_sub(BLOCK as u32 * x).wrapping_add(a)) & 0xffff;
+                        pos += 1;
+                    }
+                }
+            }
+        }
+        emit_copy(&mut out, &mut copy);
+        literal.extend_from_slice(&new[pos.min(new.len())..]);
+        flush(&mut out, &mut literal);
+        Some(out)
+    }
+
+    /// Rebuilds the new chunk from the base and a delta; `None` if the delta
+    /// is malformed or reaches outside the base or past `max_len`.
+    pub fn apply(base: &[u8], delta: &[u8], max_len: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < delta.len() {
+            let op = delta[at];
+            at += 1;
+            match op {
+                0 => {
+                    let index =
+                        u32::from_le_bytes(delta.get(at..at + 4)?.try_into().ok()?) as usize;
+                    let count =
+                        u32::from_le_bytes(delta.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+                    at += 8;
+                    let start = index.checked_mul(BLOCK)?;
+                    let end = index
+                        .checked_add(count)?
+                        .checked_mul(BLOCK)?
+                        .min(base.len());
+                    out.extend_from_slice(base.get(start..end)?);
+                }
+                1 => {
+                    let len = u32::from_le_bytes(delta.get(at..at + 4)?.try_into().ok()?) as usize;
+                    at += 4;
+                    out.extend_from_slice(delta.get(at..at.checked_add(len)?)?);
+                    at += len;
+                }
+                _ => return None,
+            }
+            if out.len() > max_len {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn noise(n: usize, seed: u64) -> Vec<u8> {
+            let mut x = seed | 1;
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        }
+
+        #[test]
+        fn deltas_are_small_and_exact() {
+            let base = noise(1 << 20, 1);
+            let sig = signature(&base);
+            let mut changed = base.clone();
+            changed[500_000] ^= 1;
+            let mut inserted = noise(1024, 2);
+            inserted.extend_from_slice(&base);
+            let mut appended = base.clone();
+            appended.extend(noise(300_000, 3));
+            let unrelated = noise(100_000, 4);
+            for (new, limit) in [
+                (&changed, 3 * BLOCK),
+                (&inserted, 2 * BLOCK),
+                (&appended, 301_000),
+                (&unrelated, 101_000),
+                (&base, 100),
+            ] {
+                let d = delta(new, &sig).unwrap();
+                assert!(d.len() <= limit, "delta {} > {limit}", d.len());
+                assert_eq!(apply(&base, &d, 8 << 20).unwrap(), *new);
+            }
+            // Tiny inputs.
+            for new in [vec![], vec![7u8], noise(BLOCK - 1, 5)] {
+                let d = delta(&new, &sig).unwrap();
+                assert_eq!(apply(&base, &d, 8 << 20).unwrap(), new);
+            }
+        }
+
+        #[test]
+        fn malformed_deltas_are_refused() {
+            let base = noise(10_000, 1);
+            assert!(apply(&base, &[9], 1 << 20).is_none());
+            assert!(apply(&base, &[0, 1, 0, 0, 0], 1 << 20).is_none());
+            assert!(apply(&base, &[0, 100, 0, 0, 0, 1, 0, 0, 0], 1 << 20).is_none());
+            assert!(apply(&base, &[1, 255, 255, 255, 255], 1 << 20).is_none());
+            assert!(delta(b"x", &[1, 2]).is_none());
+        }
+    }
 }

@@ -3,6 +3,11 @@
 //! Depends only on the API types, never on server crates. The CLI verbs and
 //! the sync agent build on this.
 
+pub mod chunks;
+pub mod profile;
+pub mod sync;
+pub mod transfer;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -395,4 +400,123 @@ fn header_u64(resp: &reqwest::Response, name: &str) -> Result<u64> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ClientError::Protocol(format!("missing {name}")))
+}
+
+impl Client {
+    pub async fn latest_cursor(&self) -> Result<String> {
+        let r: CursorResponse =
+            Self::json(self.request(Method::GET, "/api/v1/changes/latest")).await?;
+        Ok(r.cursor)
+    }
+
+    pub async fn changes(&self, cursor: &str, limit: u64) -> Result<ChangesResponse> {
+        Self::json(
+            self.request(Method::GET, "/api/v1/changes")
+                .query(&[("cursor", cursor), ("limit", &limit.to_string())]),
+        )
+        .await
+    }
+
+    pub async fn poll(&self, cursor: &str, timeout_s: u64) -> Result<PollResponse> {
+        Self::json(
+            self.request(Method::GET, "/api/v1/changes/poll")
+                .query(&[("cursor", cursor), ("timeout", &timeout_s.to_string())])
+                .timeout(Duration::from_secs(timeout_s + 30)),
+        )
+        .await
+    }
+
+    pub async fn set_presence(&self, path: &str, editing: bool) -> Result<()> {
+        let body = PresenceRequest {
+            path: path.into(),
+            state: if editing { "editing" } else { "idle" }.into(),
+        };
+        Self::check(
+            self.request(Method::POST, "/api/v1/presence")
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn presence(&self, path: &str) -> Result<PresenceResponse> {
+        Self::json(
+            self.request(Method::GET, "/api/v1/presence")
+                .query(&[("path", path)]),
+        )
+        .await
+    }
+
+    pub async fn missing_blocks(&self, hashes: Vec<String>) -> Result<Vec<String>> {
+        let r: MissingResponse = self
+            .post_json("/api/v1/blocks/missing", &MissingRequest { hashes })
+            .await?;
+        Ok(r.missing)
+    }
+
+    /// Uploads a chunk; `delta_base` sends a delta against that block instead.
+    pub async fn put_block(
+        &self,
+        hash: &str,
+        body: Vec<u8>,
+        delta_base: Option<&str>,
+    ) -> Result<()> {
+        let mut rb = self.request(Method::PUT, &format!("/api/v1/blocks/{hash}"));
+        if let Some(base) = delta_base {
+            rb = rb
+                .query(&[("base", base)])
+                .header("content-type", "application/vnd.strata.delta");
+        }
+        Self::check(rb.body(body).send().await?).await?;
+        Ok(())
+    }
+
+    pub async fn get_block(&self, hash: &str) -> Result<Vec<u8>> {
+        let r = Self::check(
+            self.request(Method::GET, &format!("/api/v1/blocks/{hash}"))
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(r.bytes().await?.to_vec())
+    }
+
+    pub async fn block_signature(&self, hash: &str) -> Result<Vec<u8>> {
+        let r = Self::check(
+            self.request(Method::GET, &format!("/api/v1/blocks/{hash}/signature"))
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(r.bytes().await?.to_vec())
+    }
+
+    pub async fn commit(&self, req: &CommitRequest) -> Result<FileMetadata> {
+        self.post_json("/api/v1/files/commit", req).await
+    }
+
+    pub async fn file_blocks(&self, path: &str) -> Result<Vec<BlockEntry>> {
+        let r: BlocksResponse = Self::json(
+            self.request(Method::GET, "/api/v1/files/blocks")
+                .query(&[("path", path)]),
+        )
+        .await?;
+        Ok(r.blocks)
+    }
+
+    /// HTTPS URLs of the cluster's nodes (empty on a single node).
+    pub async fn cluster_nodes(&self) -> Result<Vec<String>> {
+        let r: NodesResponse =
+            Self::json(self.request(Method::GET, "/api/v1/cluster/nodes")).await?;
+        Ok(r.nodes)
+    }
+
+    /// Another node of the same cluster, with the same session.
+    pub fn with_base(&self, base: &str) -> Self {
+        let mut c = self.clone();
+        c.base = base.trim_end_matches('/').to_string();
+        c
+    }
 }

@@ -30,6 +30,8 @@ pub struct App {
     pub tasks: tokio_util::task::TaskTracker,
     /// Health, repair and peers of a cluster node (`None` on a single node).
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Long polls and presence.
+    pub hub: Arc<crate::notify::Hub>,
 }
 
 impl App {
@@ -54,6 +56,7 @@ impl App {
             dummy_password_hash,
             tasks: tokio_util::task::TaskTracker::new(),
             cluster: None,
+            hub: Arc::new(crate::notify::Hub::default()),
         }
     }
 }

@@ -15,7 +15,7 @@ use warp::Filter;
 use crate::app::App;
 use crate::auth::{authenticate, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::handlers::{accounts, admin, download, files, ops, Response};
+use crate::handlers::{accounts, admin, download, files, ops, sync, Response};
 use crate::request::{parse_query, BodyStream, Req};
 use crate::upload::{resumable, simple};
 
@@ -187,6 +187,20 @@ async fn authed(app: &Arc<App>, caller: &Caller, req: Req, segs: &[&str]) -> Api
         ["files", "move"] if m == Method::POST => files::move_entry(app, caller, req).await,
         ["folders"] if m == Method::POST => files::create_folder(app, caller, req).await,
         ["uploads"] if m == Method::POST => resumable::create_tus(app, caller, req).await,
+        ["changes", "latest"] if m == Method::GET => sync::latest_cursor(app, caller).await,
+        ["changes"] if m == Method::GET => sync::changes(app, caller, &req).await,
+        ["changes", "poll"] if m == Method::GET => sync::poll(app, caller, &req).await,
+        ["presence"] if m == Method::POST => sync::set_presence(app, caller, req).await,
+        ["presence"] if m == Method::GET => sync::get_presence(app, caller, &req).await,
+        ["blocks", "missing"] if m == Method::POST => sync::missing(app, caller, req).await,
+        ["blocks", hash] if m == Method::PUT => sync::put_block(app, caller, hash, req).await,
+        ["blocks", hash] if m == Method::GET => sync::get_block(app, caller, hash).await,
+        ["blocks", hash, "signature"] if m == Method::GET => {
+            sync::block_signature(app, caller, hash).await
+        }
+        ["files", "commit"] if m == Method::POST => sync::commit(app, caller, req).await,
+        ["files", "blocks"] if m == Method::GET => sync::file_blocks(app, caller, &req).await,
+        ["cluster", "nodes"] if m == Method::GET => sync::nodes(app).await,
         ["admin", "cluster"] if m == Method::GET => admin::cluster(app, caller).await,
         ["admin", "verify"] if m == Method::GET => admin::verify(app, caller).await,
         ["admin", "nodes"] if m == Method::POST => admin::add_node(app, caller, req).await,

@@ -250,6 +250,10 @@ impl NodeServer {
         let mut app = App::new(meta.client(), blocks, config.clone(), clock);
         app.cluster = cluster;
         let app = Arc::new(app);
+        tasks.spawn(app.hub.clone().run(meta.client(), stop.clone()));
+        if let Some(net) = &net {
+            tasks.spawn(app.hub.clone().run_gossip(net.clone(), stop.clone()));
+        }
         let tls = match &config.api.tls {
             Some(t) => Some(http::tls_acceptor(&t.cert, &t.key)?),
             None => None,

@@ -58,6 +58,12 @@ impl UserKeys {
         BlockId(*blake3::keyed_hash(&self.dedup, chunk).as_bytes())
     }
 
+    /// The key block ids are hashed with (handed to the account's own
+    /// clients so they can name their chunks).
+    pub fn dedup_key(&self) -> &[u8; 32] {
+        &self.dedup
+    }
+
     pub fn encryption_key(&self) -> &[u8; 32] {
         &self.encryption
     }

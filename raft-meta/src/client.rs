@@ -121,6 +121,7 @@ impl MetaNode {
         let (log, sm) = store::open(dir)?;
         let reader = MetaReader::new(sm.tree());
         let applied = sm.applied_events();
+        let journal = sm.journal_events();
         let config = Arc::new(raft_config()?);
         let raft = Raft::new(
             node_id,
@@ -147,6 +148,7 @@ impl MetaNode {
                 reader,
                 clock,
                 applied,
+                journal,
                 node_id,
                 transport,
                 batcher: tokio::sync::OnceCell::new(),
@@ -195,6 +197,7 @@ struct Inner {
     reader: MetaReader,
     clock: SharedClock,
     applied: broadcast::Sender<u64>,
+    journal: crate::store::sm_journal::JournalTx,
     node_id: u64,
     transport: Arc<dyn RaftTransport>,
     batcher: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<Pending>>,
@@ -289,6 +292,13 @@ impl MetaClient {
     /// Wakes whenever this node applies new entries.
     pub fn subscribe_applied(&self) -> broadcast::Receiver<u64> {
         self.inner.applied.subscribe()
+    }
+
+    /// Journal heads (user, newest sequence) as this node applies them.
+    pub fn subscribe_journal(
+        &self,
+    ) -> broadcast::Receiver<Arc<Vec<(cluster_config::UserId, u64)>>> {
+        self.inner.journal.subscribe()
     }
 
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<u64, MemberNode> {

@@ -58,6 +58,8 @@ pub struct UserRecord {
     pub reserved_bytes: u64,
     /// The next change-journal sequence number (cursor values are below it).
     pub next_seq: u64,
+    /// The oldest journal line still kept; older cursors get `410 gone`.
+    pub journal_floor: u64,
     pub created_ms: u64,
     pub admin: bool,
 }
@@ -199,6 +201,9 @@ pub struct ChangeRecord {
     pub kind: ChangeKind,
     pub entry_kind: EntryKind,
     pub version: u64,
+    /// Size and content hash of a file after the change (zero otherwise).
+    pub size: u64,
+    pub content_hash: [u8; 32],
     pub from: Option<String>,
     pub device: DeviceId,
     pub at_ms: u64,

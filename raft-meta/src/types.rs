@@ -189,6 +189,12 @@ pub enum Command {
     UpdatePlacement {
         changes: Vec<PlacementChange>,
     },
+    /// Records blocks uploaded ahead of a commit (delta sync); a block that
+    /// exists is left alone.
+    RegisterBlocks {
+        user: UserId,
+        blocks: Vec<NewBlock>,
+    },
     /// Several writers' commands in one log entry (group commit), applied
     /// in order, each with its own time and its own result. Never nested.
     Batch(Vec<Request>),
@@ -222,6 +228,7 @@ impl Command {
             Command::SetLayout { .. } => "set_layout",
             Command::UpdatePlacement { .. } => "update_placement",
             Command::Batch(_) => "batch",
+            Command::RegisterBlocks { .. } => "register_blocks",
         }
     }
 }

@@ -152,6 +152,7 @@ pub async fn account(app: &App, caller: &Caller) -> ApiResult<Response> {
             quota_bytes: u.quota_bytes,
             used_bytes: u.used_bytes,
             reserved_bytes: u.reserved_bytes,
+            chunk_key: cluster_config::ids::to_hex(app.blocks.user_keys(&caller.user).dedup_key()),
         },
     ))
 }

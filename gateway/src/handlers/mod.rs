@@ -5,6 +5,7 @@ pub mod admin;
 pub mod download;
 pub mod files;
 pub mod ops;
+pub mod sync;
 
 use std::collections::HashMap;
 

@@ -48,6 +48,7 @@ pub(super) fn create_user(
             used_bytes: 0,
             reserved_bytes: 0,
             next_seq: 1,
+            journal_floor: 1,
             created_ms: at,
             admin,
         },

@@ -5,6 +5,7 @@
 mod accounts;
 mod cluster;
 pub use accounts::normalize_username;
+pub use namespace::JOURNAL_KEEP;
 mod namespace;
 pub mod tx;
 mod uploads;
@@ -108,6 +109,9 @@ pub fn apply(tx: &mut Tx<'_>, req: &Request) -> Result<Response, Fatal> {
         } => cluster::set_layout(tx, *expected_version, layout),
         Command::UpdatePlacement { changes } => cluster::update_placement(tx, changes),
         Command::Batch(_) => Err(Fail::Cmd(CommandError::BadRequest("nested batch".into()))),
+        Command::RegisterBlocks { user, blocks } => {
+            namespace::register_blocks(tx, at, user, blocks)
+        }
     };
     match result {
         Ok(out) => {

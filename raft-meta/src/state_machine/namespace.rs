@@ -17,6 +17,10 @@ use crate::types::{
     CommandError, CommitFile, EntryView, FileContent, NewBlock, OnConflict, Output,
 };
 
+/// Journal lines kept per user; a device offline for longer than this many
+/// changes lists afresh (`410 gone`).
+pub const JOURNAL_KEEP: u64 = 100_000;
+
 /// Per-command context: the user record is loaded once and saved at the end.
 pub(super) struct Ctx {
     pub at: u64,
@@ -86,11 +90,18 @@ impl Ctx {
                 kind,
                 entry_kind: rec.kind,
                 version: rec.head,
+                size: rec.size,
+                content_hash: rec.content_hash,
                 from,
                 device: self.device,
                 at_ms: self.at,
             },
         );
+        // Bounded: the oldest line goes once the journal holds JOURNAL_KEEP.
+        while self.urec.next_seq - self.urec.journal_floor > JOURNAL_KEEP {
+            tx.del(keys::journal(&self.user, self.urec.journal_floor));
+            self.urec.journal_floor += 1;
+        }
     }
 }
 
@@ -670,4 +681,30 @@ pub(super) fn restore(
     )?;
     ctx.save(tx);
     Ok(Output::Entry(written.view))
+}
+
+pub(super) fn register_blocks(
+    tx: &mut Tx<'_>,
+    at: u64,
+    user: &UserId,
+    blocks: &[NewBlock],
+) -> Step<Output> {
+    if tx.get_raw(&keys::user(user))?.is_none() {
+        return Err(CommandError::NoSuchUser.into());
+    }
+    for n in blocks {
+        let key = keys::block(user, &n.id);
+        if tx.get_raw(&key)?.is_none() {
+            tx.put(
+                key,
+                &BlockRecord {
+                    refs: 0,
+                    plain_len: n.plain_len,
+                    stored: n.stored.clone(),
+                    created_ms: at,
+                },
+            );
+        }
+    }
+    Ok(Output::Done)
 }

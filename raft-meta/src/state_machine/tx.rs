@@ -109,6 +109,26 @@ impl<'a> Tx<'a> {
         self.cmd.clear();
     }
 
+    /// The highest journal line this transaction wrote, per user.
+    pub fn journal_heads(&self) -> Vec<(cluster_config::UserId, u64)> {
+        let mut heads: BTreeMap<cluster_config::UserId, u64> = BTreeMap::new();
+        for (k, v) in self.batch.iter().chain(self.cmd.iter()) {
+            if v.is_none() || k.len() != 1 + 16 + 8 || k[0] != crate::keys::JOURNAL {
+                continue;
+            }
+            let (Some(user), Ok(seq)) = (
+                cluster_config::UserId::from_slice(&k[1..17]),
+                <[u8; 8]>::try_from(&k[17..25]),
+            ) else {
+                continue;
+            };
+            let seq = u64::from_be_bytes(seq);
+            let e = heads.entry(user).or_insert(seq);
+            *e = (*e).max(seq);
+        }
+        heads.into_iter().collect()
+    }
+
     pub fn into_batch(mut self) -> sled::Batch {
         self.keep();
         let mut b = sled::Batch::default();

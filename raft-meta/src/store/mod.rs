@@ -13,6 +13,11 @@ use std::path::Path;
 pub use log::LogStore;
 pub use sm::StateMachineStore;
 
+/// The journal event channel type.
+pub mod sm_journal {
+    pub use super::sm::JournalTx;
+}
+
 use crate::error::MetaError;
 
 /// Cache sled may use; the tree is mostly read through, not held.

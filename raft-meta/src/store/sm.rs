@@ -31,6 +31,10 @@ const CURRENT_SNAPSHOT: &[u8] = b"current";
 /// Sent after every applied batch: the highest log index applied.
 pub type AppliedTx = broadcast::Sender<u64>;
 
+/// Sent after every applied batch that added journal lines: for each user,
+/// the newest sequence number.
+pub type JournalTx = broadcast::Sender<Arc<Vec<(cluster_config::UserId, u64)>>>;
+
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: sled::Db,
@@ -40,6 +44,7 @@ pub struct StateMachineStore {
     /// the tree, so a snapshot is never torn.
     gate: Arc<RwLock<()>>,
     applied: AppliedTx,
+    journal: JournalTx,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,12 +58,14 @@ impl StateMachineStore {
         let tree = db.open_tree("sm").map_err(MetaError::from_sled)?;
         let snapshots = db.open_tree("snapshots").map_err(MetaError::from_sled)?;
         let (applied, _) = broadcast::channel(64);
+        let (journal, _) = broadcast::channel(1024);
         Ok(Self {
             db,
             tree,
             snapshots,
             gate: Arc::new(RwLock::new(())),
             applied,
+            journal,
         })
     }
 
@@ -69,6 +76,10 @@ impl StateMachineStore {
 
     pub fn applied_events(&self) -> AppliedTx {
         self.applied.clone()
+    }
+
+    pub fn journal_events(&self) -> JournalTx {
+        self.journal.clone()
     }
 
     fn read_applied(&self) -> Result<(Option<LogId>, Membership), std::io::Error> {
@@ -132,10 +143,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         tx.put(keys::sm_last_applied(), &Some(last));
         tx.put(keys::sm_membership(), &membership);
+        let heads = tx.journal_heads();
         self.tree
             .apply_batch(tx.into_batch())
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         let _ = self.applied.send(last.index);
+        if !heads.is_empty() {
+            let _ = self.journal.send(Arc::new(heads));
+        }
         Ok(out)
     }
 

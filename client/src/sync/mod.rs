@@ -1,0 +1,910 @@
+//! The sync agent: keeps a local folder and the drive identical.
+//!
+//! The merge base is `state` (what both sides were when last in sync). A
+//! local scan (on file-system events, and periodically as a safety net)
+//! finds local changes; the change journal, read from a saved cursor and
+//! woken by long polls, brings remote ones. Each path is reconciled against
+//! the base, so no edit is ever lost: a path changed on both sides keeps
+//! both (the server stores ours as a conflicted copy), a deletion never
+//! removes unsynced content, a rename is a move, and a mass deletion is held
+//! and reported instead of propagated.
+
+pub mod scan;
+pub mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strata_api::{Change, EntryKind, FileMetadata};
+use tokio::sync::mpsc;
+
+use crate::profile::Profile;
+use crate::transfer::{self, Traffic};
+use crate::{Client, ClientError, Result};
+use scan::{absolute, stat, unchanged, walk, LocalInfo};
+use state::{Kind, State, Synced};
+
+/// Settings of one agent.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub root: PathBuf,
+    /// Full rescan period (file-system events cover the rest).
+    pub rescan: Duration,
+    /// Deletions in one pass above which they are held (and reported).
+    pub mass_delete_min: usize,
+    /// Apply held mass deletions too.
+    pub allow_mass_delete: bool,
+    /// One pass and exit.
+    pub once: bool,
+}
+
+impl Options {
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            rescan: Duration::from_secs(60),
+            mass_delete_min: 100,
+            allow_mass_delete: false,
+            once: false,
+        }
+    }
+}
+
+fn remote_path(rel: &str) -> String {
+    format!("/{rel}")
+}
+
+fn rel_of_remote(path: &str) -> Option<String> {
+    let r = path.trim_start_matches('/');
+    (!r.is_empty()).then(|| r.to_string())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Whether a failure means "try another node / later" rather than a refusal.
+fn transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Transport(_) => true,
+        ClientError::Api { status, .. } => *status == 503 || *status >= 500,
+        _ => false,
+    }
+}
+
+pub struct Agent {
+    opts: Options,
+    profile: Profile,
+    server: usize,
+    client: Client,
+    key: [u8; 32],
+    state: State,
+    pub traffic: Traffic,
+    held: Vec<String>,
+}
+
+enum Wake {
+    Local,
+    Remote,
+}
+
+impl Agent {
+    pub async fn open(profile: Profile, opts: Options) -> Result<Self> {
+        let meta_dir = opts.root.join(".strata-sync");
+        std::fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
+        let state = State::open(&meta_dir.join("state"))?;
+        let mut agent = Self {
+            client: profile.client(0)?,
+            server: 0,
+            profile,
+            opts,
+            key: [0; 32],
+            state,
+            traffic: Traffic::default(),
+            held: Vec::new(),
+        };
+        let account = agent.call(|c| async move { c.account().await }).await?;
+        agent.key = crate::chunks::parse_key(&account.chunk_key)?;
+        // Learn the other nodes, to fail over to them.
+        if let Ok(nodes) = agent.call(|c| async move { c.cluster_nodes().await }).await {
+            for n in nodes {
+                if !agent.profile.servers.contains(&n) {
+                    agent.profile.servers.push(n);
+                }
+            }
+        }
+        Ok(agent)
+    }
+
+    /// Runs a call, moving to the next node on a transport failure.
+    async fn call<T, F, Fut>(&mut self, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut last = None;
+        for _ in 0..self.profile.servers.len().max(1) * 2 {
+            match f(self.client.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if transient(&e) => {
+                    tracing::warn!(server = self.client.base(), error = %e, "server unreachable; trying another");
+                    self.server += 1;
+                    self.client = self.profile.client(self.server)?;
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Protocol("no server".into())))
+    }
+
+    fn root(&self) -> &Path {
+        &self.opts.root
+    }
+
+    fn record_file(
+        &self,
+        rel: &str,
+        version: u64,
+        hash: &str,
+        blocks: Vec<strata_api::BlockEntry>,
+    ) -> Result<()> {
+        let info = stat(&absolute(self.root(), rel));
+        self.state.put(
+            rel,
+            &Synced {
+                kind: Kind::File,
+                size: info.map(|i| i.size).unwrap_or(0),
+                mtime_ns: info.map(|i| i.mtime_ns).unwrap_or(0),
+                ino: info.map(|i| i.ino).unwrap_or(0),
+                hash: hash.to_string(),
+                version,
+                blocks,
+            },
+        )
+    }
+
+    fn record_folder(&self, rel: &str) -> Result<()> {
+        let info = stat(&absolute(self.root(), rel));
+        self.state.put(
+            rel,
+            &Synced {
+                kind: Kind::Folder,
+                size: 0,
+                mtime_ns: 0,
+                ino: info.map(|i| i.ino).unwrap_or(0),
+                hash: String::new(),
+                version: 0,
+                blocks: Vec::new(),
+            },
+        )
+    }
+
+    /// Uploads a local file. With `conflict`, our content may land as a
+    /// conflicted copy: the local file is then renamed to match.
+    async fn push_file(&mut self, rel: &str, base: Option<&Synced>) -> Result<()> {
+        let local = absolute(self.root(), rel);
+        let base_version = base.map(|b| b.version).or(Some(0));
+        let blocks = base.map(|b| b.blocks.clone()).unwrap_or_default();
+        let key = self.key;
+        let remote = remote_path(rel);
+        let mut traffic = Traffic::default();
+        let (meta, chunks) = {
+            let local = local.clone();
+            let remote = remote.clone();
+            let blocks = blocks.clone();
+            let c = self.client.clone();
+            match transfer::upload(
+                &c,
+                &key,
+                &local,
+                &remote,
+                base_version,
+                &blocks,
+                "rename",
+                &mut traffic,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) if transient(&e) => {
+                    self.server += 1;
+                    self.client = self.profile.client(self.server)?;
+                    transfer::upload(
+                        &self.client,
+                        &key,
+                        &local,
+                        &remote,
+                        base_version,
+                        &blocks,
+                        "rename",
+                        &mut traffic,
+                    )
+                    .await?
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.traffic.sent += traffic.sent;
+        self.traffic.received += traffic.received;
+        let blocks: Vec<strata_api::BlockEntry> = chunks
+            .iter()
+            .map(|c| strata_api::BlockEntry {
+                hash: c.hash.clone(),
+                size: c.size,
+            })
+            .collect();
+        if meta.path == remote {
+            self.record_file(rel, meta.version, &meta.content_hash, blocks)?;
+            return Ok(());
+        }
+        // The server kept our bytes as a conflicted copy: name the local file
+        // the same, and fetch the version that won the original path.
+        let Some(copy_rel) = rel_of_remote(&meta.path) else {
+            return Ok(());
+        };
+        let copy_abs = absolute(self.root(), &copy_rel);
+        std::fs::rename(&local, &copy_abs).map_err(io(&copy_abs))?;
+        self.record_file(&copy_rel, meta.version, &meta.content_hash, blocks)?;
+        tracing::warn!(
+            path = rel,
+            copy = copy_rel,
+            "edited on two devices: kept both"
+        );
+        self.state.remove(rel)?;
+        self.pull_file(rel).await
+    }
+
+    /// Downloads the current server version of a file.
+    async fn pull_file(&mut self, rel: &str) -> Result<()> {
+        let remote = remote_path(rel);
+        let meta: FileMetadata = {
+            let r = remote.clone();
+            self.call(|c| {
+                let r = r.clone();
+                async move { c.metadata(&r).await }
+            })
+            .await?
+        };
+        let target = absolute(self.root(), rel);
+        let mut traffic = Traffic::default();
+        let key = self.key;
+        let blocks = transfer::download(&self.client, &key, &remote, &target, &mut traffic).await?;
+        self.traffic.received += traffic.received;
+        self.record_file(rel, meta.version, &meta.content_hash, blocks)?;
+        Ok(())
+    }
+
+    /// First contact: merge the folder and the drive, losing nothing.
+    async fn initial(&mut self) -> Result<()> {
+        let cursor = self
+            .call(|c| async move { c.latest_cursor().await })
+            .await?;
+        let listing = self
+            .call(|c| async move { c.list("/", true).await })
+            .await?;
+        let remote: HashMap<String, FileMetadata> = listing
+            .entries
+            .into_iter()
+            .filter_map(|e| rel_of_remote(&e.path).map(|r| (r, e)))
+            .collect();
+        let local: HashMap<String, LocalInfo> = walk(self.root()).into_iter().collect();
+        let mut all: Vec<&String> = remote
+            .keys()
+            .chain(local.keys())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        all.sort();
+        let all: Vec<String> = all.into_iter().cloned().collect();
+        for rel in all {
+            let (l, r) = (local.get(&rel).copied(), remote.get(&rel).cloned());
+            if let Err(e) = self.merge_initial(&rel, l, r).await {
+                tracing::warn!(path = rel, error = %e, "initial sync of a path failed; retried later");
+            }
+        }
+        self.state.set_cursor(&cursor)?;
+        self.state.flush()
+    }
+
+    async fn merge_initial(
+        &mut self,
+        rel: &str,
+        local: Option<LocalInfo>,
+        remote: Option<FileMetadata>,
+    ) -> Result<()> {
+        if self.state.get(rel)?.is_some() {
+            return Ok(());
+        }
+        match (local, remote) {
+            (None, None) => Ok(()),
+            (Some(l), None) if l.kind == Kind::Folder => {
+                let r = remote_path(rel);
+                let _ = self
+                    .call(|c| {
+                        let r = r.clone();
+                        async move { c.create_folder(&r).await }
+                    })
+                    .await;
+                self.record_folder(rel)
+            }
+            (Some(_), None) => self.push_file(rel, None).await,
+            (None, Some(r)) if r.kind == EntryKind::Folder => {
+                let p = absolute(self.root(), rel);
+                std::fs::create_dir_all(&p).map_err(io(&p))?;
+                self.record_folder(rel)
+            }
+            (None, Some(_)) => self.pull_file(rel).await,
+            (Some(l), Some(r)) => match (l.kind, r.kind) {
+                (Kind::Folder, EntryKind::Folder) => self.record_folder(rel),
+                (Kind::File, EntryKind::File) => {
+                    let hash = crate::chunks::hash_file(&absolute(self.root(), rel))?;
+                    if hash == r.content_hash {
+                        let blocks = self
+                            .call(|c| {
+                                let p = r.path.clone();
+                                async move { c.file_blocks(&p).await }
+                            })
+                            .await
+                            .unwrap_or_default();
+                        self.record_file(rel, r.version, &hash, blocks)
+                    } else {
+                        // Different content on both sides: keep both.
+                        let base = Synced {
+                            kind: Kind::File,
+                            size: 0,
+                            mtime_ns: 0,
+                            ino: 0,
+                            hash: String::new(),
+                            version: 0,
+                            blocks: Vec::new(),
+                        };
+                        self.push_file(rel, Some(&base)).await
+                    }
+                }
+                _ => {
+                    tracing::warn!(
+                        path = rel,
+                        "a file on one side, a folder on the other: left alone"
+                    );
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// Local pass: what changed on disk since the base, pushed to the drive.
+    async fn scan_local(&mut self) -> Result<()> {
+        let present: Vec<(String, LocalInfo)> = walk(self.root());
+        let seen: HashSet<&str> = present.iter().map(|(p, _)| p.as_str()).collect();
+        // Gone from disk: candidates for deletion (or the old side of a move).
+        let mut gone: Vec<(String, Synced)> = Vec::new();
+        for item in self.state.paths() {
+            let (path, s) = item?;
+            if !seen.contains(path.as_str()) {
+                gone.push((path, s));
+            }
+        }
+        let mut created: Vec<(String, LocalInfo)> = Vec::new();
+        let mut changed: Vec<(String, Synced)> = Vec::new();
+        for (rel, info) in &present {
+            match self.state.get(rel)? {
+                None => created.push((rel.clone(), *info)),
+                Some(base) if !unchanged(info, &base) => changed.push((rel.clone(), base)),
+                Some(_) => {}
+            }
+        }
+        // Renames and moves: the same inode under a new name.
+        let mut moved_from: HashSet<String> = HashSet::new();
+        let mut moved_to: HashSet<String> = HashSet::new();
+        let by_ino: HashMap<u64, &(String, Synced)> = gone
+            .iter()
+            .filter(|(_, s)| s.ino != 0)
+            .map(|g| (g.1.ino, g))
+            .collect();
+        for (rel, info) in &created {
+            if moved_to.iter().any(|m| rel.starts_with(&format!("{m}/"))) {
+                continue;
+            }
+            let Some((from, base)) = by_ino.get(&info.ino).map(|g| (&g.0, &g.1)) else {
+                continue;
+            };
+            if base.kind != info.kind
+                || moved_from
+                    .iter()
+                    .any(|m| from.starts_with(&format!("{m}/")))
+            {
+                continue;
+            }
+            if self.remote_move(from, rel).await.is_ok() {
+                moved_from.insert(from.clone());
+                moved_to.insert(rel.clone());
+            }
+        }
+        let under = |set: &HashSet<String>, p: &str| {
+            set.iter()
+                .any(|m| p == m || p.starts_with(&format!("{m}/")))
+        };
+        // New folders, then new and changed files.
+        for (rel, info) in &created {
+            if under(&moved_to, rel) {
+                continue;
+            }
+            let r = if info.kind == Kind::Folder {
+                let rp = remote_path(rel);
+                let res = self
+                    .call(|c| {
+                        let rp = rp.clone();
+                        async move { c.create_folder(&rp).await }
+                    })
+                    .await;
+                match res {
+                    Ok(_) => self.record_folder(rel),
+                    Err(ClientError::Api { status: 409, .. }) => self.record_folder(rel),
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.push_file(rel, None).await
+            };
+            if let Err(e) = r {
+                tracing::warn!(path = rel, error = %e, "upload failed; retried on the next pass");
+            }
+        }
+        for (rel, base) in &changed {
+            if base.kind == Kind::Folder {
+                continue;
+            }
+            let abs = absolute(self.root(), rel);
+            let hash = match crate::chunks::hash_file(&abs) {
+                Ok(h) => h,
+                Err(_) => continue,
+            };
+            if hash == base.hash {
+                // Touched, not changed.
+                self.record_file(rel, base.version, &hash, base.blocks.clone())?;
+                continue;
+            }
+            if let Err(e) = self.push_file(rel, Some(base)).await {
+                tracing::warn!(path = rel, error = %e, "upload failed; retried on the next pass");
+            }
+        }
+        // Deletions, deepest first, unless it is a mass deletion.
+        let mut deletions: Vec<(String, Synced)> = gone
+            .into_iter()
+            .filter(|(p, _)| !under(&moved_from, p))
+            .collect();
+        let synced = self.state.len().max(1);
+        if deletions.len() >= self.opts.mass_delete_min
+            && deletions.len() * 2 >= synced
+            && !self.opts.allow_mass_delete
+        {
+            self.hold(
+                &deletions.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+                "local",
+            )?;
+            return Ok(());
+        }
+        deletions.sort_by(|a, b| b.0.cmp(&a.0));
+        for (rel, base) in deletions {
+            let rp = remote_path(&rel);
+            // Only what is still the version we synced: never a newer edit.
+            let current = self
+                .call(|c| {
+                    let rp = rp.clone();
+                    async move { c.metadata(&rp).await }
+                })
+                .await;
+            match current {
+                Ok(m) if base.kind == Kind::File && m.version != base.version => {
+                    tracing::warn!(
+                        path = rel,
+                        "deleted here but changed elsewhere: fetching it back"
+                    );
+                    self.state.remove(&rel)?;
+                    let _ = self.pull_file(&rel).await;
+                    continue;
+                }
+                Ok(_) => {
+                    let r = self
+                        .call(|c| {
+                            let rp = rp.clone();
+                            async move { c.delete(&rp).await }
+                        })
+                        .await;
+                    match r {
+                        Ok(()) | Err(ClientError::Api { status: 404, .. }) => {
+                            self.state.remove(&rel)?
+                        }
+                        Err(e) => {
+                            tracing::warn!(path = rel, error = %e, "delete failed; retried later")
+                        }
+                    }
+                }
+                Err(ClientError::Api { status: 404, .. }) => self.state.remove(&rel)?,
+                Err(e) => tracing::warn!(path = rel, error = %e, "delete deferred"),
+            }
+        }
+        self.state.flush()
+    }
+
+    async fn remote_move(&mut self, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (remote_path(from), remote_path(to));
+        self.call(|c| {
+            let (f, t) = (f.clone(), t.clone());
+            async move { c.move_entry(&f, &t).await }
+        })
+        .await?;
+        for (p, mut s) in self.state.subtree(from)? {
+            self.state.remove(&p)?;
+            let new = format!("{to}{}", &p[from.len()..]);
+            if let Some(i) = stat(&absolute(self.root(), &new)) {
+                s.ino = i.ino;
+                s.mtime_ns = if s.kind == Kind::File { i.mtime_ns } else { 0 };
+            }
+            self.state.put(&new, &s)?;
+        }
+        tracing::info!(from, to, "moved");
+        Ok(())
+    }
+
+    fn hold(&mut self, paths: &[String], side: &str) -> Result<()> {
+        let report = self.root().join(".strata-sync").join("held-deletions.txt");
+        let mut text = format!(
+            "{} {side} deletions were held, not propagated (more than half the folder). \
+             Restart with --allow-mass-delete to apply them.\n",
+            paths.len()
+        );
+        for p in paths {
+            text.push_str(p);
+            text.push('\n');
+        }
+        std::fs::write(&report, text).map_err(io(&report))?;
+        if self.held.len() != paths.len() {
+            tracing::warn!(count = paths.len(), side, report = %report.display(), "mass deletion held");
+        }
+        self.held = paths.to_vec();
+        Ok(())
+    }
+
+    /// Remote pass: journal lines after the cursor, applied to the folder.
+    async fn pull_changes(&mut self) -> Result<()> {
+        let Some(mut cursor) = self.state.cursor()? else {
+            return self.initial().await;
+        };
+        loop {
+            let page = {
+                let cur = cursor.clone();
+                self.call(|c| {
+                    let cur = cur.clone();
+                    async move { c.changes(&cur, 1000).await }
+                })
+                .await
+            };
+            let page = match page {
+                Ok(p) => p,
+                Err(ClientError::Api { status: 410, .. }) => {
+                    tracing::warn!("journal moved past our cursor: merging afresh");
+                    for item in self.state.paths().collect::<Vec<_>>() {
+                        let (p, _) = item?;
+                        self.state.remove(&p)?;
+                    }
+                    return self.initial().await;
+                }
+                Err(e) => return Err(e),
+            };
+            let deletes = page.changes.iter().filter(|c| c.kind == "deleted").count();
+            let hold = deletes >= self.opts.mass_delete_min
+                && deletes * 2 >= self.state.len().max(1)
+                && !self.opts.allow_mass_delete;
+            let mut held = Vec::new();
+            for ch in &page.changes {
+                if hold && ch.kind == "deleted" {
+                    held.push(ch.path.clone());
+                    continue;
+                }
+                if let Err(e) = self.apply_change(ch).await {
+                    tracing::warn!(path = ch.path, error = %e, "applying a remote change failed");
+                }
+            }
+            if !held.is_empty() {
+                self.hold(&held, "remote")?;
+            }
+            cursor = page.cursor.clone();
+            self.state.set_cursor(&cursor)?;
+            if !page.has_more {
+                break;
+            }
+        }
+        self.state.flush()
+    }
+
+    async fn apply_change(&mut self, ch: &Change) -> Result<()> {
+        let Some(rel) = rel_of_remote(&ch.path) else {
+            return Ok(());
+        };
+        if rel.split('/').any(scan::ignored) {
+            return Ok(());
+        }
+        let abs = absolute(self.root(), &rel);
+        let base = self.state.get(&rel)?;
+        let local = stat(&abs);
+        match (ch.kind.as_str(), ch.entry_kind) {
+            ("deleted", _) => {
+                match (&base, local) {
+                    (Some(b), Some(l)) if unchanged(&l, b) => {
+                        if l.kind == Kind::Folder {
+                            // Children arrive as their own lines; only an
+                            // empty folder goes.
+                            let _ = std::fs::remove_dir(&abs);
+                            if !abs.exists() {
+                                self.state.remove(&rel)?;
+                            }
+                        } else {
+                            std::fs::remove_file(&abs).map_err(io(&abs))?;
+                            self.state.remove(&rel)?;
+                        }
+                    }
+                    (Some(_), Some(_)) => {
+                        // Changed here since: keep it; it uploads as new.
+                        tracing::warn!(path = rel, "deleted elsewhere but edited here: kept");
+                        self.state.remove(&rel)?;
+                    }
+                    (_, None) => self.state.remove(&rel)?,
+                    (None, Some(_)) => {}
+                }
+                Ok(())
+            }
+            ("moved", kind) => {
+                let from_rel = ch.from.as_deref().and_then(rel_of_remote);
+                if let Some(from) = from_rel {
+                    let from_abs = absolute(self.root(), &from);
+                    let from_base = self.state.get(&from)?;
+                    let from_local = stat(&from_abs);
+                    let movable = matches!((&from_base, from_local), (Some(b), Some(l)) if unchanged(&l, b))
+                        && local.is_none();
+                    if movable {
+                        if let Some(dir) = abs.parent() {
+                            std::fs::create_dir_all(dir).map_err(io(dir))?;
+                        }
+                        std::fs::rename(&from_abs, &abs).map_err(io(&abs))?;
+                        for (p, mut s) in self.state.subtree(&from)? {
+                            self.state.remove(&p)?;
+                            let new = format!("{rel}{}", &p[from.len()..]);
+                            if let Some(i) = stat(&absolute(self.root(), &new)) {
+                                s.ino = i.ino;
+                                if s.kind == Kind::File {
+                                    s.mtime_ns = i.mtime_ns;
+                                }
+                            }
+                            self.state.put(&new, &s)?;
+                        }
+                        return Ok(());
+                    }
+                }
+                if base.is_some() {
+                    return Ok(()); // our own move, already applied
+                }
+                if kind == EntryKind::Folder {
+                    self.pull_tree(&rel).await
+                } else {
+                    self.pull_file(&rel).await
+                }
+            }
+            (_, EntryKind::Folder) => {
+                std::fs::create_dir_all(&abs).map_err(io(&abs))?;
+                if base.is_none() {
+                    self.record_folder(&rel)?;
+                }
+                Ok(())
+            }
+            (_, EntryKind::File) => {
+                if let Some(b) = &base {
+                    if b.version >= ch.version || b.hash == ch.content_hash {
+                        return Ok(()); // already have it (often our own write)
+                    }
+                }
+                match (&base, local) {
+                    (_, None) => self.pull_file(&rel).await,
+                    (Some(b), Some(l)) if unchanged(&l, b) => self.pull_file(&rel).await,
+                    (_, Some(l)) if l.kind == Kind::Folder => Ok(()),
+                    (_, Some(_)) => {
+                        // Changed on both sides.
+                        let hash = crate::chunks::hash_file(&abs)?;
+                        if hash == ch.content_hash {
+                            let blocks = self
+                                .call(|c| {
+                                    let p = ch.path.clone();
+                                    async move { c.file_blocks(&p).await }
+                                })
+                                .await
+                                .unwrap_or_default();
+                            return self.record_file(&rel, ch.version, &hash, blocks);
+                        }
+                        let stale = base.clone().unwrap_or(Synced {
+                            kind: Kind::File,
+                            size: 0,
+                            mtime_ns: 0,
+                            ino: 0,
+                            hash: String::new(),
+                            version: 0,
+                            blocks: Vec::new(),
+                        });
+                        self.push_file(&rel, Some(&stale)).await
+                    }
+                }
+            }
+        }
+    }
+
+    /// A folder that appeared by a move we could not replay: fetch it.
+    async fn pull_tree(&mut self, rel: &str) -> Result<()> {
+        let rp = remote_path(rel);
+        let listing = self
+            .call(|c| {
+                let rp = rp.clone();
+                async move { c.list(&rp, true).await }
+            })
+            .await?;
+        let abs = absolute(self.root(), rel);
+        std::fs::create_dir_all(&abs).map_err(io(&abs))?;
+        self.record_folder(rel)?;
+        for e in listing.entries {
+            let Some(r) = rel_of_remote(&e.path) else {
+                continue;
+            };
+            if e.kind == EntryKind::Folder {
+                let a = absolute(self.root(), &r);
+                std::fs::create_dir_all(&a).map_err(io(&a))?;
+                self.record_folder(&r)?;
+            } else {
+                self.pull_file(&r).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs until stopped (or once, with `Options::once`).
+    pub async fn run(mut self, stop: tokio_util_stop::Stop) -> Result<()> {
+        if self.state.cursor()?.is_none() {
+            self.initial().await?;
+        } else {
+            self.pull_changes().await?;
+        }
+        self.scan_local().await?;
+        self.pull_changes().await?;
+        if self.opts.once {
+            return self.state.flush();
+        }
+        let (tx, mut rx) = mpsc::channel::<Wake>(64);
+        // File-system events.
+        let watch_tx = tx.clone();
+        let root = self.opts.root.clone();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev {
+                let relevant = ev.paths.iter().any(|p| {
+                    p.strip_prefix(&root)
+                        .map(|r| {
+                            !r.components()
+                                .any(|c| c.as_os_str().to_str().is_none_or(scan::ignored))
+                        })
+                        .unwrap_or(false)
+                });
+                if relevant {
+                    let _ = watch_tx.try_send(Wake::Local);
+                }
+            }
+        })
+        .map_err(|e| ClientError::Protocol(format!("watching the folder: {e}")))?;
+        notify::Watcher::watch(
+            &mut watcher,
+            &self.opts.root,
+            notify::RecursiveMode::Recursive,
+        )
+        .map_err(|e| ClientError::Protocol(format!("watching the folder: {e}")))?;
+        // Long polls for remote changes.
+        let (cursor_tx, cursor_rx) =
+            tokio::sync::watch::channel(self.state.cursor()?.unwrap_or_default());
+        let poll_tx = tx.clone();
+        let profile = self.profile.clone();
+        let poller = tokio::spawn(async move {
+            let mut server = 0usize;
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let Ok(c) = profile.client(server) else {
+                    return;
+                };
+                let cursor = cursor_rx.borrow().clone();
+                match c.poll(&cursor, 30).await {
+                    Ok(r) => {
+                        backoff = Duration::from_millis(200);
+                        if r.changes && poll_tx.send(Wake::Remote).await.is_err() {
+                            return;
+                        }
+                        if let Some(b) = r.backoff {
+                            tokio::time::sleep(Duration::from_secs(b)).await;
+                        }
+                        if !r.changes {
+                            continue;
+                        }
+                        // Let the main loop move the cursor first.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(_) => {
+                        server += 1;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+        let mut rescan = tokio::time::interval(self.opts.rescan);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        rescan.tick().await;
+        let result = loop {
+            let wake = tokio::select! {
+                _ = stop.wait() => break Ok(()),
+                _ = rescan.tick() => Wake::Local,
+                w = rx.recv() => match w { Some(w) => w, None => break Ok(()) },
+            };
+            // Let a burst of events settle, then take everything queued.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let mut local = matches!(wake, Wake::Local);
+            let mut remote = matches!(wake, Wake::Remote);
+            while let Ok(w) = rx.try_recv() {
+                match w {
+                    Wake::Local => local = true,
+                    Wake::Remote => remote = true,
+                }
+            }
+            if remote {
+                if let Err(e) = self.pull_changes().await {
+                    tracing::warn!(error = %e, "remote changes: retrying later");
+                }
+            }
+            if local {
+                if let Err(e) = self.scan_local().await {
+                    tracing::warn!(error = %e, "local changes: retrying later");
+                }
+                // Our own uploads come back through the journal; catch up.
+                let _ = self.pull_changes().await;
+            }
+            if let Ok(Some(c)) = self.state.cursor() {
+                let _ = cursor_tx.send(c);
+            }
+        };
+        poller.abort();
+        drop(watcher);
+        self.state.flush()?;
+        result
+    }
+}
+
+/// A stop signal the caller triggers (Ctrl-C, a test).
+pub mod tokio_util_stop {
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    pub struct Stop(Arc<tokio::sync::Notify>, Arc<std::sync::atomic::AtomicBool>);
+
+    impl Stop {
+        pub fn trigger(&self) {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.0.notify_waiters();
+        }
+
+        pub async fn wait(&self) {
+            loop {
+                let notified = self.0.notified();
+                if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+}
