@@ -276,7 +276,7 @@ pub mod delta {
     /// A delta: `0, index u32, count u32` copies `count` base blocks from
     /// `index`; `1, len u32, bytes` is literal data.
     pub fn delta(new: &[u8], signature: &[u8]) -> Option<Vec<u8>> {
-        if signature.len() < 4 || (signature.len() - 4) % 12 != 0 {
+        if signature.len() < 4 || !(signature.len() - 4).is_multiple_of(12) {
             return None;
         }
         let base_len = u32::from_le_bytes(signature[..4].try_into().ok()?) as usize;

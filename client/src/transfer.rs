@@ -41,18 +41,31 @@ fn base_at(base: &[BlockEntry], offset: u64) -> Option<&BlockEntry> {
     base.last()
 }
 
-/// Uploads `local` to `remote` by blocks. `base` is the block list of the
-/// version the file was edited from (deltas are taken against it).
+/// What `upload` sends where.
+pub struct UploadSpec<'a> {
+    pub local: &'a Path,
+    pub remote: &'a str,
+    /// The version the local file was edited from.
+    pub base_version: Option<u64>,
+    /// That version's block list (deltas are taken against it).
+    pub base: &'a [BlockEntry],
+    pub on_conflict: &'a str,
+}
+
+/// Uploads a local file by blocks.
 pub async fn upload(
     c: &Client,
     key: &[u8; 32],
-    local: &Path,
-    remote: &str,
-    base_version: Option<u64>,
-    base: &[BlockEntry],
-    on_conflict: &str,
+    spec: &UploadSpec<'_>,
     traffic: &mut Traffic,
 ) -> Result<(FileMetadata, Vec<Chunk>)> {
+    let UploadSpec {
+        local,
+        remote,
+        base_version,
+        base,
+        on_conflict,
+    } = *spec;
     let path = local.to_path_buf();
     let key2 = *key;
     let (chunks, _) = tokio::task::spawn_blocking(move || chunk_file(&path, &key2))

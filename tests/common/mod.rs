@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use strata_client::Client;
 
+pub mod agent;
 pub mod cluster;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_strata");

@@ -194,41 +194,23 @@ impl Agent {
         let key = self.key;
         let remote = remote_path(rel);
         let mut traffic = Traffic::default();
-        let (meta, chunks) = {
-            let local = local.clone();
-            let remote = remote.clone();
-            let blocks = blocks.clone();
-            let c = self.client.clone();
-            match transfer::upload(
-                &c,
-                &key,
-                &local,
-                &remote,
-                base_version,
-                &blocks,
-                "rename",
-                &mut traffic,
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) if transient(&e) => {
-                    self.server += 1;
-                    self.client = self.profile.client(self.server)?;
-                    transfer::upload(
-                        &self.client,
-                        &key,
-                        &local,
-                        &remote,
-                        base_version,
-                        &blocks,
-                        "rename",
-                        &mut traffic,
-                    )
-                    .await?
-                }
-                Err(e) => return Err(e),
+        let spec = transfer::UploadSpec {
+            local: &local,
+            remote: &remote,
+            base_version,
+            base: &blocks,
+            on_conflict: "rename",
+        };
+        let first = self.client.clone();
+        let (meta, chunks) = match transfer::upload(&first, &key, &spec, &mut traffic).await {
+            Ok(r) => r,
+            Err(e) if transient(&e) => {
+                self.server += 1;
+                self.client = self.profile.client(self.server)?;
+                let next = self.client.clone();
+                transfer::upload(&next, &key, &spec, &mut traffic).await?
             }
+            Err(e) => return Err(e),
         };
         self.traffic.sent += traffic.sent;
         self.traffic.received += traffic.received;

@@ -143,6 +143,9 @@ pub async fn poll(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> 
     if cursor + 1 < u.journal_floor {
         return Err(gone());
     }
+    if cursor > latest(&u) {
+        return Err(ApiError::bad_request("the cursor is ahead of the journal"));
+    }
     let answer = |changes: bool, presence: bool| {
         json(
             StatusCode::OK,

@@ -19,7 +19,11 @@ use crate::types::{
 
 /// Journal lines kept per user; a device offline for longer than this many
 /// changes lists afresh (`410 gone`).
+#[cfg(not(test))]
 pub const JOURNAL_KEEP: u64 = 100_000;
+/// Small in unit tests, so trimming is exercised.
+#[cfg(test)]
+pub const JOURNAL_KEEP: u64 = 20;
 
 /// Per-command context: the user record is loaded once and saved at the end.
 pub(super) struct Ctx {

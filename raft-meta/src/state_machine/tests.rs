@@ -787,3 +787,23 @@ fn a_batch_applies_each_command_with_its_own_result() {
         matches!(nested, Output::Batch(ref r) if matches!(r[0], Err(CommandError::BadRequest(_))))
     );
 }
+
+#[test]
+fn the_journal_keeps_its_newest_lines() {
+    let mut f = Fixture::new();
+    for i in 0..30 {
+        f.ok(Command::CreateFolder {
+            user: f.user,
+            path: segs(&format!("/f{i}")),
+            device: f.device,
+            id_seed: [i as u8; 16],
+        });
+    }
+    let u = f.reader().user(&f.user).unwrap().unwrap();
+    assert_eq!(u.next_seq, 31);
+    assert_eq!(u.journal_floor, 31 - super::JOURNAL_KEEP);
+    let lines = f.reader().journal(&f.user, 0, 100).unwrap();
+    assert_eq!(lines.len() as u64, super::JOURNAL_KEEP);
+    assert_eq!(lines[0].0, u.journal_floor);
+    assert_eq!(lines.last().unwrap().1.path, "/f29");
+}
