@@ -60,6 +60,60 @@ fn rel_of_remote(path: &str) -> Option<String> {
     (!r.is_empty()).then(|| r.to_string())
 }
 
+/// What one upload left on the server, and what it cost.
+type Uploaded = (FileMetadata, Vec<strata_api::BlockEntry>, Traffic);
+
+/// Uploads of new files in flight at once.
+const PARALLEL_UPLOADS: usize = 16;
+
+/// One upload: a small file in one request (it is a single chunk anyway),
+/// a larger one by blocks with deltas against `base`.
+async fn upload_one(
+    client: &Client,
+    key: &[u8; 32],
+    root: &Path,
+    rel: &str,
+    base_version: Option<u64>,
+    base: &[strata_api::BlockEntry],
+) -> Result<Uploaded> {
+    let local = absolute(root, rel);
+    let remote = remote_path(rel);
+    let mut traffic = Traffic::default();
+    let size = std::fs::metadata(&local).map_err(io(&local))?.len();
+    if size < strata_api::chunking::MIN_CHUNK as u64 {
+        let bytes = std::fs::read(&local).map_err(io(&local))?;
+        let blocks = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            vec![strata_api::BlockEntry {
+                hash: crate::chunks::block_id(key, &bytes),
+                size: bytes.len() as u64,
+            }]
+        };
+        traffic.sent += bytes.len() as u64;
+        let meta = client
+            .upload_with(&remote, bytes, base_version, Some("rename"))
+            .await?;
+        return Ok((meta, blocks, traffic));
+    }
+    let spec = transfer::UploadSpec {
+        local: &local,
+        remote: &remote,
+        base_version,
+        base,
+        on_conflict: "rename",
+    };
+    let (meta, chunks) = transfer::upload(client, key, &spec, &mut traffic).await?;
+    let blocks = chunks
+        .iter()
+        .map(|c| strata_api::BlockEntry {
+            hash: c.hash.clone(),
+            size: c.size,
+        })
+        .collect();
+    Ok((meta, blocks, traffic))
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
     move |source| ClientError::Io {
         path: path.display().to_string(),
@@ -185,51 +239,91 @@ impl Agent {
         )
     }
 
-    /// Uploads a local file. With `conflict`, our content may land as a
-    /// conflicted copy: the local file is then renamed to match.
+    /// Uploads a local file (from `base`, the version it was edited from).
+    /// Our content may land as a conflicted copy: the local file is then
+    /// renamed to match.
     async fn push_file(&mut self, rel: &str, base: Option<&Synced>) -> Result<()> {
-        let local = absolute(self.root(), rel);
         let base_version = base.map(|b| b.version).or(Some(0));
         let blocks = base.map(|b| b.blocks.clone()).unwrap_or_default();
-        let key = self.key;
-        let remote = remote_path(rel);
-        let mut traffic = Traffic::default();
-        let spec = transfer::UploadSpec {
-            local: &local,
-            remote: &remote,
+        let result = match upload_one(
+            &self.client,
+            &self.key,
+            self.root(),
+            rel,
             base_version,
-            base: &blocks,
-            on_conflict: "rename",
-        };
-        let first = self.client.clone();
-        let (meta, chunks) = match transfer::upload(&first, &key, &spec, &mut traffic).await {
-            Ok(r) => r,
+            &blocks,
+        )
+        .await
+        {
             Err(e) if transient(&e) => {
                 self.server += 1;
                 self.client = self.profile.client(self.server)?;
-                let next = self.client.clone();
-                transfer::upload(&next, &key, &spec, &mut traffic).await?
+                upload_one(
+                    &self.client,
+                    &self.key,
+                    self.root(),
+                    rel,
+                    base_version,
+                    &blocks,
+                )
+                .await
             }
-            Err(e) => return Err(e),
+            other => other,
         };
+        let (meta, blocks, traffic) = result?;
         self.traffic.sent += traffic.sent;
         self.traffic.received += traffic.received;
-        let blocks: Vec<strata_api::BlockEntry> = chunks
-            .iter()
-            .map(|c| strata_api::BlockEntry {
-                hash: c.hash.clone(),
-                size: c.size,
-            })
-            .collect();
+        self.finish_push(rel, meta, blocks).await
+    }
+
+    /// Uploads many new files, several at a time.
+    async fn push_many(&mut self, rels: Vec<String>) {
+        use futures::StreamExt;
+        let client = self.client.clone();
+        let key = self.key;
+        let root = self.root().to_path_buf();
+        let results: Vec<(String, Result<Uploaded>)> =
+            futures::stream::iter(rels.into_iter().map(|rel| {
+                let (client, root) = (client.clone(), root.clone());
+                async move {
+                    let r = upload_one(&client, &key, &root, &rel, Some(0), &[]).await;
+                    (rel, r)
+                }
+            }))
+            .buffer_unordered(PARALLEL_UPLOADS)
+            .collect()
+            .await;
+        for (rel, r) in results {
+            let outcome = match r {
+                Ok((meta, blocks, traffic)) => {
+                    self.traffic.sent += traffic.sent;
+                    self.finish_push(&rel, meta, blocks).await
+                }
+                Err(e) if transient(&e) => self.push_file(&rel, None).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(path = rel, error = %e, "upload failed; retried on the next pass");
+            }
+        }
+    }
+
+    async fn finish_push(
+        &mut self,
+        rel: &str,
+        meta: FileMetadata,
+        blocks: Vec<strata_api::BlockEntry>,
+    ) -> Result<()> {
+        let remote = remote_path(rel);
         if meta.path == remote {
-            self.record_file(rel, meta.version, &meta.content_hash, blocks)?;
-            return Ok(());
+            return self.record_file(rel, meta.version, &meta.content_hash, blocks);
         }
         // The server kept our bytes as a conflicted copy: name the local file
         // the same, and fetch the version that won the original path.
         let Some(copy_rel) = rel_of_remote(&meta.path) else {
             return Ok(());
         };
+        let local = absolute(self.root(), rel);
         let copy_abs = absolute(self.root(), &copy_rel);
         std::fs::rename(&local, &copy_abs).map_err(io(&copy_abs))?;
         self.record_file(&copy_rel, meta.version, &meta.content_hash, blocks)?;
@@ -284,12 +378,21 @@ impl Agent {
             .collect();
         all.sort();
         let all: Vec<String> = all.into_iter().cloned().collect();
+        let mut uploads = Vec::new();
         for rel in all {
             let (l, r) = (local.get(&rel).copied(), remote.get(&rel).cloned());
+            if r.is_none()
+                && l.is_some_and(|l| l.kind == Kind::File)
+                && self.state.get(&rel)?.is_none()
+            {
+                uploads.push(rel);
+                continue;
+            }
             if let Err(e) = self.merge_initial(&rel, l, r).await {
                 tracing::warn!(path = rel, error = %e, "initial sync of a path failed; retried later");
             }
         }
+        self.push_many(uploads).await;
         self.state.set_cursor(&cursor)?;
         self.state.flush()
     }
@@ -413,8 +516,13 @@ impl Agent {
                 .any(|m| p == m || p.starts_with(&format!("{m}/")))
         };
         // New folders, then new and changed files.
+        let mut new_files = Vec::new();
         for (rel, info) in &created {
             if under(&moved_to, rel) {
+                continue;
+            }
+            if info.kind == Kind::File {
+                new_files.push(rel.clone());
                 continue;
             }
             let r = if info.kind == Kind::Folder {
@@ -437,6 +545,7 @@ impl Agent {
                 tracing::warn!(path = rel, error = %e, "upload failed; retried on the next pass");
             }
         }
+        self.push_many(new_files).await;
         for (rel, base) in &changed {
             if base.kind == Kind::Folder {
                 continue;
