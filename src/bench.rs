@@ -25,6 +25,9 @@ pub enum BenchCmd {
     /// A 3-node cluster: large files healthy and degraded, repair, small
     /// files against the disk, metadata commits (optionally next to etcd).
     Cluster(crate::bench_cluster::ClusterOpts),
+    /// Sync: notification latency, a second device seeing a file, delta
+    /// bytes next to rsync, initial sync of many small files.
+    Sync(crate::bench_sync::SyncOpts),
 }
 
 #[derive(Args, Clone)]
@@ -65,6 +68,7 @@ fn machine() -> String {
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let (opts, stages, e2e) = match cmd {
         BenchCmd::Cluster(o) => return crate::bench_cluster::run(o).await,
+        BenchCmd::Sync(o) => return crate::bench_sync::run(o).await,
         BenchCmd::Pipeline(o) => (o, true, false),
         BenchCmd::E2e(o) => (o, false, true),
         BenchCmd::All(o) => (o, true, true),

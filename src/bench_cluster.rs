@@ -39,7 +39,7 @@ pub struct ClusterOpts {
     only_small: bool,
 }
 
-struct Node(Child);
+pub(crate) struct Node(Child);
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -48,7 +48,7 @@ impl Drop for Node {
     }
 }
 
-fn start_node(config: &str) -> anyhow::Result<Node> {
+pub(crate) fn start_node(config: &str) -> anyhow::Result<Node> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["serve", "--config", config])
         .env("RUST_LOG", "error,openraft=off")
@@ -66,7 +66,7 @@ fn start_node(config: &str) -> anyhow::Result<Node> {
     bail!("node exited before serving")
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

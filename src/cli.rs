@@ -1,5 +1,5 @@
 //! The drive verbs: `strata login`, `ls`, `put`, `get`, `rm`, `mv`,
-//! `history`, `restore`, `sync`.
+//! `history`, `restore`, `share`, `sync`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -342,5 +342,73 @@ pub async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     });
     crate::say(&format!("syncing {}\n", root.display()));
     agent.run(stop).await?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ShareArgs {
+    /// What to share (a file or folder of your drive).
+    path: Option<String>,
+    /// The username to share with.
+    #[arg(long = "with", requires = "path")]
+    with: Option<String>,
+    /// `viewer` (read only) or `editor` (may change it).
+    #[arg(long, default_value = "viewer")]
+    role: String,
+    /// List what you share and what is shared with you.
+    #[arg(long, conflicts_with_all = ["path", "remove"])]
+    list: bool,
+    /// End a share (by its id, as `--list` shows it).
+    #[arg(long, conflicts_with = "path")]
+    remove: Option<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub async fn share(a: ShareArgs) -> anyhow::Result<()> {
+    let (_, c) = a.common.load()?;
+    if let Some(id) = &a.remove {
+        c.unshare(id).await?;
+        if a.common.json {
+            return say_json(&serde_json::json!({ "removed": id }));
+        }
+        crate::say(&format!("share {id} removed\n"));
+        return Ok(());
+    }
+    if a.list || a.path.is_none() {
+        let l = c.shares().await?;
+        if a.common.json {
+            return say_json(&l);
+        }
+        let mut out = String::new();
+        for s in &l.shared_by_me {
+            out.push_str(&format!(
+                "{}  {:<7} {} → {}\n",
+                s.share_id, s.role, s.path, s.user
+            ));
+        }
+        for s in &l.shared_with_me {
+            out.push_str(&format!(
+                "{}  {:<7} {} (from {})\n",
+                s.share_id, s.role, s.path, s.owner
+            ));
+        }
+        if out.is_empty() {
+            out.push_str("nothing shared\n");
+        }
+        crate::say(&out);
+        return Ok(());
+    }
+    let (Some(path), Some(user)) = (&a.path, &a.with) else {
+        bail!("say who to share with: strata share PATH --with USER");
+    };
+    let id = c.share(path, user, &a.role).await?;
+    if a.common.json {
+        return say_json(&serde_json::json!({ "share_id": id }));
+    }
+    crate::say(&format!(
+        "{path} shared with {user} as {} (share {id})\n",
+        a.role
+    ));
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_sync;
 mod cli;
 mod cluster;
 mod dev;
@@ -54,6 +55,8 @@ enum Cmd {
     History(cli::PathArgs),
     /// Restore an old version as the newest.
     Restore(cli::RestoreArgs),
+    /// Share a file or folder with another user; list or end shares.
+    Share(cli::ShareArgs),
     /// Keep a local folder and the drive identical.
     Sync(cli::SyncArgs),
     /// Measure the block pipeline and the whole drive.
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
             Cmd::Mv(a) => cli::mv(a).await,
             Cmd::History(a) => cli::history(a).await,
             Cmd::Restore(a) => cli::restore(a).await,
+            Cmd::Share(a) => cli::share(a).await,
             Cmd::Sync(a) => cli::sync(a).await,
             Cmd::Admin(args) => cluster::admin(args).await,
         }

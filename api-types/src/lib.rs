@@ -456,3 +456,40 @@ pub mod delta {
         }
     }
 }
+
+/// `POST /api/v1/shares`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    pub path: String,
+    /// The username to share with.
+    pub user: String,
+    /// `viewer` or `editor`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareCreated {
+    pub share_id: String,
+}
+
+/// One share, as `GET /api/v1/shares` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareInfo {
+    pub share_id: String,
+    /// In the owner's tree for shares I made; under `/Shared` for shares
+    /// given to me.
+    pub path: String,
+    pub owner: String,
+    pub user: String,
+    pub role: String,
+    /// `file` or `folder`.
+    pub kind: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareList {
+    pub shared_by_me: Vec<ShareInfo>,
+    pub shared_with_me: Vec<ShareInfo>,
+}

@@ -344,6 +344,78 @@ impl Client {
             .await
     }
 
+    /// Shares `path` with another user (`viewer` or `editor`); returns the
+    /// share id.
+    pub async fn share(&self, path: &str, user: &str, role: &str) -> Result<String> {
+        let r: strata_api::ShareCreated = self
+            .post_json(
+                "/api/v1/shares",
+                &strata_api::ShareRequest {
+                    path: path.into(),
+                    user: user.into(),
+                    role: role.into(),
+                },
+            )
+            .await?;
+        Ok(r.share_id)
+    }
+
+    /// What I share, and what is shared with me.
+    pub async fn shares(&self) -> Result<strata_api::ShareList> {
+        Self::json(self.request(Method::GET, "/api/v1/shares")).await
+    }
+
+    /// Ends a share (as its owner) or leaves it (as the one it was given to).
+    pub async fn unshare(&self, share_id: &str) -> Result<()> {
+        Self::check(
+            self.request(Method::DELETE, &format!("/api/v1/shares/{share_id}"))
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Simple upload of a local file, streamed, with conflict control.
+    pub async fn upload_file_with(
+        &self,
+        path: &str,
+        local: &std::path::Path,
+        base_version: Option<u64>,
+        on_conflict: Option<&str>,
+    ) -> Result<FileMetadata> {
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(|source| ClientError::Io {
+                path: local.display().to_string(),
+                source,
+            })?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|source| ClientError::Io {
+                path: local.display().to_string(),
+                source,
+            })?
+            .len();
+        let mut q: Vec<(&str, String)> =
+            vec![("uploadType", "simple".into()), ("path", path.into())];
+        if let Some(b) = base_version {
+            q.push(("baseVersion", b.to_string()));
+        }
+        if let Some(c) = on_conflict {
+            q.push(("onConflict", c.into()));
+        }
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        Self::json(
+            self.request(Method::POST, "/api/v1/files")
+                .query(&q)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(body),
+        )
+        .await
+    }
+
     /// Starts a resumable upload; returns the upload URL path.
     pub async fn start_resumable(&self, path: &str, length: u64) -> Result<String> {
         let resp = Self::check(

@@ -122,6 +122,11 @@ pub async fn upload(
     Ok((meta, chunks))
 }
 
+/// A path under `/Shared`: someone else's file, reached through a share.
+pub fn is_shared(remote: &str) -> bool {
+    remote.starts_with("/Shared/")
+}
+
 /// A temporary name beside `target` that the sync agent ignores.
 pub fn temp_beside(target: &Path) -> PathBuf {
     let dir = target.parent().unwrap_or(Path::new("."));
@@ -137,9 +142,16 @@ pub async fn download(
     target: &Path,
     traffic: &mut Traffic,
 ) -> Result<Vec<BlockEntry>> {
-    let blocks = c.file_blocks(remote).await?;
+    // Shared files (owned by someone else) come whole: their block ids are
+    // keyed by the owner's key, which this client does not hold.
+    let shared = is_shared(remote);
+    let blocks = if shared {
+        Vec::new()
+    } else {
+        c.file_blocks(remote).await?
+    };
     let mut have: HashMap<String, Chunk> = HashMap::new();
-    if target.is_file() {
+    if target.is_file() && !shared {
         let t = target.to_path_buf();
         let k = *key;
         if let Ok(Ok((local, _))) = tokio::task::spawn_blocking(move || chunk_file(&t, &k)).await {
@@ -154,7 +166,7 @@ pub async fn download(
     let tmp = temp_beside(target);
     let result = async {
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        if have.is_empty() && !blocks.is_empty() {
+        if shared || (have.is_empty() && !blocks.is_empty()) {
             // Nothing to reuse: one streaming download.
             let mut s = c.download_stream(remote).await?;
             while let Some(piece) = futures::StreamExt::next(&mut s).await {

@@ -105,6 +105,10 @@ id128!(
     /// A resumable upload session.
     UploadId
 );
+id128!(
+    /// A share: one entry of one user's tree given to another user.
+    ShareId
+);
 
 impl EntryId {
     /// Every user's root folder has this id; it needs no record.

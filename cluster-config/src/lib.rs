@@ -16,6 +16,6 @@ pub mod validated;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::ConfigError;
-pub use ids::{BlockId, DeviceId, EntryId, NodeId, UploadId, UserId};
+pub use ids::{BlockId, DeviceId, EntryId, NodeId, ShareId, UploadId, UserId};
 pub use secrets::ClusterSecret;
 pub use validated::{ClusterConfig, Config, ErasureProfile, Limits, Peer, RepairConfig};

@@ -15,7 +15,7 @@ use warp::Filter;
 use crate::app::App;
 use crate::auth::{authenticate, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::handlers::{accounts, admin, download, files, ops, sync, Response};
+use crate::handlers::{accounts, admin, download, files, ops, shares, sync, Response};
 use crate::request::{parse_query, BodyStream, Req};
 use crate::upload::{resumable, simple};
 
@@ -201,6 +201,9 @@ async fn authed(app: &Arc<App>, caller: &Caller, req: Req, segs: &[&str]) -> Api
         ["files", "commit"] if m == Method::POST => sync::commit(app, caller, req).await,
         ["files", "blocks"] if m == Method::GET => sync::file_blocks(app, caller, &req).await,
         ["cluster", "nodes"] if m == Method::GET => sync::nodes(app).await,
+        ["shares"] if m == Method::POST => shares::create(app, caller, req).await,
+        ["shares"] if m == Method::GET => shares::list(app, caller).await,
+        ["shares", id] if m == Method::DELETE => shares::delete(app, caller, id).await,
         ["admin", "cluster"] if m == Method::GET => admin::cluster(app, caller).await,
         ["admin", "verify"] if m == Method::GET => admin::verify(app, caller).await,
         ["admin", "nodes"] if m == Method::POST => admin::add_node(app, caller, req).await,
@@ -220,6 +223,8 @@ async fn authed(app: &Arc<App>, caller: &Caller, req: Req, segs: &[&str]) -> Api
         | ["files"]
         | ["files", "content" | "metadata" | "list" | "history" | "restore" | "move"]
         | ["folders"]
+        | ["shares"]
+        | ["shares", _]
         | ["uploads"] => Err(method_not_allowed()),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

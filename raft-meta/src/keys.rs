@@ -5,7 +5,7 @@
 //! the user id: splitting the metadata by user (multi-Raft) later is a range
 //! split, not a migration.
 
-use cluster_config::{BlockId, DeviceId, EntryId, UploadId, UserId};
+use cluster_config::{BlockId, DeviceId, EntryId, ShareId, UploadId, UserId};
 
 pub const USER: u8 = 0x01;
 pub const USERNAME: u8 = 0x02;
@@ -20,6 +20,11 @@ pub const UPLOAD: u8 = 0x0a;
 pub const UPLOAD_EXPIRY: u8 = 0x0b;
 pub const UPLOAD_CHUNK: u8 = 0x0c;
 pub const LAYOUT: u8 = 0x0d;
+pub const SHARE: u8 = 0x0e;
+/// Index of shares by owner: `owner ++ share id`.
+pub const SHARE_OUT: u8 = 0x0f;
+/// Index of shares by the user they are given to: `sharee ++ share id`.
+pub const SHARE_IN: u8 = 0x10;
 /// Raft bookkeeping kept in the same tree so it commits with the data.
 pub const SM_META: u8 = 0xf0;
 
@@ -105,6 +110,26 @@ pub fn upload_chunk(u: &UserId, id: &UploadId, index: u64) -> Vec<u8> {
 
 pub fn upload_chunks_of(u: &UserId, id: &UploadId) -> Vec<u8> {
     key(UPLOAD_CHUNK, &[u.as_bytes(), id.as_bytes()])
+}
+
+pub fn share(id: &ShareId) -> Vec<u8> {
+    key(SHARE, &[id.as_bytes()])
+}
+
+pub fn share_out(owner: &UserId, id: &ShareId) -> Vec<u8> {
+    key(SHARE_OUT, &[owner.as_bytes(), id.as_bytes()])
+}
+
+pub fn shares_out_of(owner: &UserId) -> Vec<u8> {
+    key(SHARE_OUT, &[owner.as_bytes()])
+}
+
+pub fn share_in(sharee: &UserId, id: &ShareId) -> Vec<u8> {
+    key(SHARE_IN, &[sharee.as_bytes(), id.as_bytes()])
+}
+
+pub fn shares_in_of(sharee: &UserId) -> Vec<u8> {
+    key(SHARE_IN, &[sharee.as_bytes()])
 }
 
 pub fn layout() -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! of this node's last apply; `MetaClient` decides when that is current
 //! enough.
 
-use cluster_config::{BlockId, DeviceId, EntryId, UploadId, UserId};
+use cluster_config::{BlockId, DeviceId, EntryId, ShareId, UploadId, UserId};
 
 use crate::error::MetaError;
 use crate::keys;
@@ -10,7 +10,7 @@ use crate::kv::{self, KvRead, Resolved};
 use crate::path::DrivePath;
 use crate::records::{
     decode, BlockRecord, ChangeRecord, DeviceRecord, EntryKind, EntryRecord, SessionRecord,
-    UploadRecord, UserRecord, VersionRecord,
+    ShareRecord, UploadRecord, UserRecord, VersionRecord,
 };
 
 #[derive(Clone)]
@@ -89,6 +89,34 @@ impl MetaReader {
 
     pub fn entry_path(&self, user: &UserId, id: &EntryId) -> R<String> {
         Ok(kv::entry_path(&self.tree, user, id)?)
+    }
+
+    pub fn share(&self, id: &ShareId) -> R<Option<ShareRecord>> {
+        self.get("share", &keys::share(id))
+    }
+
+    fn shares_under(&self, prefix: Vec<u8>) -> R<Vec<(ShareId, ShareRecord)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(MetaError::from_sled)?;
+            let Some(id) = ShareId::from_slice(&k[prefix.len()..]) else {
+                continue;
+            };
+            if let Some(rec) = self.share(&id)? {
+                out.push((id, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What `owner` shares with others.
+    pub fn shares_out(&self, owner: &UserId) -> R<Vec<(ShareId, ShareRecord)>> {
+        self.shares_under(keys::shares_out_of(owner))
+    }
+
+    /// What others share with `sharee`.
+    pub fn shares_in(&self, sharee: &UserId) -> R<Vec<(ShareId, ShareRecord)>> {
+        self.shares_under(keys::shares_in_of(sharee))
     }
 
     /// Live children of a folder (all descendants with `recursive`), in name

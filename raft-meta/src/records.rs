@@ -4,7 +4,7 @@
 //! meets a version it does not know fails loudly (`Corrupt`) instead of
 //! misreading; a new version adds a migration arm in `decode`.
 
-use cluster_config::{BlockId, DeviceId, EntryId, UploadId};
+use cluster_config::{BlockId, DeviceId, EntryId, UploadId, UserId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -207,6 +207,26 @@ pub struct ChangeRecord {
     pub from: Option<String>,
     pub device: DeviceId,
     pub at_ms: u64,
+}
+
+/// What a share lets its user do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShareRole {
+    Viewer,
+    Editor,
+}
+
+/// One entry of `owner`'s tree (a file or a folder, followed across moves
+/// by its id) given to `sharee`, who sees it at `/Shared/<owner>/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRecord {
+    pub owner: UserId,
+    pub entry: EntryId,
+    pub sharee: UserId,
+    pub role: ShareRole,
+    /// The name it is mounted under for the sharee (unique per owner).
+    pub name: String,
+    pub created_ms: u64,
 }
 
 /// A resumable upload in progress. Its finished chunks are stored under

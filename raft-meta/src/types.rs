@@ -7,7 +7,7 @@
 
 use std::io::Cursor;
 
-use cluster_config::{BlockId, DeviceId, EntryId, UploadId, UserId};
+use cluster_config::{BlockId, DeviceId, EntryId, ShareId, UploadId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::hashing::TreeHashState;
@@ -195,6 +195,21 @@ pub enum Command {
         user: UserId,
         blocks: Vec<NewBlock>,
     },
+    /// Gives `path` of `owner`'s tree to `sharee` (again: changes the role).
+    CreateShare {
+        owner: UserId,
+        path: Vec<String>,
+        sharee: UserId,
+        role: crate::records::ShareRole,
+        share: ShareId,
+        device: DeviceId,
+    },
+    /// Ends a share; its owner or its sharee may.
+    DeleteShare {
+        by: UserId,
+        share: ShareId,
+        device: DeviceId,
+    },
     /// Several writers' commands in one log entry (group commit), applied
     /// in order, each with its own time and its own result. Never nested.
     Batch(Vec<Request>),
@@ -229,6 +244,8 @@ impl Command {
             Command::UpdatePlacement { .. } => "update_placement",
             Command::Batch(_) => "batch",
             Command::RegisterBlocks { .. } => "register_blocks",
+            Command::CreateShare { .. } => "create_share",
+            Command::DeleteShare { .. } => "delete_share",
         }
     }
 }
@@ -258,6 +275,8 @@ pub enum Output {
     Expired(u32),
     /// How many placement changes applied.
     Placed(u32),
+    /// A share was created (or its role changed).
+    Share(ShareId),
     /// The result of each command of a batch, in order.
     Batch(Vec<Response>),
 }

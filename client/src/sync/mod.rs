@@ -80,6 +80,14 @@ async fn upload_one(
     let remote = remote_path(rel);
     let mut traffic = Traffic::default();
     let size = std::fs::metadata(&local).map_err(io(&local))?.len();
+    if transfer::is_shared(&remote) {
+        // Someone else's file: whole, streamed (no block-level delta).
+        traffic.sent += size;
+        let meta = client
+            .upload_file_with(&remote, &local, base_version, Some("rename"))
+            .await?;
+        return Ok((meta, Vec::new(), traffic));
+    }
     if size < strata_api::chunking::MIN_CHUNK as u64 {
         let bytes = std::fs::read(&local).map_err(io(&local))?;
         let blocks = if bytes.is_empty() {
@@ -536,6 +544,14 @@ impl Agent {
                 match res {
                     Ok(_) => self.record_folder(rel),
                     Err(ClientError::Api { status: 409, .. }) => self.record_folder(rel),
+                    // `Shared` and `Shared/<owner>` exist on the drive by
+                    // themselves (what others share with this user).
+                    Err(ClientError::Api { status: 403, .. })
+                        if rel == "Shared"
+                            || (rel.starts_with("Shared/") && rel.matches('/').count() == 1) =>
+                    {
+                        self.record_folder(rel)
+                    }
                     Err(e) => Err(e),
                 }
             } else {
@@ -724,7 +740,12 @@ impl Agent {
         let abs = absolute(self.root(), &rel);
         let base = self.state.get(&rel)?;
         let local = stat(&abs);
+        // A share's mount point (`Shared/<owner>/<name>`) appears whole when
+        // the share is made and goes whole when it ends.
+        let mount = rel.starts_with("Shared/") && rel.matches('/').count() == 2;
         match (ch.kind.as_str(), ch.entry_kind) {
+            ("deleted", _) if mount => self.drop_tree(&rel),
+            ("created", EntryKind::Folder) if mount && base.is_none() => self.pull_tree(&rel).await,
             ("deleted", _) => {
                 match (&base, local) {
                     (Some(b), Some(l)) if unchanged(&l, b) => {
@@ -830,6 +851,29 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Removes a local tree the drive no longer has (a share that ended),
+    /// keeping every file edited here since it was synced.
+    fn drop_tree(&mut self, rel: &str) -> Result<()> {
+        let mut known = self.state.subtree(rel)?;
+        // Deepest first, so folders are empty by the time they are reached.
+        known.sort_by_key(|k| std::cmp::Reverse(k.0.len()));
+        for (p, s) in known {
+            let abs = absolute(self.root(), &p);
+            match stat(&abs) {
+                Some(l) if l.kind == Kind::File && unchanged(&l, &s) => {
+                    std::fs::remove_file(&abs).map_err(io(&abs))?;
+                }
+                Some(l) if l.kind == Kind::Folder => {
+                    let _ = std::fs::remove_dir(&abs);
+                }
+                Some(_) => tracing::warn!(path = p, "no longer shared but edited here: kept"),
+                None => {}
+            }
+            self.state.remove(&p)?;
+        }
+        Ok(())
     }
 
     /// A folder that appeared by a move we could not replay: fetch it.

@@ -57,15 +57,17 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeSpec {
 pub async fn content(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
     let path = parse_path(req.required("path")?)?;
     let reader = app.read().await?;
+    let t = super::shares::target(reader, caller, &path)?;
+    let owner = t.user;
     let (id, rec) = reader
-        .live(&caller.user, &path)?
+        .live(&owner, &t.path)?
         .ok_or_else(ApiError::not_found)?;
     if rec.kind != EntryKind::File {
         return Err(ApiError::bad_request("the path is a folder"));
     }
     let version_no = req.param_u64("version")?.unwrap_or(rec.head);
     let version = reader
-        .version(&caller.user, &id, version_no)?
+        .version(&owner, &id, version_no)?
         .filter(|v| !v.deleted)
         .ok_or_else(ApiError::not_found)?;
     let size = version.size;
@@ -97,7 +99,7 @@ pub async fn content(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
         let stream = strata_node::read::stream_range(
             app.blocks.clone(),
             reader.clone(),
-            caller.user,
+            owner,
             version.blocks,
             start,
             end,

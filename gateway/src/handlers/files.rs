@@ -7,6 +7,7 @@ use strata_api::{
     FolderRequest, HistoryResponse, ListResponse, MoveRequest, RestoreRequest, VersionInfo,
 };
 
+use super::shares::{self, Target};
 use super::{empty, json, metadata, parse_path, rfc3339, DeviceNames, Response};
 use crate::app::App;
 use crate::auth::Caller;
@@ -22,9 +23,9 @@ fn seed() -> [u8; 16] {
 }
 
 /// The answer for a command that returns an entry.
-fn entry_response(
+pub(crate) fn entry_response(
     app: &App,
-    caller: &Caller,
+    target: &Target,
     status: StatusCode,
     out: Output,
 ) -> ApiResult<Response> {
@@ -32,24 +33,34 @@ fn entry_response(
         return Err(ApiError::internal("unexpected command result"));
     };
     let reader = app.meta.local();
-    let mut names = DeviceNames::new(reader, caller.user);
+    let mut names = DeviceNames::new(reader, target.user);
     Ok(json(
         status,
-        &metadata(&mut names, &view.path, &view.record),
+        &metadata(&mut names, &target.show(&view.path), &view.record),
     ))
 }
 
 pub async fn get_metadata(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
     let path = parse_path(req.required("path")?)?;
     let reader = app.read().await?;
-    let (_, rec) = reader
-        .live(&caller.user, &path)?
+    let t = match shares::resolve(reader, caller, &path)? {
+        shares::Place::Tree(t) => t,
+        _ => {
+            return Ok(json(
+                StatusCode::OK,
+                &shares::virtual_folder(&path.to_string()),
+            ))
+        }
+    };
+    let (id, rec) = reader
+        .live(&t.user, &t.path)?
         .ok_or_else(ApiError::not_found)?;
-    let mut names = DeviceNames::new(reader, caller.user);
-    Ok(json(
-        StatusCode::OK,
-        &metadata(&mut names, &path.to_string(), &rec),
-    ))
+    let mut names = DeviceNames::new(reader, t.user);
+    let mut meta = metadata(&mut names, &path.to_string(), &rec);
+    if !t.is_shared() {
+        meta.shared = shares::shared_ids(reader, &t.user)?.contains(&id);
+    }
+    Ok(json(StatusCode::OK, &meta))
 }
 
 pub async fn list(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
@@ -60,26 +71,95 @@ pub async fn list(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> 
         .unwrap_or(DEFAULT_LIST_LIMIT)
         .clamp(1, MAX_LIST_LIMIT);
     let reader = app.read().await?;
-    let (id, rec) = reader
-        .live(&caller.user, &path)?
-        .ok_or_else(ApiError::not_found)?;
-    if rec.kind != EntryKind::Folder {
-        return Err(ApiError::bad_request("not a folder"));
+    let limit = limit as usize;
+    let mut entries = Vec::new();
+    let mut has_more;
+    // Everything under `/Shared` (or one owner's part of it): the mount
+    // points, and below them with `recursive`.
+    let list_mounts = |entries: &mut Vec<strata_api::FileMetadata>,
+                       owner: Option<&cluster_config::UserId>,
+                       with_root: bool|
+     -> ApiResult<bool> {
+        let mounts = shares::mounts(reader, caller, owner)?;
+        let mut owners: Vec<String> = Vec::new();
+        for (shown, owner_id, root, rec) in mounts {
+            if with_root {
+                let owner_dir = shown
+                    .rsplit_once('/')
+                    .map(|x| x.0)
+                    .unwrap_or_default()
+                    .to_string();
+                if !owners.contains(&owner_dir) {
+                    owners.push(owner_dir.clone());
+                    entries.push(shares::virtual_folder(&owner_dir));
+                }
+            }
+            let mut names = DeviceNames::new(reader, owner_id);
+            entries.push(metadata(&mut names, &shown, &rec));
+            if recursive && rec.kind == EntryKind::Folder {
+                let root_path = parse_path(&root)?;
+                let Some((id, _)) = reader.live(&owner_id, &root_path)? else {
+                    continue;
+                };
+                let room = (limit + 1).saturating_sub(entries.len());
+                for l in reader.list(&owner_id, &id, &shown, true, room)? {
+                    entries.push(metadata(&mut names, &l.path, &l.record));
+                }
+            }
+            if entries.len() > limit {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    match shares::resolve(reader, caller, &path)? {
+        shares::Place::SharedRoot => {
+            has_more = list_mounts(&mut entries, None, true)?;
+            if !recursive {
+                entries.retain(|e| e.path.matches('/').count() == 2);
+            }
+        }
+        shares::Place::SharedOwner(owner, _) => {
+            has_more = list_mounts(&mut entries, Some(&owner), false)?;
+        }
+        shares::Place::Tree(t) => {
+            let (id, rec) = reader
+                .live(&t.user, &t.path)?
+                .ok_or_else(ApiError::not_found)?;
+            if rec.kind != EntryKind::Folder {
+                return Err(ApiError::bad_request("not a folder"));
+            }
+            let listed = reader.list(&t.user, &id, &path.to_string(), recursive, limit + 1)?;
+            has_more = listed.len() > limit;
+            let mine = if t.is_shared() {
+                Vec::new()
+            } else {
+                shares::shared_ids(reader, &t.user)?
+            };
+            let mut names = DeviceNames::new(reader, t.user);
+            for l in listed.iter().take(limit) {
+                let mut m = metadata(&mut names, &l.path, &l.record);
+                m.shared |= mine.contains(&l.id);
+                entries.push(m);
+            }
+            // The caller's root shows `/Shared` when something is shared
+            // with them (and, recursively, all of it).
+            if path.is_root() && !t.is_shared() && !has_more {
+                let before = entries.len();
+                has_more = list_mounts(&mut entries, None, true)?;
+                if before < entries.len() {
+                    entries.insert(before, shares::virtual_folder("/Shared"));
+                    if !recursive {
+                        entries.truncate(before + 1);
+                    }
+                }
+            }
+        }
     }
-    let listed = reader.list(
-        &caller.user,
-        &id,
-        &path.to_string(),
-        recursive,
-        limit as usize + 1,
-    )?;
-    let has_more = listed.len() > limit as usize;
-    let mut names = DeviceNames::new(reader, caller.user);
-    let entries = listed
-        .iter()
-        .take(limit as usize)
-        .map(|l| metadata(&mut names, &l.path, &l.record))
-        .collect();
+    if entries.len() > limit {
+        entries.truncate(limit);
+        has_more = true;
+    }
     Ok(json(StatusCode::OK, &ListResponse { entries, has_more }))
 }
 
@@ -90,14 +170,15 @@ pub async fn history(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
         .unwrap_or(100)
         .clamp(1, MAX_HISTORY_LIMIT);
     let reader = app.read().await?;
-    let id = match reader.resolve(&caller.user, &path)? {
+    let t = shares::target(reader, caller, &path)?;
+    let id = match reader.resolve(&t.user, &t.path)? {
         Resolved::Found(id, rec) if rec.kind == EntryKind::File => id,
         Resolved::Found(..) => return Err(ApiError::bad_request("folders have no history")),
         _ => return Err(ApiError::not_found()),
     };
-    let mut names = DeviceNames::new(reader, caller.user);
+    let mut names = DeviceNames::new(reader, t.user);
     let versions = reader
-        .versions(&caller.user, &id, limit as usize)?
+        .versions(&t.user, &id, limit as usize)?
         .into_iter()
         .map(|(n, v)| VersionInfo {
             version: n,
@@ -118,17 +199,18 @@ pub async fn history(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
 pub async fn restore(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Response> {
     let body: RestoreRequest = req.json(app.config.limits.max_json_body_bytes).await?;
     let path = parse_path(&body.path)?;
+    let t = shares::write_target(shares::reader_for(app, &path).await?, caller, &path)?;
     let out = app
         .meta
         .write(Command::Restore {
-            user: caller.user,
-            path: path.segments().to_vec(),
+            user: t.user,
+            path: t.path.segments().to_vec(),
             version: body.version,
             device: caller.device,
             id_seed: seed(),
         })
         .await?;
-    entry_response(app, caller, StatusCode::CREATED, out)
+    entry_response(app, &t, StatusCode::CREATED, out)
 }
 
 pub async fn delete(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
@@ -136,10 +218,11 @@ pub async fn delete(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response
     if path.is_root() {
         return Err(ApiError::bad_request("the root folder cannot be deleted"));
     }
+    let t = shares::inner_write_target(shares::reader_for(app, &path).await?, caller, &path)?;
     app.meta
         .write(Command::Delete {
-            user: caller.user,
-            path: path.segments().to_vec(),
+            user: t.user,
+            path: t.path.segments().to_vec(),
             device: caller.device,
         })
         .await?;
@@ -155,17 +238,28 @@ pub async fn move_entry(app: &App, caller: &Caller, mut req: Req) -> ApiResult<R
             "the root folder cannot be moved or replaced",
         ));
     }
+    let reader = match shares::reader_for(app, &from).await? {
+        local if std::ptr::eq(local, app.meta.local()) => shares::reader_for(app, &to).await?,
+        current => current,
+    };
+    let src = shares::inner_write_target(reader, caller, &from)?;
+    let dst = shares::inner_write_target(reader, caller, &to)?;
+    if src.user != dst.user {
+        return Err(ApiError::bad_request(
+            "a move stays within one person's files; copy instead",
+        ));
+    }
     let out = app
         .meta
         .write(Command::Move {
-            user: caller.user,
-            from: from.segments().to_vec(),
-            to: to.segments().to_vec(),
+            user: src.user,
+            from: src.path.segments().to_vec(),
+            to: dst.path.segments().to_vec(),
             device: caller.device,
             id_seed: seed(),
         })
         .await?;
-    entry_response(app, caller, StatusCode::OK, out)
+    entry_response(app, &dst, StatusCode::OK, out)
 }
 
 pub async fn create_folder(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Response> {
@@ -174,14 +268,15 @@ pub async fn create_folder(app: &App, caller: &Caller, mut req: Req) -> ApiResul
     if path.is_root() {
         return Err(ApiError::conflict("the root folder exists"));
     }
+    let t = shares::write_target(shares::reader_for(app, &path).await?, caller, &path)?;
     let out = app
         .meta
         .write(Command::CreateFolder {
-            user: caller.user,
-            path: path.segments().to_vec(),
+            user: t.user,
+            path: t.path.segments().to_vec(),
             device: caller.device,
             id_seed: seed(),
         })
         .await?;
-    entry_response(app, caller, StatusCode::CREATED, out)
+    entry_response(app, &t, StatusCode::CREATED, out)
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod download;
 pub mod files;
 pub mod ops;
+pub mod shares;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -86,10 +87,11 @@ pub fn metadata(names: &mut DeviceNames<'_>, path: &str, rec: &EntryRecord) -> F
     let is_file = rec.kind == EntryKind::File;
     FileMetadata {
         path: path.to_string(),
+        // From the path: a share's mount point has the name it is shared under.
         name: if path == "/" {
             "/".into()
         } else {
-            rec.name.clone()
+            path.rsplit('/').next().unwrap_or(&rec.name).to_string()
         },
         kind: if is_file {
             strata_api::EntryKind::File
@@ -105,6 +107,6 @@ pub fn metadata(names: &mut DeviceNames<'_>, path: &str, rec: &EntryRecord) -> F
         },
         modified_at: rfc3339(rec.modified_ms),
         modified_by_device: names.name(&rec.modified_by),
-        shared: false,
+        shared: path.starts_with("/Shared/"),
     }
 }

@@ -143,3 +143,49 @@ pub fn openapi() -> Response {
         .insert("content-type", HeaderValue::from_static("application/json"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openapi_document_lists_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for p in [
+            "/api/v1/auth/signup",
+            "/api/v1/auth/login",
+            "/api/v1/auth/logout",
+            "/api/v1/account",
+            "/api/v1/files",
+            "/api/v1/files/content",
+            "/api/v1/files/metadata",
+            "/api/v1/files/list",
+            "/api/v1/files/history",
+            "/api/v1/files/restore",
+            "/api/v1/files/move",
+            "/api/v1/files/commit",
+            "/api/v1/files/blocks",
+            "/api/v1/folders",
+            "/api/v1/uploads",
+            "/api/v1/uploads/{id}",
+            "/api/v1/changes",
+            "/api/v1/changes/latest",
+            "/api/v1/changes/poll",
+            "/api/v1/presence",
+            "/api/v1/blocks/missing",
+            "/api/v1/blocks/{hash}",
+            "/api/v1/blocks/{hash}/signature",
+            "/api/v1/cluster/nodes",
+            "/api/v1/shares",
+            "/api/v1/shares/{id}",
+            "/api/v1/admin/cluster",
+            "/api/v1/admin/verify",
+            "/api/v1/admin/nodes",
+            "/api/v1/admin/nodes/{id}",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(paths.contains_key(p), "{p} missing from openapi.json");
+        }
+    }
+}

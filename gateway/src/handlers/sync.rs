@@ -388,6 +388,7 @@ pub async fn commit(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
     if path.is_root() {
         return Err(ApiError::bad_request("a file path needs a name"));
     }
+    refuse_shared(&path)?;
     let on_conflict = match body.on_conflict.as_deref() {
         None if body.base_version.is_some() => OnConflict::Fail,
         None => OnConflict::Overwrite,
@@ -473,8 +474,23 @@ pub async fn commit(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
     ))
 }
 
+/// Block ids are keyed per owner, so block-level sync covers the caller's
+/// own files; shared files move whole (simple upload, content download).
+fn refuse_shared(path: &raft_meta::DrivePath) -> ApiResult<()> {
+    if path.segments().first().map(String::as_str)
+        == Some(raft_meta::state_machine::shares::SHARED_ROOT)
+    {
+        return Err(ApiError::forbidden(
+            "block-level sync is for your own files; shared files are uploaded and \
+             downloaded whole",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn file_blocks(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
     let path = parse_path(req.required("path")?)?;
+    refuse_shared(&path)?;
     let reader = app.read().await?;
     let (id, rec) = reader
         .live(&caller.user, &path)?

@@ -7,8 +7,9 @@ pub mod simple;
 use raft_meta::records::EntryKind;
 use raft_meta::{DrivePath, OnConflict};
 
+use cluster_config::UserId;
+
 use crate::app::App;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Req;
 
@@ -25,12 +26,11 @@ pub fn check_size(app: &App, declared: u64) -> ApiResult<()> {
 
 /// Refuses a declared size that cannot fit in the caller's quota, before any
 /// byte is read (the commit checks again with the real size).
-pub fn check_quota(app: &App, caller: &Caller, path: &DrivePath, declared: u64) -> ApiResult<()> {
+/// The quota is the owner's: writes into a share count against its owner.
+pub fn check_quota(app: &App, owner: &UserId, path: &DrivePath, declared: u64) -> ApiResult<()> {
     let reader = app.meta.local();
-    let user = reader
-        .user(&caller.user)?
-        .ok_or_else(ApiError::unauthorized)?;
-    let existing = match reader.live(&caller.user, path)? {
+    let user = reader.user(owner)?.ok_or_else(ApiError::unauthorized)?;
+    let existing = match reader.live(owner, path)? {
         Some((_, rec)) if rec.kind == EntryKind::File => rec.size,
         _ => 0,
     };

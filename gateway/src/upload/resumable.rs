@@ -27,6 +27,8 @@ use strata_node::block::codec::worth_compressing;
 use strata_node::block::store::DirtyDirs;
 use strata_node::{Ingest, WholeHash};
 
+use raft_meta::state_machine::shares::SHARED_ROOT;
+
 use super::{check_quota, check_size, conflict_params, file_path};
 use crate::app::App;
 use crate::auth::Caller;
@@ -174,7 +176,13 @@ async fn create(
     on_conflict: OnConflict,
 ) -> ApiResult<Response> {
     check_size(app, length)?;
-    check_quota(app, caller, &path, length)?;
+    if path.segments().first().map(String::as_str) == Some(SHARED_ROOT) {
+        return Err(ApiError::forbidden(
+            "resumable uploads go to your own files; upload into a shared folder with \
+             uploadType=simple",
+        ));
+    }
+    check_quota(app, &caller.user, &path, length)?;
     let id = UploadId::random();
     let expires_ms = app.clock.now_ms() + app.config.limits.upload_session_ttl.as_millis() as u64;
     app.meta

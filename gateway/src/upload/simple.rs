@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use http::StatusCode;
 use raft_meta::types::{CommitFile, FileContent};
-use raft_meta::{Command, Output};
+use raft_meta::Command;
 use strata_node::block::codec::worth_compressing;
 use strata_node::{Ingest, WholeHash};
 
@@ -15,16 +15,19 @@ use super::{check_quota, check_size, conflict_params, file_path};
 use crate::app::App;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::handlers::{json, metadata, DeviceNames, Response};
+use crate::handlers::files::entry_response;
+use crate::handlers::{shares, Response};
 use crate::request::Req;
 
 pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Response> {
-    let path = file_path(&req, req.required("path")?)?;
+    let shown = file_path(&req, req.required("path")?)?;
+    let target = shares::write_target(shares::reader_for(app, &shown).await?, caller, &shown)?;
+    let (owner, path) = (target.user, &target.path);
     let (base_version, on_conflict) = conflict_params(&req)?;
     let declared = req.header_u64("content-length")?;
     if let Some(len) = declared {
         check_size(app, len)?;
-        check_quota(app, caller, &path, len)?;
+        check_quota(app, &owner, path, len)?;
     }
     let max = app.config.limits.max_file_bytes;
     let _slot = app
@@ -36,7 +39,7 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
     let mut ingest = Ingest::new(
         app.blocks.clone(),
         app.meta.local().clone(),
-        caller.user,
+        owner,
         compress,
         WholeHash::Plain(Box::default()),
     );
@@ -66,7 +69,7 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
     let out = app
         .meta
         .write(Command::CommitFile(CommitFile {
-            user: caller.user,
+            user: owner,
             path: path.segments().to_vec(),
             device: caller.device,
             content: FileContent {
@@ -80,17 +83,9 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
             id_seed: rand::random(),
         }))
         .await?;
-    let Output::Entry(view) = out else {
-        return Err(ApiError::internal("unexpected commit result"));
-    };
     app.metrics
         .uploads_committed
         .fetch_add(1, Ordering::Relaxed);
-    tracing::info!(user = %caller.user, version = view.record.head, size = done.size, "file committed");
-    let reader = app.meta.local();
-    let mut names = DeviceNames::new(reader, caller.user);
-    Ok(json(
-        StatusCode::CREATED,
-        &metadata(&mut names, &view.path, &view.record),
-    ))
+    tracing::info!(user = %caller.user, owner = %owner, size = done.size, "file committed");
+    entry_response(app, &target, StatusCode::CREATED, out)
 }

@@ -156,7 +156,14 @@ impl P2pNet {
                 })
             })
             .map_err(|e| P2pError::Setup(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .with_swarm_config(|c| {
+                // One protocol per stream: announce it and send the request
+                // at once instead of waiting a round trip for the echo.
+                c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                    .with_substream_upgrade_protocol_override(
+                        libp2p::core::upgrade::Version::V1Lazy,
+                    )
+            })
             .build();
         swarm
             .behaviour_mut()

@@ -7,6 +7,7 @@ mod cluster;
 pub use accounts::normalize_username;
 pub use namespace::JOURNAL_KEEP;
 mod namespace;
+pub mod shares;
 pub mod tx;
 mod uploads;
 
@@ -112,6 +113,15 @@ pub fn apply(tx: &mut Tx<'_>, req: &Request) -> Result<Response, Fatal> {
         Command::RegisterBlocks { user, blocks } => {
             namespace::register_blocks(tx, at, user, blocks)
         }
+        Command::CreateShare {
+            owner,
+            path,
+            sharee,
+            role,
+            share,
+            device,
+        } => shares::create(tx, at, owner, path, sharee, *role, share, device),
+        Command::DeleteShare { by, share, device } => shares::delete(tx, at, by, share, device),
     };
     match result {
         Ok(out) => {

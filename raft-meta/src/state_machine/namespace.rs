@@ -83,7 +83,20 @@ impl Ctx {
         kind: ChangeKind,
         rec: &EntryRecord,
         from: Option<String>,
-    ) {
+    ) -> Step<()> {
+        super::shares::fan_out(
+            tx,
+            &super::shares::Change {
+                owner: &self.user,
+                owner_name: &self.urec.username,
+                entry,
+                rec,
+                kind,
+                from: from.as_deref(),
+                device: self.device,
+                at: self.at,
+            },
+        )?;
         let seq = self.urec.next_seq;
         self.urec.next_seq += 1;
         tx.put(
@@ -106,6 +119,7 @@ impl Ctx {
             tx.del(keys::journal(&self.user, self.urec.journal_floor));
             self.urec.journal_floor += 1;
         }
+        Ok(())
     }
 }
 
@@ -162,7 +176,7 @@ fn ensure_folders(tx: &mut Tx<'_>, ctx: &mut Ctx, dir: &DrivePath) -> Step<Entry
                         rec.live = true;
                         rec.modified_ms = ctx.at;
                         rec.modified_by = ctx.device;
-                        ctx.journal(tx, cid, here.to_string(), ChangeKind::Created, &rec, None);
+                        ctx.journal(tx, cid, here.to_string(), ChangeKind::Created, &rec, None)?;
                         tx.put(keys::entry(&ctx.user, &cid), &rec);
                         id = cid;
                     }
@@ -193,7 +207,7 @@ fn create_folder_entry(
         keys::child(&ctx.user, &parent, name),
         id.as_bytes().to_vec(),
     );
-    ctx.journal(tx, id, path.to_string(), ChangeKind::Created, &rec, None);
+    ctx.journal(tx, id, path.to_string(), ChangeKind::Created, &rec, None)?;
     tx.put(keys::entry(&ctx.user, &id), &rec);
     Ok(id)
 }
@@ -362,7 +376,7 @@ pub(super) fn write_version(tx: &mut Tx<'_>, ctx: &mut Ctx, spec: WriteSpec<'_>)
     } else {
         ChangeKind::Created
     };
-    ctx.journal(tx, id, path.to_string(), kind, &rec, None);
+    ctx.journal(tx, id, path.to_string(), kind, &rec, None)?;
     tx.put(keys::entry(&ctx.user, &id), &rec);
     Ok(Written {
         view: view(id, &path, rec),
@@ -576,7 +590,7 @@ fn delete_tree(
         rec.live = false;
         rec.modified_ms = ctx.at;
         rec.modified_by = ctx.device;
-        ctx.journal(tx, id, path, ChangeKind::Deleted, &rec, None);
+        ctx.journal(tx, id, path, ChangeKind::Deleted, &rec, None)?;
         tx.put(keys::entry(&ctx.user, &id), &rec);
     }
     Ok(())
@@ -636,7 +650,7 @@ pub(super) fn move_entry(
         ChangeKind::Moved,
         &rec,
         Some(from.to_string()),
-    );
+    )?;
     tx.put(keys::entry(user, &id), &rec);
     ctx.save(tx);
     Ok(Output::Entry(view(id, &to, rec)))

@@ -807,3 +807,156 @@ fn the_journal_keeps_its_newest_lines() {
     assert_eq!(lines[0].0, u.journal_floor);
     assert_eq!(lines.last().unwrap().1.path, "/f29");
 }
+
+#[test]
+fn shares_carry_the_owners_changes_to_the_sharee() {
+    use crate::records::ShareRole;
+    use cluster_config::ShareId;
+    let mut f = Fixture::new();
+    let bob = UserId([8; 16]);
+    f.ok(Command::CreateUser {
+        user: bob,
+        username: "bob".into(),
+        password_hash: "h".into(),
+        quota_bytes: GIB,
+        admin: false,
+    });
+    f.commit(
+        "/team/plan.txt",
+        &[block(1, 10)],
+        1,
+        None,
+        OnConflict::Overwrite,
+    )
+    .unwrap();
+    f.commit(
+        "/private.txt",
+        &[block(2, 10)],
+        2,
+        None,
+        OnConflict::Overwrite,
+    )
+    .unwrap();
+    let share = ShareId([5; 16]);
+    let cmd = |path: &str, who: UserId| Command::CreateShare {
+        owner: f.user,
+        path: segs(path),
+        sharee: who,
+        role: ShareRole::Viewer,
+        share,
+        device: f.device,
+    };
+    let (to_self, to_bob, missing) = (cmd("/team", f.user), cmd("/team", bob), cmd("/nope", bob));
+    assert!(matches!(f.run(to_self), Err(CommandError::BadRequest(_))));
+    assert_eq!(f.run(missing), Err(CommandError::NotFound));
+    assert_eq!(f.ok(to_bob), Output::Share(share));
+    let shared = f.reader().shares_in(&bob).unwrap();
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0].1.name, "team");
+    assert_eq!(f.reader().shares_out(&f.user).unwrap().len(), 1);
+
+    let bob_lines = |f: &Fixture| -> Vec<(ChangeKind, String, Option<String>)> {
+        f.reader()
+            .journal(&bob, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| (c.kind, c.path, c.from))
+            .collect()
+    };
+    assert_eq!(
+        bob_lines(&f),
+        vec![(ChangeKind::Created, "/Shared/alice/team".into(), None)]
+    );
+    // Changes inside the share reach bob; changes outside do not.
+    f.commit(
+        "/team/plan.txt",
+        &[block(3, 10)],
+        3,
+        None,
+        OnConflict::Overwrite,
+    )
+    .unwrap();
+    f.commit(
+        "/private.txt",
+        &[block(4, 10)],
+        4,
+        None,
+        OnConflict::Overwrite,
+    )
+    .unwrap();
+    f.ok(Command::Move {
+        user: f.user,
+        from: segs("/team/plan.txt"),
+        to: segs("/team/sub/plan2.txt"),
+        device: f.device,
+        id_seed: [3; 16],
+    });
+    f.ok(Command::Move {
+        user: f.user,
+        from: segs("/private.txt"),
+        to: segs("/team/now-shared.txt"),
+        device: f.device,
+        id_seed: [4; 16],
+    });
+    // The shared folder itself moves: bob's view does not change.
+    f.ok(Command::Move {
+        user: f.user,
+        from: segs("/team"),
+        to: segs("/projects/team"),
+        device: f.device,
+        id_seed: [6; 16],
+    });
+    f.ok(Command::Delete {
+        user: f.user,
+        path: segs("/projects/team/sub/plan2.txt"),
+        device: f.device,
+    });
+    let lines = bob_lines(&f);
+    assert_eq!(
+        lines[1..],
+        vec![
+            (
+                ChangeKind::Modified,
+                "/Shared/alice/team/plan.txt".into(),
+                None
+            ),
+            (ChangeKind::Created, "/Shared/alice/team/sub".into(), None),
+            (
+                ChangeKind::Moved,
+                "/Shared/alice/team/sub/plan2.txt".into(),
+                Some("/Shared/alice/team/plan.txt".into())
+            ),
+            (
+                ChangeKind::Created,
+                "/Shared/alice/team/now-shared.txt".into(),
+                None
+            ),
+            (
+                ChangeKind::Deleted,
+                "/Shared/alice/team/sub/plan2.txt".into(),
+                None
+            ),
+        ]
+    );
+    // Only the owner or the sharee can end it; bob's journal says so.
+    assert_eq!(
+        f.run(Command::DeleteShare {
+            by: UserId([42; 16]),
+            share,
+            device: f.device,
+        }),
+        Err(CommandError::NotFound)
+    );
+    f.ok(Command::DeleteShare {
+        by: bob,
+        share,
+        device: f.device,
+    });
+    assert!(f.reader().shares_in(&bob).unwrap().is_empty());
+    assert!(f.reader().shares_out(&f.user).unwrap().is_empty());
+    let last = bob_lines(&f).pop().unwrap();
+    assert_eq!(
+        last,
+        (ChangeKind::Deleted, "/Shared/alice/team".into(), None)
+    );
+}

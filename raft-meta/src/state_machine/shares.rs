@@ -1,0 +1,300 @@
+//! Sharing: one user's file or folder given to another, and the journal
+//! lines that carry the owner's changes to the people it is shared with.
+//!
+//! A share names an entry by id, so it follows the entry across moves and
+//! renames. The sharee sees it at `/Shared/<owner>/<name>`; every change the
+//! owner's tree journals below a shared entry is also journaled, under that
+//! path, for each sharee.
+
+use cluster_config::{DeviceId, EntryId, ShareId, UserId};
+
+use super::namespace::parse_path;
+use super::tx::Tx;
+use super::{Fail, Step};
+use crate::keys;
+use crate::kv::{self, Resolved};
+use crate::records::{
+    ChangeKind, ChangeRecord, EntryKind, EntryRecord, ShareRecord, ShareRole, UserRecord,
+};
+use crate::types::{CommandError, Output};
+
+/// The top-level folder under which a user sees what others share.
+pub const SHARED_ROOT: &str = "Shared";
+
+/// Shares one user may hold out or in (a bound on per-change work).
+pub const MAX_SHARES_PER_USER: usize = 1000;
+
+/// Where a sharee sees a shared entry.
+pub fn mount_path(owner_name: &str, share_name: &str) -> String {
+    format!("/{SHARED_ROOT}/{owner_name}/{share_name}")
+}
+
+fn load_user(tx: &Tx<'_>, user: &UserId) -> Step<UserRecord> {
+    Ok(tx
+        .get("user", &keys::user(user))?
+        .ok_or(CommandError::NoSuchUser)?)
+}
+
+/// Every share `owner` holds out, with its id.
+pub(super) fn shares_out(tx: &Tx<'_>, owner: &UserId) -> Step<Vec<(ShareId, ShareRecord)>> {
+    let mut out = Vec::new();
+    for (k, _) in tx.scan(&keys::shares_out_of(owner))? {
+        let Some(id) = ShareId::from_slice(&k[1 + 16..]) else {
+            continue;
+        };
+        if let Some(rec) = tx.get::<ShareRecord>("share", &keys::share(&id))? {
+            out.push((id, rec));
+        }
+    }
+    Ok(out)
+}
+
+/// Appends one line to a user's journal (not the commanding user's: that
+/// one goes through `Ctx`, which holds its record).
+pub(super) fn append_line(tx: &mut Tx<'_>, user: &UserId, line: ChangeRecord) -> Step<()> {
+    let mut urec = load_user(tx, user)?;
+    let seq = urec.next_seq;
+    urec.next_seq += 1;
+    tx.put(keys::journal(user, seq), &line);
+    while urec.next_seq - urec.journal_floor > super::namespace::JOURNAL_KEEP {
+        tx.del(keys::journal(user, urec.journal_floor));
+        urec.journal_floor += 1;
+    }
+    tx.put(keys::user(user), &urec);
+    Ok(())
+}
+
+/// The entry's ancestors, itself first, each with the name below which the
+/// walk came (`(id, name of id)`), up to (not including) the root.
+fn ancestry(
+    tx: &Tx<'_>,
+    owner: &UserId,
+    entry: EntryId,
+    rec: &EntryRecord,
+) -> Step<Vec<(EntryId, String)>> {
+    let mut chain = vec![(entry, rec.name.clone())];
+    let mut cur = rec.parent;
+    for _ in 0..4096 {
+        if cur == EntryId::ROOT {
+            return Ok(chain);
+        }
+        let Some(r) = kv::entry(tx, owner, &cur)? else {
+            return Ok(chain);
+        };
+        chain.push((cur, r.name.clone()));
+        cur = r.parent;
+    }
+    Ok(chain)
+}
+
+/// What one owner's journal line means for the owner's sharees.
+pub(super) struct Change<'a> {
+    pub owner: &'a UserId,
+    pub owner_name: &'a str,
+    pub entry: EntryId,
+    pub rec: &'a EntryRecord,
+    pub kind: ChangeKind,
+    pub from: Option<&'a str>,
+    pub device: DeviceId,
+    pub at: u64,
+}
+
+/// Copies a change of the owner's tree into the journal of everyone a
+/// containing entry is shared with, under their `/Shared/...` path.
+pub(super) fn fan_out(tx: &mut Tx<'_>, ch: &Change<'_>) -> Step<()> {
+    let shares = shares_out(tx, ch.owner)?;
+    if shares.is_empty() {
+        return Ok(());
+    }
+    let chain = ancestry(tx, ch.owner, ch.entry, ch.rec)?;
+    for (_, share) in shares {
+        let mount = mount_path(ch.owner_name, &share.name);
+        let idx = chain.iter().position(|(id, _)| *id == share.entry);
+        // The shared entry's own path in the owner's tree, for `from`.
+        let root_path = if ch.kind == ChangeKind::Moved {
+            match kv::entry(tx, ch.owner, &share.entry)? {
+                Some(r) if r.live => Some(kv::entry_path(tx, ch.owner, &share.entry)?),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let new_path = idx.map(|i| {
+            let mut p = mount.clone();
+            for (_, name) in chain[..i].iter().rev() {
+                p.push('/');
+                p.push_str(name);
+            }
+            p
+        });
+        let old_path = match (ch.from, &root_path) {
+            (Some(from), Some(root)) => from
+                .strip_prefix(root.as_str())
+                .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                .map(|rest| format!("{mount}{rest}")),
+            _ => None,
+        };
+        let (kind, path, from) = match (ch.kind, new_path, old_path) {
+            // The shared entry itself moved: the sharee's view is unchanged.
+            (ChangeKind::Moved, Some(_), _) if idx == Some(0) => continue,
+            (ChangeKind::Moved, Some(new), Some(old)) => (ChangeKind::Moved, new, Some(old)),
+            (ChangeKind::Moved, Some(new), None) => (ChangeKind::Created, new, None),
+            (ChangeKind::Moved, None, Some(old)) => (ChangeKind::Deleted, old, None),
+            (ChangeKind::Moved, None, None) => continue,
+            (kind, Some(new), _) => (kind, new, None),
+            (_, None, _) => continue,
+        };
+        let deleted = kind == ChangeKind::Deleted;
+        append_line(
+            tx,
+            &share.sharee,
+            ChangeRecord {
+                entry: ch.entry,
+                path,
+                kind,
+                entry_kind: ch.rec.kind,
+                version: ch.rec.head,
+                size: if deleted { 0 } else { ch.rec.size },
+                content_hash: if deleted {
+                    [0; 32]
+                } else {
+                    ch.rec.content_hash
+                },
+                from,
+                device: ch.device,
+                at_ms: ch.at,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Gives an entry of `owner`'s tree to `sharee`; giving it again changes
+/// the role and keeps the id.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn create(
+    tx: &mut Tx<'_>,
+    at: u64,
+    owner: &UserId,
+    path: &[String],
+    sharee: &UserId,
+    role: ShareRole,
+    id: &ShareId,
+    device: &DeviceId,
+) -> Step<Output> {
+    let path = parse_path(path)?;
+    if path.is_root() {
+        return Err(CommandError::BadRequest("the root folder cannot be shared".into()).into());
+    }
+    if owner == sharee {
+        return Err(
+            CommandError::BadRequest("a file cannot be shared with its owner".into()).into(),
+        );
+    }
+    let owner_rec = load_user(tx, owner)?;
+    let _ = load_user(tx, sharee)?;
+    let (entry, rec) = match kv::resolve(tx, owner, path.segments())? {
+        Resolved::Found(e, r) if r.live => (e, r),
+        _ => return Err(CommandError::NotFound.into()),
+    };
+    let mine = shares_out(tx, owner)?;
+    if let Some((existing, mut s)) = mine
+        .iter()
+        .find(|(_, s)| s.entry == entry && s.sharee == *sharee)
+        .cloned()
+    {
+        s.role = role;
+        tx.put(keys::share(&existing), &s);
+        return Ok(Output::Share(existing));
+    }
+    if mine.len() >= MAX_SHARES_PER_USER
+        || tx.scan(&keys::shares_in_of(sharee))?.len() >= MAX_SHARES_PER_USER
+    {
+        return Err(CommandError::BadRequest(format!(
+            "at most {MAX_SHARES_PER_USER} shares per user"
+        ))
+        .into());
+    }
+    // The mount name: the entry's name, made unique among what this owner
+    // already shares with this sharee.
+    let taken: Vec<&str> = mine
+        .iter()
+        .filter(|(_, s)| s.sharee == *sharee)
+        .map(|(_, s)| s.name.as_str())
+        .collect();
+    let mut name = rec.name.clone();
+    let mut n = 2u32;
+    while taken.contains(&name.as_str()) {
+        name = format!("{} ({n})", rec.name);
+        n += 1;
+    }
+    let share = ShareRecord {
+        owner: *owner,
+        entry,
+        sharee: *sharee,
+        role,
+        name,
+        created_ms: at,
+    };
+    tx.put(keys::share(id), &share);
+    tx.put_raw(keys::share_out(owner, id), Vec::new());
+    tx.put_raw(keys::share_in(sharee, id), Vec::new());
+    append_line(
+        tx,
+        sharee,
+        ChangeRecord {
+            entry,
+            path: mount_path(&owner_rec.username, &share.name),
+            kind: ChangeKind::Created,
+            entry_kind: rec.kind,
+            version: rec.head,
+            size: rec.size,
+            content_hash: rec.content_hash,
+            from: None,
+            device: *device,
+            at_ms: at,
+        },
+    )?;
+    Ok(Output::Share(*id))
+}
+
+/// Ends a share. Its owner or its sharee may; to anyone else it does not
+/// exist.
+pub(super) fn delete(
+    tx: &mut Tx<'_>,
+    at: u64,
+    by: &UserId,
+    id: &ShareId,
+    device: &DeviceId,
+) -> Step<Output> {
+    let share: ShareRecord = tx
+        .get("share", &keys::share(id))?
+        .ok_or(CommandError::NotFound)?;
+    if share.owner != *by && share.sharee != *by {
+        return Err(Fail::Cmd(CommandError::NotFound));
+    }
+    let owner_rec = load_user(tx, &share.owner)?;
+    let kind = kv::entry(tx, &share.owner, &share.entry)?
+        .map(|r| r.kind)
+        .unwrap_or(EntryKind::Folder);
+    tx.del(keys::share(id));
+    tx.del(keys::share_out(&share.owner, id));
+    tx.del(keys::share_in(&share.sharee, id));
+    append_line(
+        tx,
+        &share.sharee,
+        ChangeRecord {
+            entry: share.entry,
+            path: mount_path(&owner_rec.username, &share.name),
+            kind: ChangeKind::Deleted,
+            entry_kind: kind,
+            version: 0,
+            size: 0,
+            content_hash: [0; 32],
+            from: None,
+            device: *device,
+            at_ms: at,
+        },
+    )?;
+    Ok(Output::Done)
+}
