@@ -51,7 +51,10 @@ impl Drop for Node {
 pub(crate) fn start_node(config: &str) -> anyhow::Result<Node> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["serve", "--config", config])
-        .env("RUST_LOG", "error,openraft=off")
+        .env(
+            "RUST_LOG",
+            std::env::var("STRATA_BENCH_LOG").unwrap_or_else(|_| "error,openraft=off".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;

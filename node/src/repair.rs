@@ -11,6 +11,7 @@
 //! them from peers, then re-reads every local shard at a bounded rate and
 //! rebuilds any whose checksum fails.
 
+use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,8 +28,9 @@ use crate::health::{Health, RepairStatus};
 use crate::net::{NetRequest, SharedNet};
 
 const PAGE: usize = 512;
-/// Repairs in flight at once, so user traffic keeps most of the bandwidth.
-const PARALLEL_REPAIRS: usize = 4;
+/// Repairs in flight at once (a sliding window), so user traffic keeps a
+/// share of the bandwidth while the disk stays busy.
+const PARALLEL_REPAIRS: usize = 8;
 
 pub struct Repair {
     blocks: Arc<BlockStore>,
@@ -241,19 +243,25 @@ impl Repair {
             st.blocks_scanned = scanned;
         }
         self.publish();
+        // A sliding window: a new task starts as soon as one finishes (their
+        // placement updates share Raft entries). No task starts once the
+        // node stops or is no longer the leader; those running finish.
         let mut queue = all.into_iter();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut since_publish = 0usize;
         loop {
-            if stop.is_cancelled() || !self.meta.is_leader() {
-                break;
+            while running.len() < PARALLEL_REPAIRS && !stop.is_cancelled() && self.meta.is_leader()
+            {
+                match queue.next() {
+                    Some(t) => running.push(self.execute(t)),
+                    None => break,
+                }
             }
-            let batch: Vec<Task> = queue.by_ref().take(PARALLEL_REPAIRS).collect();
-            if batch.is_empty() {
+            let Some(r) = running.next().await else {
                 break;
-            }
-            let results =
-                futures::future::join_all(batch.into_iter().map(|t| self.execute(t))).await;
-            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            for r in results {
+            };
+            {
+                let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
                 match r {
                     Ok(true) => {
                         st.backlog = st.backlog.saturating_sub(1);
@@ -266,9 +274,13 @@ impl Repair {
                     Err(e) => tracing::warn!(error = %e, "repair task failed; retried next scan"),
                 }
             }
-            drop(st);
-            self.publish();
+            since_publish += 1;
+            if since_publish >= PARALLEL_REPAIRS {
+                since_publish = 0;
+                self.publish();
+            }
         }
+        self.publish();
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         st.scans_completed += 1;
         st.layout_version = layout_version;
@@ -410,20 +422,35 @@ impl Repair {
         self.local_missing
             .store(missing.len() as u64, Ordering::Relaxed);
         self.publish();
-        for chunk in missing.chunks(PARALLEL_REPAIRS) {
-            if stop.is_cancelled() {
-                return Ok(());
+        let mut queue = missing.iter();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut since_publish = 0usize;
+        loop {
+            while running.len() < PARALLEL_REPAIRS && !stop.is_cancelled() {
+                match queue.next() {
+                    Some((e, i)) => running.push(self.rebuild_local(e, *i)),
+                    None => break,
+                }
             }
-            let done =
-                futures::future::join_all(chunk.iter().map(|(e, i)| self.rebuild_local(e, *i)))
-                    .await;
-            let fixed = done.into_iter().filter(|ok| *ok).count() as u64;
-            let _ = self
-                .local_missing
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_sub(fixed))
-                });
-            self.publish();
+            let Some(ok) = running.next().await else {
+                break;
+            };
+            if ok {
+                let _ =
+                    self.local_missing
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                            Some(v.saturating_sub(1))
+                        });
+            }
+            since_publish += 1;
+            if since_publish >= PARALLEL_REPAIRS {
+                since_publish = 0;
+                self.publish();
+            }
+        }
+        self.publish();
+        if stop.is_cancelled() {
+            return Ok(());
         }
         // Then re-read everything at the configured rate.
         let rate = self.config.scrub_bytes_per_s.max(1);

@@ -43,6 +43,7 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         compress,
         WholeHash::Plain(Box::default()),
     );
+    let started = std::time::Instant::now();
     let mut received = 0u64;
     while let Some(piece) = req.next_chunk().await {
         let piece = piece.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
@@ -63,6 +64,7 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         ));
     }
     let done = ingest.finish().await?;
+    let stored_at = started.elapsed();
     let content_hash = done
         .content_hash
         .ok_or_else(|| ApiError::internal("content hash missing"))?;
@@ -86,6 +88,13 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
     app.metrics
         .uploads_committed
         .fetch_add(1, Ordering::Relaxed);
-    tracing::info!(user = %caller.user, owner = %owner, size = done.size, "file committed");
+    tracing::info!(
+        user = %caller.user,
+        owner = %owner,
+        size = done.size,
+        store_ms = stored_at.as_secs_f64() * 1e3,
+        commit_ms = (started.elapsed() - stored_at).as_secs_f64() * 1e3,
+        "file committed"
+    );
     entry_response(app, &target, StatusCode::CREATED, out)
 }

@@ -130,6 +130,14 @@ impl LocalShards {
     }
 
     /// Writes one shard durably (all but the directory entry: see `sync_dirs`).
+    ///
+    /// A new shard is renamed into place before its `fsync`, so that one
+    /// journal commit covers both the data and the new name (the directory
+    /// `fsync` that follows then has little left to do): a crash in between
+    /// can leave a short file under the final name, which fails its checksum
+    /// like any damaged shard and is rebuilt; nothing acknowledged depended
+    /// on it yet. A shard that already exists is never replaced by an
+    /// unsynced file: it gets the classic order (sync, then rename).
     pub fn write(
         &self,
         disk: usize,
@@ -145,18 +153,27 @@ impl LocalShards {
             rand::random::<u64>()
         ));
         let header = shard::header(meta, payload);
-        let write = || -> io::Result<()> {
+        let replacing = dest.exists();
+        let write = || -> io::Result<fs::File> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&header)?;
             f.write_all(payload)?;
-            f.sync_data()?;
-            Ok(())
+            if replacing {
+                f.sync_data()?;
+            }
+            Ok(f)
         };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_at(&tmp)(e));
-        }
+        let file = match write() {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_at(&tmp)(e));
+            }
+        };
         fs::rename(&tmp, &dest).map_err(io_at(&dest))?;
+        if !replacing {
+            file.sync_all().map_err(io_at(&dest))?;
+        }
         if let Some(dir) = dest.parent() {
             dirty.0.insert(dir.to_path_buf());
         }
