@@ -203,23 +203,34 @@ async fn commits(c: &Client, clients: usize, seconds: u64, tag: &str) -> (f64, f
     (rate, pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
-pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
-    let scratch = tempfile::Builder::new()
-        .prefix("strata-bench-cluster-")
-        .tempdir_in(opts.dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let out = scratch.path().join("cluster");
+/// A scratch folder and a generated 3-node cluster (2+1) in it, nodes on
+/// 127.0.0.1-3 from `base_port`.
+pub(crate) fn three_nodes(
+    prefix: &str,
+    dir: Option<&Path>,
+    base_port: u16,
+) -> anyhow::Result<(tempfile::TempDir, cluster_config::generate::ClusterManifest)> {
+    let scratch = tempfile::Builder::new().prefix(prefix).tempdir_in(
+        dir.map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir),
+    )?;
     let manifest =
         cluster_config::generate::init_cluster(&cluster_config::generate::ClusterSpec {
             nodes: 3,
             spare: 0,
-            out: out.clone(),
+            out: scratch.path().join("cluster"),
             erasure: None,
             host: "127.0.0.x".into(),
-            base_port: 27100,
+            base_port,
             disks_per_node: 1,
             repair_grace: Some("1h".into()),
             extra_toml: String::new(),
         })?;
+    Ok((scratch, manifest))
+}
+
+pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
+    let (scratch, manifest) = three_nodes("strata-bench-cluster-", opts.dir.as_deref(), 27100)?;
     println!(
         "3-node cluster, erasure {}, one process per node on 127.0.0.1-3\n",
         manifest.erasure

@@ -87,22 +87,8 @@ fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 pub async fn run(opts: SyncOpts) -> anyhow::Result<()> {
-    let scratch = tempfile::Builder::new()
-        .prefix("strata-bench-sync-")
-        .tempdir_in(opts.dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let out = scratch.path().join("cluster");
-    let manifest =
-        cluster_config::generate::init_cluster(&cluster_config::generate::ClusterSpec {
-            nodes: 3,
-            spare: 0,
-            out: out.clone(),
-            erasure: None,
-            host: "127.0.0.x".into(),
-            base_port: 28100,
-            disks_per_node: 1,
-            repair_grace: Some("1h".into()),
-            extra_toml: String::new(),
-        })?;
+    let (scratch, manifest) =
+        crate::bench_cluster::three_nodes("strata-bench-sync-", opts.dir.as_deref(), 28100)?;
     let mut nodes = Vec::new();
     for n in &manifest.nodes {
         nodes.push(start_node(&n.config)?);

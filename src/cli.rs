@@ -333,11 +333,12 @@ pub async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     opts.mass_delete_min = a.mass_delete_min;
     opts.allow_mass_delete = a.allow_mass_delete;
     opts.once = a.once;
+    let signalled = crate::shutdown_signal();
     let agent = strata_client::sync::Agent::open(profile, opts).await?;
     let stop = strata_client::sync::tokio_util_stop::Stop::default();
     let s2 = stop.clone();
     tokio::spawn(async move {
-        crate::shutdown_signal().await;
+        signalled.await;
         s2.trigger();
     });
     crate::say(&format!("syncing {}\n", root.display()));

@@ -64,10 +64,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    // Handlers first: a Ctrl-C or SIGTERM during start-up stops cleanly
+    // once the drive is up, instead of killing it half-started.
+    let stop = crate::shutdown_signal();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating {}", args.data.display()))?;
     if args.nodes > 1 {
-        return run_cluster(args).await;
+        return run_cluster(args, stop).await;
     }
     if args.data.join("cluster.json").exists() {
         bail!(
@@ -123,7 +126,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  data: {}", data.display());
     println!("  press Ctrl-C to stop");
-    crate::shutdown_signal().await;
+    stop.await;
     eprintln!("stopping…");
     server.shutdown().await;
     Ok(())
@@ -157,7 +160,10 @@ fn free_ports(ip: std::net::IpAddr, base: u16, n: usize) -> anyhow::Result<u16> 
 }
 
 /// `strata dev --nodes N` (N > 1): a whole cluster in this process.
-async fn run_cluster(args: DevArgs) -> anyhow::Result<()> {
+async fn run_cluster(
+    args: DevArgs,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> anyhow::Result<()> {
     if args.insecure_http {
         bail!("--insecure-http is for a single node behind a TLS proxy; use --nodes 1");
     }
@@ -239,7 +245,7 @@ async fn run_cluster(args: DevArgs) -> anyhow::Result<()> {
         manifest.erasure,
     ));
     crate::say(&banner);
-    crate::shutdown_signal().await;
+    stop.await;
     eprintln!("stopping…");
     for s in servers {
         s.shutdown().await;

@@ -78,25 +78,33 @@ fn init_logging() {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now (a signal that arrives
+/// before the returned future is awaited is not lost, and never kills the
+/// process the default way); the future completes on either.
+pub fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => Box::pin(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }),
+            _ => Box::pin(async {
                 let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            }),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -109,11 +117,12 @@ pub fn say(text: &str) {
 }
 
 async fn serve(config: PathBuf) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let cfg = cluster_config::Config::load(&config)?;
     let server =
         strata_gateway::NodeServer::start(cfg, Arc::new(cluster_config::SystemClock)).await?;
     say(&format!("strata node serving {}\n", server.url()));
-    shutdown_signal().await;
+    stop.await;
     eprintln!("stopping…");
     server.shutdown().await;
     Ok(())

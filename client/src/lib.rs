@@ -61,6 +61,22 @@ pub struct Client {
 }
 
 /// Installs the process-wide rustls crypto provider (once; later calls are no-ops).
+/// The query of a simple upload with conflict control.
+fn simple_query<'a>(
+    path: &str,
+    base_version: Option<u64>,
+    on_conflict: Option<&str>,
+) -> Vec<(&'a str, String)> {
+    let mut q = vec![("uploadType", "simple".into()), ("path", path.into())];
+    if let Some(b) = base_version {
+        q.push(("baseVersion", b.to_string()));
+    }
+    if let Some(c) = on_conflict {
+        q.push(("onConflict", c.into()));
+    }
+    q
+}
+
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -218,17 +234,9 @@ impl Client {
         base_version: Option<u64>,
         on_conflict: Option<&str>,
     ) -> Result<FileMetadata> {
-        let mut q: Vec<(&str, String)> =
-            vec![("uploadType", "simple".into()), ("path", path.into())];
-        if let Some(b) = base_version {
-            q.push(("baseVersion", b.to_string()));
-        }
-        if let Some(c) = on_conflict {
-            q.push(("onConflict", c.into()));
-        }
         Self::json(
             self.request(Method::POST, "/api/v1/files")
-                .query(&q)
+                .query(&simple_query(path, base_version, on_conflict))
                 .body(data.into()),
         )
         .await
@@ -398,18 +406,10 @@ impl Client {
                 source,
             })?
             .len();
-        let mut q: Vec<(&str, String)> =
-            vec![("uploadType", "simple".into()), ("path", path.into())];
-        if let Some(b) = base_version {
-            q.push(("baseVersion", b.to_string()));
-        }
-        if let Some(c) = on_conflict {
-            q.push(("onConflict", c.into()));
-        }
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         Self::json(
             self.request(Method::POST, "/api/v1/files")
-                .query(&q)
+                .query(&simple_query(path, base_version, on_conflict))
                 .header(reqwest::header::CONTENT_LENGTH, len)
                 .body(body),
         )

@@ -23,7 +23,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BATCH: usize = 256;
 /// Batches proposed at once; while they are in flight, new writes queue
 /// up and go out together in the next one.
-const BATCHES_IN_FLIGHT: usize = 2;
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// A write waiting for the batcher.
 struct Pending {
