@@ -9,7 +9,7 @@ use cluster_config::BlockId;
 use http::StatusCode;
 use raft_meta::records::{BlockRef, ChangeKind, EntryKind};
 use raft_meta::types::{CommitFile, FileContent, NewBlock};
-use raft_meta::{Command, OnConflict, Output};
+use raft_meta::{Command, Output};
 use strata_api::{
     BlockEntry, BlocksResponse, Change, ChangesResponse, CommitRequest, CursorResponse,
     MissingRequest, MissingResponse, NodesResponse, PollResponse, PresenceEntry, PresenceRequest,
@@ -389,18 +389,7 @@ pub async fn commit(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         return Err(ApiError::bad_request("a file path needs a name"));
     }
     refuse_shared(&path)?;
-    let on_conflict = match body.on_conflict.as_deref() {
-        None if body.base_version.is_some() => OnConflict::Fail,
-        None => OnConflict::Overwrite,
-        Some("fail") => OnConflict::Fail,
-        Some("rename") => OnConflict::Rename,
-        Some("overwrite") => OnConflict::Overwrite,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "onConflict must be fail, rename or overwrite",
-            ))
-        }
-    };
+    let on_conflict = crate::upload::on_conflict(body.base_version, body.on_conflict.as_deref())?;
     let mut blocks = Vec::with_capacity(body.blocks.len());
     let mut size = 0u64;
     for b in &body.blocks {

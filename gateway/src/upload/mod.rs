@@ -49,19 +49,22 @@ pub fn check_quota(app: &App, owner: &UserId, path: &DrivePath, declared: u64) -
 /// `baseVersion` and `onConflict` from the query (API.md defaults).
 pub fn conflict_params(req: &Req) -> ApiResult<(Option<u64>, OnConflict)> {
     let base = req.param_u64("baseVersion")?;
-    let on_conflict = match req.param("onConflict") {
-        None if base.is_some() => OnConflict::Fail,
-        None => OnConflict::Overwrite,
-        Some("fail") => OnConflict::Fail,
-        Some("rename") => OnConflict::Rename,
-        Some("overwrite") => OnConflict::Overwrite,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "onConflict must be fail, rename or overwrite",
-            ))
-        }
-    };
-    Ok((base, on_conflict))
+    Ok((base, on_conflict(base, req.param("onConflict"))?))
+}
+
+/// `onConflict` as given, or its default: `fail` with a base version,
+/// else `overwrite`.
+pub fn on_conflict(base: Option<u64>, raw: Option<&str>) -> ApiResult<OnConflict> {
+    match raw {
+        None if base.is_some() => Ok(OnConflict::Fail),
+        None => Ok(OnConflict::Overwrite),
+        Some("fail") => Ok(OnConflict::Fail),
+        Some("rename") => Ok(OnConflict::Rename),
+        Some("overwrite") => Ok(OnConflict::Overwrite),
+        Some(_) => Err(ApiError::bad_request(
+            "onConflict must be fail, rename or overwrite",
+        )),
+    }
 }
 
 pub fn file_path(req: &Req, raw: &str) -> ApiResult<DrivePath> {
