@@ -118,7 +118,7 @@ impl MetaNode {
         initial: Option<BTreeMap<u64, MemberNode>>,
         clock: SharedClock,
     ) -> Result<Self, MetaError> {
-        let (log, sm) = store::open(dir)?;
+        let (log, sm) = store::open(dir).await?;
         let reader = MetaReader::new(sm.tree());
         let applied = sm.applied_events();
         let journal = sm.journal_events();

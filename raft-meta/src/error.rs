@@ -38,3 +38,9 @@ impl From<crate::state_machine::tx::Fatal> for MetaError {
         }
     }
 }
+
+impl From<crate::records::DecodeError> for MetaError {
+    fn from(e: crate::records::DecodeError) -> Self {
+        MetaError::Corrupt(e.to_string())
+    }
+}

@@ -1,7 +1,7 @@
 //! strata metadata: the replicated state machine (users, sessions, devices,
 //! the file tree with stable ids, versions, block reference counts, the
-//! per-user change journal, upload sessions) and openraft's log and state
-//! storage on sled.
+//! per-user change journal, upload sessions) and openraft's storage: the
+//! log in a write-ahead log of segment files, the state machine on sled.
 //!
 //! Depends only on `cluster-config`. Other crates use `MetaClient` (writes,
 //! and reads with a named consistency) and never touch sled or openraft.

@@ -4,7 +4,8 @@
 //! own layer on top, dropped if the command is refused, so a refused command
 //! leaves no trace and the whole call lands in sled as one atomic batch.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,6 +31,11 @@ pub struct Tx<'a> {
     tree: &'a sled::Tree,
     batch: Layer,
     cmd: Layer,
+    /// What this transaction read from the tree: it does not change while
+    /// the transaction lives (the tree is written once, at the end), and
+    /// the commands of one batch read the same user and folder records.
+    read: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    scanned: RefCell<HashMap<Vec<u8>, Pairs>>,
 }
 
 impl<'a> Tx<'a> {
@@ -38,6 +44,8 @@ impl<'a> Tx<'a> {
             tree,
             batch: Layer::new(),
             cmd: Layer::new(),
+            read: RefCell::new(HashMap::new()),
+            scanned: RefCell::new(HashMap::new()),
         }
     }
 
@@ -48,7 +56,33 @@ impl<'a> Tx<'a> {
         if let Some(v) = self.batch.get(key) {
             return Ok(v.clone());
         }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        self.committed(key)
+    }
+
+    /// A key's value in the tree as this transaction found it.
+    fn committed(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Fatal> {
+        if let Some(v) = self.read.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.tree.get(key)?.map(|v| v.to_vec());
+        self.read.borrow_mut().insert(key.to_vec(), v.clone());
+        Ok(v)
+    }
+
+    /// The tree's keys under `prefix`, as this transaction found them.
+    fn committed_prefix(&self, prefix: &[u8]) -> Result<Pairs, Fatal> {
+        if let Some(p) = self.scanned.borrow().get(prefix) {
+            return Ok(p.clone());
+        }
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        self.scanned
+            .borrow_mut()
+            .insert(prefix.to_vec(), out.clone());
+        Ok(out)
     }
 
     pub fn get<T: DeserializeOwned>(
@@ -77,11 +111,8 @@ impl<'a> Tx<'a> {
     /// Every live key under `prefix` with its value, in key order, seeing
     /// this transaction's own writes.
     pub fn scan(&self, prefix: &[u8]) -> Result<Pairs, Fatal> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for kv in self.tree.scan_prefix(prefix) {
-            let (k, v) = kv?;
-            merged.insert(k.to_vec(), v.to_vec());
-        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.committed_prefix(prefix)?.into_iter().collect();
         let end = prefix_end(prefix);
         for layer in [&self.batch, &self.cmd] {
             let range: LayerRange<'_> = match &end {
