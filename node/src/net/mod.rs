@@ -1,7 +1,8 @@
 //! Node-to-node messages and the transport they travel on.
 //!
 //! `PeerNet` is the seam: `p2p::P2pNet` carries messages over libp2p (TCP,
-//! noise, yamux; only peers whose keys the cluster lists may connect), and
+//! noise, yamux; only peers whose keys the cluster lists may connect; each
+//! peer is reached over a few long-lived streams, `codec` their format), and
 //! `mem::MemNet` carries them in memory with injected faults, so the same
 //! Raft, placement and repair logic can run in a deterministic harness.
 
@@ -16,9 +17,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use cluster_config::{BlockId, NodeId};
 use raft_meta::network::RaftRpcKind;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::block::shard::ShardMeta;
@@ -28,18 +29,16 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// Largest message on the wire (a shard file is at most a few MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub enum NetRequest {
     Raft {
         kind: RaftRpcKind,
-        #[serde(with = "serde_bytes")]
-        payload: Vec<u8>,
+        payload: Bytes,
     },
     /// Store a whole shard file (header and payload; re-verified on receipt).
     PutShard {
         meta: ShardMeta,
-        #[serde(with = "serde_bytes")]
-        file: Vec<u8>,
+        file: Bytes,
     },
     GetShard {
         meta: ShardMeta,
@@ -66,12 +65,12 @@ impl NetRequest {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub enum NetResponse {
-    Raft(#[serde(with = "serde_bytes")] Vec<u8>),
+    Raft(Bytes),
     Done,
     /// The whole shard file, or `None` if the node does not hold it intact.
-    Shard(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    Shard(Option<Bytes>),
     Has(Vec<bool>),
     Error(String),
 }

@@ -43,12 +43,15 @@ impl RaftTransport for NetRaftTransport {
             match net
                 .call(
                     target,
-                    NetRequest::Raft { kind, payload },
+                    NetRequest::Raft {
+                        kind,
+                        payload: payload.into(),
+                    },
                     timeout_for(kind),
                 )
                 .await
             {
-                Ok(NetResponse::Raft(bytes)) => Ok(bytes),
+                Ok(NetResponse::Raft(bytes)) => Ok(Vec::from(bytes)),
                 Ok(NetResponse::Error(e)) => Err(TransportError { target, reason: e }),
                 Ok(other) => Err(TransportError {
                     target,
@@ -72,12 +75,12 @@ impl RaftSlot {
         let _ = self.0.set(raft);
     }
 
-    pub async fn handle(&self, kind: RaftRpcKind, payload: Vec<u8>) -> NetResponse {
+    pub async fn handle(&self, kind: RaftRpcKind, payload: bytes::Bytes) -> NetResponse {
         let Some(raft) = self.0.get() else {
             return NetResponse::Error("raft not started yet".into());
         };
         match handle_raft_rpc(raft, kind, &payload).await {
-            Ok(bytes) => NetResponse::Raft(bytes),
+            Ok(bytes) => NetResponse::Raft(bytes.into()),
             Err(e) => NetResponse::Error(e),
         }
     }
