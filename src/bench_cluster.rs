@@ -37,6 +37,9 @@ pub struct ClusterOpts {
     /// Only the small-file runs (for profiling).
     #[arg(long)]
     only_small: bool,
+    /// Client counts of the `--only-small` / `--only-metadata` runs.
+    #[arg(long, value_delimiter = ',')]
+    clients: Option<Vec<usize>>,
 }
 
 pub(crate) struct Node(Child);
@@ -136,18 +139,41 @@ async fn download_big(c: &Client, path: &str, want: usize) -> anyhow::Result<f64
     Ok(want as f64 / t.elapsed().as_secs_f64() / 1e6)
 }
 
+/// Random bytes that files are cut from (generating each file's bytes
+/// afresh would cost the client more CPU than the upload).
+const POOL_BYTES: usize = 32 << 20;
+
+/// A unique 500 KB file: a slice of the pool at a place chosen by (worker,
+/// number), with the pair stamped into every 4 KiB, so no chunk of it is
+/// the same as any other file's and dedup cannot help.
+fn unique_file(pool: &[u8], worker: u64, n: u64) -> Vec<u8> {
+    const LEN: usize = 500_000;
+    let seed = (worker << 32 | n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let at = (seed as usize) % (pool.len() - LEN);
+    let mut data = pool[at..at + LEN].to_vec();
+    let mut stamp = [0u8; 16];
+    stamp[..8].copy_from_slice(&worker.to_le_bytes());
+    stamp[8..].copy_from_slice(&n.to_le_bytes());
+    for block in data.chunks_mut(4096) {
+        let k = block.len().min(16);
+        block[..k].copy_from_slice(&stamp[..k]);
+    }
+    data
+}
+
 /// 500 KB uploads from `clients` concurrent clients for `seconds`.
 async fn small_files(clients: &[Client], seconds: u64) -> (f64, f64, f64) {
     let done = Arc::new(AtomicU64::new(0));
+    let pool = Arc::new(noise(POOL_BYTES, 42));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for (w, c) in clients.iter().enumerate() {
-        let (c, done) = (c.clone(), done.clone());
+        let (c, done, pool) = (c.clone(), done.clone(), pool.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let data = noise(500_000, (w as u64) << 32 | i);
+                let data = unique_file(&pool, w as u64, i);
                 let t = Instant::now();
                 if c.upload(&format!("/small/{w}/{i}.bin"), data).await.is_ok() {
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -235,7 +261,11 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         "3-node cluster, erasure {}, one process per node on 127.0.0.1-3\n",
         manifest.erasure
     );
-    let disk = disk_files_per_s(scratch.path(), 500_000, opts.seconds)?;
+    let disk = if opts.only_metadata {
+        0.0
+    } else {
+        disk_files_per_s(scratch.path(), 500_000, opts.seconds)?
+    };
 
     let mut nodes: Vec<Option<Node>> = Vec::new();
     for n in &manifest.nodes {
@@ -264,7 +294,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     }
 
     if opts.only_small {
-        for n in [1usize, 4, 16] {
+        for n in opts.clients.clone().unwrap_or(vec![1, 4, 16]) {
             let clients: Vec<Client> = (0..n).map(|i| users[i % 3].clone()).collect();
             let (rate, p50, p99) = small_files(&clients, opts.seconds).await;
             println!("| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | disk {disk:.0} |");
@@ -272,7 +302,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         return Ok(());
     }
     if opts.only_metadata {
-        for clients in [1usize, 8, 32, 128] {
+        for clients in opts.clients.clone().unwrap_or(vec![1, 8, 32, 128]) {
             let (rate, p50, p99) = commits(
                 &users[0],
                 clients,

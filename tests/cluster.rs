@@ -231,22 +231,10 @@ async fn replaced_disks_are_rebuilt_and_bit_rot_is_repaired() {
         assert!(c.download(path).await.unwrap() == *data);
     }
 
-    // Bit rot: flip bytes in some of node 1's shard files.
+    // Bit rot: flip a byte in some of node 1's shard records on disk.
     let mut flipped = 0;
     for d in 0..2 {
-        let shards = out.join(format!("node-1/disk-{d}/shards"));
-        for sub in std::fs::read_dir(&shards).unwrap().flatten() {
-            for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
-                if flipped >= 4 {
-                    break;
-                }
-                let mut bytes = std::fs::read(f.path()).unwrap();
-                let at = bytes.len() - 100;
-                bytes[at] ^= 0xff;
-                std::fs::write(f.path(), bytes).unwrap();
-                flipped += 1;
-            }
-        }
+        flipped += flip_shard_bytes(&out.join(format!("node-1/disk-{d}/packs")), 4 - flipped);
     }
     assert!(flipped > 0);
     // Reads stay correct through every node...
@@ -426,4 +414,45 @@ async fn adding_and_removing_nodes_moves_few_shards() {
     // Writes still work on the new layout.
     let via3 = cluster.via(3, &c);
     retry(|| via3.upload("/n/after.bin", noise(300_000, 1))).await;
+}
+
+/// Flips one payload byte (100 bytes before the end) in up to `limit`
+/// shard records of the pack files under `packs`; returns how many.
+fn flip_shard_bytes(packs: &std::path::Path, limit: usize) -> usize {
+    use std::os::unix::fs::FileExt;
+    let mut flipped = 0;
+    let mut files: Vec<_> = std::fs::read_dir(packs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .collect();
+    files.sort();
+    for path in files {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let size = f.metadata().unwrap().len();
+        let mut at = 0u64;
+        while at + 84 <= size && flipped < limit {
+            let mut head = [0u8; 84];
+            f.read_exact_at(&mut head, at).unwrap();
+            if &head[..4] != b"SSHD" {
+                at += 4096;
+                continue;
+            }
+            let payload = u32::from_le_bytes(head[16..20].try_into().unwrap()) as u64;
+            let end = at + 84 + payload;
+            if payload > 200 {
+                let mut b = [0u8; 1];
+                f.read_exact_at(&mut b, end - 100).unwrap();
+                f.write_all_at(&[b[0] ^ 0xff], end - 100).unwrap();
+                flipped += 1;
+            }
+            at = end.div_ceil(4096) * 4096;
+        }
+    }
+    flipped
 }

@@ -69,6 +69,9 @@ pub struct RawRepair {
     /// Shard bytes the scrubber re-reads per second on this node.
     #[serde(default = "default_scrub_rate")]
     pub scrub_rate: RawSize,
+    /// How often the scrubber starts re-reading every local shard.
+    #[serde(default = "default_scrub_every")]
+    pub scrub_every: RawDuration,
 }
 
 impl Default for RawRepair {
@@ -78,6 +81,7 @@ impl Default for RawRepair {
             health_timeout: default_health_timeout(),
             scan_interval: default_scan_interval(),
             scrub_rate: default_scrub_rate(),
+            scrub_every: default_scrub_every(),
         }
     }
 }
@@ -96,6 +100,10 @@ fn default_scan_interval() -> RawDuration {
 
 fn default_scrub_rate() -> RawSize {
     RawSize::Text("32MiB".into())
+}
+
+fn default_scrub_every() -> RawDuration {
+    "7d".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -61,6 +61,8 @@ pub struct RepairConfig {
     pub health_timeout: Duration,
     pub scan_interval: Duration,
     pub scrub_bytes_per_s: u64,
+    /// Between the starts of two full re-reads of the local shards.
+    pub scrub_every: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +261,7 @@ impl Config {
             health_timeout: parse_duration("repair.health_timeout", &raw.repair.health_timeout)?,
             scan_interval: parse_duration("repair.scan_interval", &raw.repair.scan_interval)?,
             scrub_bytes_per_s: parse_size("repair.scrub_rate", &raw.repair.scrub_rate)?,
+            scrub_every: parse_duration("repair.scrub_every", &raw.repair.scrub_every)?,
         };
         let cluster = match (raw.p2p, raw.cluster) {
             (None, None) => None,

@@ -22,8 +22,8 @@ use tokio::sync::Semaphore;
 
 use crate::block::codec::{self, CodecError};
 use crate::block::erasure::{Erasure, ErasureError, CODEC_RS_SIMD};
-use crate::block::shard::{self, ShardMeta};
-use crate::block::store::{DirtyDirs, LocalShards, ShardReadError, StoreError};
+use crate::block::shard::{self, ShardMeta, HEADER_LEN};
+use crate::block::store::{LocalShards, ShardReadError, StoreError};
 use crate::keys::{KeyRing, UserKeys, KEY_VERSION};
 use crate::net::{NetRequest, NetResponse, SharedNet};
 use crate::placement::{Placement, View};
@@ -75,7 +75,8 @@ pub struct StoredChunk {
 /// How long one shard transfer to or from a peer may take.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A sealed, encoded block whose shards are not written yet.
+/// A sealed, encoded block whose shards are not written yet: each shard's
+/// buffer has room for its header in front.
 struct Encoded {
     id: BlockId,
     plain_len: u32,
@@ -163,7 +164,7 @@ impl BlockStore {
         }
         let sealed = codec::seal(keys, &id, chunk, compress).map_err(BlockError::Codec)?;
         let erasure = Erasure::new(profile.data as usize, profile.parity as usize);
-        let shards = erasure.encode(&sealed)?;
+        let shards = erasure.encode_with_headroom(&sealed, HEADER_LEN)?;
         Ok(Ok(Encoded {
             id,
             plain_len: chunk.len() as u32,
@@ -173,14 +174,14 @@ impl BlockStore {
     }
 
     /// Stores one chunk: seal and encode on the blocking pool, then write
-    /// every shard to its node. Returns the local directories to sync.
+    /// every shard to its node; durable when this returns.
     pub async fn store_chunk(
         self: &Arc<Self>,
         keys: UserKeys,
         chunk: Bytes,
         compress: bool,
         exists: Arc<dyn Fn(&BlockId) -> bool + Send + Sync>,
-    ) -> Result<(StoredChunk, DirtyDirs), BlockError> {
+    ) -> Result<StoredChunk, BlockError> {
         let _permit = self
             .jobs
             .acquire()
@@ -196,13 +197,10 @@ impl BlockStore {
         .map_err(|e| BlockError::Task(e.to_string()))??;
         let enc = match encoded {
             Err(reference) => {
-                return Ok((
-                    StoredChunk {
-                        reference,
-                        new: None,
-                    },
-                    DirtyDirs::default(),
-                ))
+                return Ok(StoredChunk {
+                    reference,
+                    new: None,
+                })
             }
             Ok(enc) => enc,
         };
@@ -214,7 +212,7 @@ impl BlockStore {
             layout: view.layout.as_ref().map(|l| l.version).unwrap_or(0),
             nodes: Vec::new(),
         };
-        let (nodes, dirty) = self
+        let nodes = self
             .write_shards(&view, &enc.id, &stored, enc.shards)
             .await?;
         stored.nodes = nodes;
@@ -225,73 +223,53 @@ impl BlockStore {
         self.stats
             .sealed_bytes_written
             .fetch_add(enc.sealed_len as u64, Ordering::Relaxed);
-        Ok((
-            StoredChunk {
-                reference: BlockRef {
-                    id: enc.id,
-                    size: enc.plain_len,
-                },
-                new: Some(NewBlock {
-                    id: enc.id,
-                    plain_len: enc.plain_len,
-                    stored,
-                }),
+        Ok(StoredChunk {
+            reference: BlockRef {
+                id: enc.id,
+                size: enc.plain_len,
             },
-            dirty,
-        ))
+            new: Some(NewBlock {
+                id: enc.id,
+                plain_len: enc.plain_len,
+                stored,
+            }),
+        })
     }
 
-    /// Writes shard i to target i. Local shards are written in one blocking
-    /// job (their directories returned for a grouped fsync); remote shards
-    /// are durable on their node when it answers. Fails below the write
-    /// quorum; otherwise shards that could not be written are recorded as 0
-    /// and left to repair.
+    /// Writes shard i to target i: this node's shards through its disk
+    /// writers, the others to their nodes, all at once; each is durable
+    /// when its write answers. Fails below the write quorum; otherwise
+    /// shards that could not be written are recorded as 0 and left to
+    /// repair. `shards` hold their payload after `HEADER_LEN` free bytes.
     async fn write_shards(
         &self,
         view: &View,
         id: &BlockId,
         stored: &StoredBlock,
         shards: Vec<Vec<u8>>,
-    ) -> Result<(Vec<NodeId>, DirtyDirs), BlockError> {
+    ) -> Result<Vec<NodeId>, BlockError> {
         let targets = view.write_targets(id);
         let mut nodes = vec![0u64; shards.len()];
-        let mut local = Vec::new();
-        let mut remote = Vec::new();
-        for (i, payload) in shards.into_iter().enumerate() {
-            let Some(&target) = targets.get(i) else {
-                continue;
-            };
-            let meta = Self::shard_meta(id, stored, i);
-            if target == self.me {
-                local.push((i, meta, payload));
-            } else {
-                remote.push((i, target, meta, payload));
-            }
-        }
-        let local_job = {
-            let store = self.local.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut dirty = DirtyDirs::default();
-                let mut done = Vec::new();
-                for (i, meta, payload) in local {
-                    store.write(store.disk_for(&meta.block, i), &meta, &payload, &mut dirty)?;
-                    done.push(i);
-                }
-                Ok::<_, StoreError>((done, dirty))
-            })
-        };
-        let remote_jobs = futures::future::join_all(remote.into_iter().map(
-            |(i, target, meta, payload)| async move {
-                let r = self.put_remote(target, &meta, &payload).await;
-                (i, target, r)
+        let writes = futures::future::join_all(shards.into_iter().enumerate().filter_map(
+            |(i, mut record)| {
+                let target = *targets.get(i)?;
+                let meta = Self::shard_meta(id, stored, i);
+                shard::fill_header(&meta, &mut record);
+                let record = Bytes::from(record);
+                Some(async move {
+                    let r = if target == self.me {
+                        self.local
+                            .put_built(&meta, record)
+                            .await
+                            .map_err(BlockError::from)
+                    } else {
+                        self.put_remote(target, &meta, record).await
+                    };
+                    (i, target, r)
+                })
             },
         ));
-        let (local_result, remote_results) = tokio::join!(local_job, remote_jobs);
-        let (done, dirty) = local_result.map_err(|e| BlockError::Task(e.to_string()))??;
-        for i in done {
-            nodes[i] = self.me;
-        }
-        for (i, target, r) in remote_results {
+        for (i, target, r) in writes.await {
             match r {
                 Ok(()) => nodes[i] = target,
                 Err(e) => {
@@ -307,14 +285,14 @@ impl BlockStore {
                 needed: view.write_quorum(),
             });
         }
-        Ok((nodes, dirty))
+        Ok(nodes)
     }
 
     async fn put_remote(
         &self,
         node: NodeId,
         meta: &ShardMeta,
-        payload: &[u8],
+        record: Bytes,
     ) -> Result<(), BlockError> {
         let net = self
             .net
@@ -322,7 +300,7 @@ impl BlockStore {
             .ok_or_else(|| BlockError::Task("no network".into()))?;
         let req = NetRequest::PutShard {
             meta: *meta,
-            file: shard::file(meta, payload),
+            file: record,
         };
         match net.call(node, req, SHARD_TIMEOUT).await {
             Ok(NetResponse::Done) => Ok(()),
@@ -336,30 +314,18 @@ impl BlockStore {
         &self,
         node: NodeId,
         meta: &ShardMeta,
-        payload: Vec<u8>,
+        payload: &[u8],
     ) -> Result<(), BlockError> {
+        let record = Bytes::from(shard::file(meta, payload));
         if node != self.me {
-            return self.put_remote(node, meta, &payload).await;
+            return self.put_remote(node, meta, record).await;
         }
-        let store = self.local.clone();
-        let meta = *meta;
-        tokio::task::spawn_blocking(move || {
-            let mut dirty = DirtyDirs::default();
-            store.write(
-                store.disk_for(&meta.block, meta.index as usize),
-                &meta,
-                &payload,
-                &mut dirty,
-            )?;
-            LocalShards::sync_dirs(&dirty)
-        })
-        .await
-        .map_err(|e| BlockError::Task(e.to_string()))??;
-        Ok(())
+        Ok(self.local.put_built(meta, record).await?)
     }
 
-    /// Reads and verifies one shard from `node`; `None` if missing or bad.
-    pub async fn get_shard(&self, node: NodeId, meta: &ShardMeta) -> Option<Vec<u8>> {
+    /// Reads and verifies one shard from `node`: its payload, or `None` if
+    /// missing or bad.
+    pub async fn get_shard(&self, node: NodeId, meta: &ShardMeta) -> Option<Bytes> {
         if node == 0 {
             return None;
         }
@@ -383,8 +349,8 @@ impl BlockStore {
             .await
         {
             // Verified again here: the bytes crossed the network.
-            Ok(NetResponse::Shard(Some(file))) => match shard::parse(&file, meta) {
-                Ok(p) => Some(p),
+            Ok(NetResponse::Shard(Some(file))) => match shard::verify(&file, meta) {
+                Ok(_) => Some(file.slice(HEADER_LEN..)),
                 Err(e) => {
                     tracing::warn!(block = %meta.block, shard = meta.index, node, error = %e, "bad shard from peer");
                     None
@@ -405,10 +371,10 @@ impl BlockStore {
         id: &BlockId,
         stored: &StoredBlock,
         skip: Option<usize>,
-    ) -> (Vec<Option<Vec<u8>>>, Vec<usize>) {
+    ) -> (Vec<Option<Bytes>>, Vec<usize>) {
         let k = stored.data_shards as usize;
         let total = k + stored.parity_shards as usize;
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+        let mut shards: Vec<Option<Bytes>> = vec![None; total];
         let mut bad = Vec::new();
         let node_of = |i: usize| stored.nodes.get(i).copied().unwrap_or(0);
         let fetch = |range: std::ops::Range<usize>| {
@@ -493,7 +459,7 @@ impl BlockStore {
         &self,
         id: &BlockId,
         stored: &StoredBlock,
-        shards: Vec<Option<Vec<u8>>>,
+        shards: Vec<Option<Bytes>>,
         indices: &[usize],
     ) {
         let erasure = Erasure::new(stored.data_shards as usize, stored.parity_shards as usize);
@@ -505,7 +471,7 @@ impl BlockStore {
         for &i in indices {
             let node = stored.nodes[i];
             let meta = Self::shard_meta(id, stored, i);
-            match self.put_shard(node, &meta, all[i].clone()).await {
+            match self.put_shard(node, &meta, &all[i]).await {
                 Ok(()) => {
                     self.stats.shards_repaired.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(block = %id, shard = i, node, "read repair rewrote a shard");
@@ -543,17 +509,6 @@ impl BlockStore {
             .ok_or_else(|| BlockError::Task("shard index out of range".into()))
     }
 
-    /// Makes the shard renames in `dirty` durable.
-    pub async fn sync(&self, dirty: DirtyDirs) -> Result<(), BlockError> {
-        if dirty.is_empty() {
-            return Ok(());
-        }
-        tokio::task::spawn_blocking(move || LocalShards::sync_dirs(&dirty))
-            .await
-            .map_err(|e| BlockError::Task(e.to_string()))??;
-        Ok(())
-    }
-
     /// The local shard directories.
     pub fn local(&self) -> &Arc<LocalShards> {
         &self.local
@@ -562,42 +517,36 @@ impl BlockStore {
     /// Serves a shard request from a peer.
     pub async fn handle(&self, req: NetRequest) -> NetResponse {
         let store = self.local.clone();
-        let result = tokio::task::spawn_blocking(move || match req {
-            NetRequest::PutShard { meta, file } => {
-                let payload = match shard::parse(&file, &meta) {
-                    Ok(p) => p,
-                    Err(e) => return NetResponse::Error(format!("shard refused: {e}")),
-                };
-                let mut dirty = DirtyDirs::default();
-                let disk = store.disk_for(&meta.block, meta.index as usize);
-                match store
-                    .write(disk, &meta, &payload, &mut dirty)
-                    .and_then(|_| LocalShards::sync_dirs(&dirty))
-                {
-                    Ok(()) => NetResponse::Done,
+        match req {
+            // Checked by `put` (checksum and identity) before it is stored.
+            NetRequest::PutShard { meta, file } => match store.put(&meta, file).await {
+                Ok(()) => NetResponse::Done,
+                Err(e) => NetResponse::Error(e.to_string()),
+            },
+            NetRequest::DeleteShard { block, index } => match store.remove(&block, index).await {
+                Ok(()) => NetResponse::Done,
+                Err(e) => NetResponse::Error(e.to_string()),
+            },
+            NetRequest::GetShard { meta } => {
+                let read = tokio::task::spawn_blocking(move || store.read_record(&meta)).await;
+                match read {
+                    Ok(Ok(record)) => NetResponse::Shard(Some(record)),
+                    Ok(Err(_)) => NetResponse::Shard(None),
                     Err(e) => NetResponse::Error(e.to_string()),
                 }
             }
-            NetRequest::GetShard { meta } => match store.read_any_disk(&meta) {
-                Ok(payload) => NetResponse::Shard(Some(shard::file(&meta, &payload))),
-                Err(_) => NetResponse::Shard(None),
-            },
-            NetRequest::HasShards { metas } => NetResponse::Has(
-                metas
-                    .iter()
-                    .map(|m| store.read_any_disk(m).is_ok())
-                    .collect(),
-            ),
-            NetRequest::DeleteShard { block, index } => {
-                match store.delete_everywhere(&block, index) {
-                    Ok(()) => NetResponse::Done,
+            NetRequest::HasShards { metas } => {
+                let has = tokio::task::spawn_blocking(move || {
+                    metas.iter().map(|m| store.read_record(m).is_ok()).collect()
+                })
+                .await;
+                match has {
+                    Ok(v) => NetResponse::Has(v),
                     Err(e) => NetResponse::Error(e.to_string()),
                 }
             }
             NetRequest::Raft { .. } => NetResponse::Error("not a shard request".into()),
-        })
-        .await;
-        result.unwrap_or_else(|e| NetResponse::Error(e.to_string()))
+        }
     }
 }
 
@@ -622,7 +571,7 @@ mod tests {
 
     struct Env {
         _dir: tempfile::TempDir,
-        dirs: Vec<PathBuf>,
+        _dirs: Vec<PathBuf>,
         store: Arc<BlockStore>,
         meta: raft_meta::MetaReader,
     }
@@ -648,7 +597,7 @@ mod tests {
         let meta = raft_meta::MetaReader::new(db.open_tree("sm").unwrap());
         Env {
             _dir: dir,
-            dirs,
+            _dirs: dirs,
             store,
             meta,
         }
@@ -663,19 +612,23 @@ mod tests {
         }
     }
 
-    fn shard_files(dirs: &[PathBuf], id: &BlockId) -> Vec<PathBuf> {
-        let hex = id.to_string();
-        let mut out = Vec::new();
-        for d in dirs {
-            for i in 0..3 {
-                let p = d.join("shards").join(&hex[..2]).join(format!("{hex}.{i}"));
-                if p.exists() {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort_by_key(|p| p.extension().map(|e| e.to_os_string()));
-        out
+    fn held(e: &Env, id: &BlockId) -> usize {
+        (0..3u8).filter(|i| e.store.local().exists(id, *i)).count()
+    }
+
+    /// Flips a payload byte of a shard's record where it lies on disk.
+    fn flip(e: &Env, id: &BlockId, index: u8) {
+        use std::os::unix::fs::FileExt;
+        let (path, offset, len) = e.store.local().record_place(id, index).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let at = offset + len as u64 / 2;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x55], at).unwrap();
     }
 
     #[tokio::test]
@@ -709,7 +662,7 @@ mod tests {
         let keys = e.store.user_keys(&user);
         let mut back = Vec::new();
         for (c, n) in done.chunks.iter().zip(&done.new_blocks) {
-            assert_eq!(shard_files(&e.dirs, &c.id).len(), 3);
+            assert_eq!(held(&e, &c.id), 3);
             back.extend_from_slice(
                 &e.store
                     .read_block(keys.clone(), c.id, record(n))
@@ -751,37 +704,37 @@ mod tests {
         ing.push(&data).await.unwrap();
         let done = ing.finish().await.unwrap();
         let n = done.new_blocks[0].clone();
-        let files = shard_files(&e.dirs, &n.id);
-        assert_eq!(files.len(), 3);
+        assert_eq!(held(&e, &n.id), 3);
+        let local = e.store.local().clone();
 
         // A lost data shard: read works (degraded) and the shard comes back.
-        std::fs::remove_file(&files[0]).unwrap();
+        local.remove(&n.id, 0).await.unwrap();
+        assert!(!local.exists(&n.id, 0));
         let got = e
             .store
             .read_block(keys.clone(), n.id, record(&n))
             .await
             .unwrap();
         assert_eq!(&got[..], &data[..]);
-        eventually(|| files[0].exists()).await;
+        eventually(|| local.exists(&n.id, 0)).await;
         eventually(|| e.store.stats().shards_repaired.load(Ordering::Relaxed) == 1).await;
 
         // A corrupted shard: detected by checksum, rebuilt the same way.
-        let mut bytes = std::fs::read(&files[1]).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x55;
-        std::fs::write(&files[1], &bytes).unwrap();
+        let meta1 = BlockStore::shard_meta(&n.id, &n.stored, 1);
+        flip(&e, &n.id, 1);
+        assert!(local.read_any_disk(&meta1).is_err());
         let got = e
             .store
             .read_block(keys.clone(), n.id, record(&n))
             .await
             .unwrap();
         assert_eq!(&got[..], &data[..]);
-        eventually(|| std::fs::read(&files[1]).unwrap() != bytes).await;
+        eventually(|| local.read_any_disk(&meta1).is_ok()).await;
         eventually(|| e.store.stats().shards_repaired.load(Ordering::Relaxed) == 2).await;
 
         // Two of three gone: unreadable, with a clear error.
-        std::fs::remove_file(&files[0]).unwrap();
-        std::fs::remove_file(&files[1]).unwrap();
+        local.remove(&n.id, 0).await.unwrap();
+        local.remove(&n.id, 1).await.unwrap();
         let err = e
             .store
             .read_block(keys, n.id, record(&n))

@@ -18,7 +18,6 @@ use raft_meta::MetaReader;
 use tokio::task::JoinHandle;
 
 use crate::block::chunk::{self, MAX_CHUNK};
-use crate::block::store::DirtyDirs;
 use crate::blocks::{BlockError, BlockStore, StoredChunk};
 use crate::keys::UserKeys;
 
@@ -55,7 +54,7 @@ pub struct Partial {
     pub hash_state: Option<TreeHashState>,
 }
 
-type Job = JoinHandle<Result<(StoredChunk, DirtyDirs), BlockError>>;
+type Job = JoinHandle<Result<StoredChunk, BlockError>>;
 
 pub struct Ingest {
     store: Arc<BlockStore>,
@@ -68,7 +67,6 @@ pub struct Ingest {
     in_flight: VecDeque<Job>,
     chunks: Vec<BlockRef>,
     new_blocks: Vec<NewBlock>,
-    dirty: DirtyDirs,
 }
 
 impl Ingest {
@@ -93,7 +91,6 @@ impl Ingest {
             in_flight: VecDeque::new(),
             chunks: Vec::new(),
             new_blocks: Vec::new(),
-            dirty: DirtyDirs::default(),
         }
     }
 
@@ -158,12 +155,11 @@ impl Ingest {
         let Some(job) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let (stored, dirty) = job.await.map_err(|e| BlockError::Task(e.to_string()))??;
+        let stored = job.await.map_err(|e| BlockError::Task(e.to_string()))??;
         self.chunks.push(stored.reference);
         if let Some(n) = stored.new {
             self.new_blocks.push(n);
         }
-        self.dirty.merge(dirty);
         Ok(())
     }
 
@@ -171,8 +167,7 @@ impl Ingest {
         while !self.in_flight.is_empty() {
             self.collect_one().await?;
         }
-        let dirty = std::mem::take(&mut self.dirty);
-        self.store.sync(dirty).await
+        Ok(())
     }
 
     /// Cuts and stores everything; every block is durable on return.

@@ -291,23 +291,21 @@ impl Repair {
     async fn execute(&self, t: Task) -> Result<bool, String> {
         let stored = &t.entry.record.stored;
         let meta = BlockStore::shard_meta(&t.entry.block, stored, t.index);
-        let payload = match t.copy {
-            true => match self.blocks.get_shard(t.from, &meta).await {
-                Some(p) => p,
-                None => self
-                    .blocks
-                    .rebuild_shard(&t.entry.block, stored, t.index)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            },
-            false => self
+        let copied = match t.copy {
+            true => self.blocks.get_shard(t.from, &meta).await,
+            false => None,
+        };
+        let payload = match copied {
+            Some(p) => p,
+            None => self
                 .blocks
                 .rebuild_shard(&t.entry.block, stored, t.index)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string())?
+                .into(),
         };
         self.blocks
-            .put_shard(t.to, &meta, payload)
+            .put_shard(t.to, &meta, &payload)
             .await
             .map_err(|e| e.to_string())?;
         let out = self
@@ -340,11 +338,18 @@ impl Repair {
         Ok(t.copy)
     }
 
-    /// The scrubber loop.
+    /// The scrubber loop: a census of the local shards every scan interval
+    /// (a replaced disk is noticed at once), and a re-read of all of them
+    /// at the scrub rate once every `scrub_every`.
     pub async fn run_scrubber(self: Arc<Self>, stop: CancellationToken) {
         let me = self.blocks.node_id();
+        let mut reread_due = Instant::now();
         loop {
-            if let Err(e) = self.scrub_pass(me, &stop).await {
+            let reread = Instant::now() >= reread_due;
+            if reread {
+                reread_due = Instant::now() + self.config.scrub_every;
+            }
+            if let Err(e) = self.scrub_pass(me, reread, &stop).await {
                 tracing::warn!(error = %e, "scrub pass failed");
             }
             self.publish();
@@ -382,7 +387,7 @@ impl Repair {
                 let meta = BlockStore::shard_meta(&entry.block, stored, index);
                 match self
                     .blocks
-                    .put_shard(self.blocks.node_id(), &meta, payload)
+                    .put_shard(self.blocks.node_id(), &meta, &payload)
                     .await
                 {
                     Ok(()) => {
@@ -405,6 +410,7 @@ impl Repair {
     async fn scrub_pass(
         &self,
         me: NodeId,
+        reread: bool,
         stop: &CancellationToken,
     ) -> Result<(), raft_meta::MetaError> {
         let mine = self.my_shards(me)?;
@@ -449,7 +455,7 @@ impl Repair {
             }
         }
         self.publish();
-        if stop.is_cancelled() {
+        if stop.is_cancelled() || !reread {
             return Ok(());
         }
         // Then re-read everything at the configured rate.

@@ -73,7 +73,7 @@ impl Cluster {
             let mut text = std::fs::read_to_string(&p).unwrap();
             text = text.replace(
                 "[repair]\ngrace = \"4s\"\n",
-                "[repair]\ngrace = \"4s\"\nscan_interval = \"1s\"\nscrub_rate = \"256MiB\"\n",
+                "[repair]\ngrace = \"4s\"\nscan_interval = \"1s\"\nscrub_rate = \"256MiB\"\nscrub_every = \"1s\"\n",
             );
             std::fs::write(&p, text).unwrap();
         }

@@ -364,11 +364,10 @@ pub async fn put_block(
     let user = caller.user;
     let exists: std::sync::Arc<dyn Fn(&BlockId) -> bool + Send + Sync> =
         std::sync::Arc::new(move |b| matches!(reader.block(&user, b), Ok(Some(_))));
-    let (stored, dirty) = app
+    let stored = app
         .blocks
         .store_chunk(keys, Bytes::from(data), true, exists)
         .await?;
-    app.blocks.sync(dirty).await?;
     if let Some(n) = stored.new {
         app.meta
             .write(Command::RegisterBlocks {

@@ -24,7 +24,6 @@ use raft_meta::types::{AdvanceUpload, CreateUpload, FinishUpload, NewBlock};
 use raft_meta::{Command, DrivePath, OnConflict, Output};
 use sha1::Digest;
 use strata_node::block::codec::worth_compressing;
-use strata_node::block::store::DirtyDirs;
 use strata_node::{Ingest, WholeHash};
 
 use raft_meta::state_machine::shares::SHARED_ROOT;
@@ -487,12 +486,11 @@ impl Job {
             let user = self.caller.user;
             let exists: Arc<dyn Fn(&cluster_config::BlockId) -> bool + Send + Sync> =
                 Arc::new(move |id| matches!(meta.block(&user, id), Ok(Some(_))));
-            let (stored, dirty): (_, DirtyDirs) = app
+            let stored = app
                 .blocks
                 .store_chunk(keys, Bytes::from(piece_buf), compress, exists)
                 .await
                 .map_err(ApiError::from)?;
-            app.blocks.sync(dirty).await.map_err(ApiError::from)?;
             let mut tail = rec.tail.clone();
             tail.push(stored.reference);
             (

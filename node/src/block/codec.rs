@@ -1,31 +1,38 @@
-//! Sealing a chunk: snap compression where it pays, then XChaCha20-Poly1305
-//! under the owner's key, in a self-describing frame.
+//! Sealing a chunk: snap compression where it pays, then ChaCha20-Poly1305
+//! under a key of the owner's, in a self-describing frame.
 //!
 //! Frame (all integers little-endian):
 //! ```text
 //! 0..4   magic "SBLK"
-//! 4      format version (1)
+//! 4      format version (2; 1 is still read)
 //! 5      flags (bit 0: snap-compressed)
 //! 6      key version
 //! 7      reserved (0)
 //! 8..12  plaintext length
 //! 12..   ciphertext, then the 16-byte Poly1305 tag
 //! ```
+//! Version 2 encrypts with ChaCha20-Poly1305 (RFC 8439, ring's assembly)
+//! under a key of its own per block, derived from the owner's encryption
+//! key and the block id with keyed BLAKE3; each such key seals one content
+//! only, so its nonce is zero. Version 1 used XChaCha20-Poly1305 under the
+//! owner's key with a nonce derived from the block id.
 //! The header and the block id are the AEAD's associated data, so a frame
 //! moved to another block id, or with a flipped flag, fails to open. The
-//! nonce is derived from the key and the block id: the same (user, content)
-//! always seals to the same bytes, which keeps shard writes idempotent and
-//! reveals nothing beyond what the keyed block id already does.
+//! same (user, content) always seals to the same bytes, which keeps shard
+//! writes idempotent and reveals nothing beyond what the keyed block id
+//! already does.
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use cluster_config::BlockId;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
 use super::chunk::MAX_CHUNK;
 use crate::keys::{UserKeys, KEY_VERSION};
 
 pub const MAGIC: &[u8; 4] = b"SBLK";
 pub const FORMAT_V1: u8 = 1;
+pub const FORMAT_V2: u8 = 2;
 pub const HEADER_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 const FLAG_SNAPPY: u8 = 1;
@@ -82,6 +89,32 @@ fn cipher(keys: &UserKeys) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(keys.encryption_key().into())
 }
 
+/// The version 2 key of one block.
+fn block_key(keys: &UserKeys, id: &BlockId) -> Result<LessSafeKey, CodecError> {
+    let mut h = blake3::Hasher::new_keyed(keys.encryption_key());
+    h.update(b"strata block key v2");
+    h.update(id.as_bytes());
+    let k = UnboundKey::new(&CHACHA20_POLY1305, h.finalize().as_bytes())
+        .map_err(|_| CodecError::Malformed("block key"))?;
+    Ok(LessSafeKey::new(k))
+}
+
+/// Bytes sampled to judge whether a chunk compresses.
+const SAMPLE: usize = 64 * 1024;
+
+/// Whether snap saves at least an eighth on a sample from the start and
+/// one from the middle: incompressible chunks skip the full pass.
+fn compresses(plain: &[u8], scratch: &mut Vec<u8>) -> bool {
+    if plain.len() <= 2 * SAMPLE {
+        return true;
+    }
+    let mid = plain.len() / 2;
+    [&plain[..SAMPLE], &plain[mid..mid + SAMPLE]].iter().any(|s| {
+        scratch.resize(snap::raw::max_compress_len(s.len()), 0);
+        matches!(snap::raw::Encoder::new().compress(s, scratch), Ok(n) if n <= s.len() - s.len() / 8)
+    })
+}
+
 /// Compresses (if asked and if it saves an eighth) and encrypts a chunk.
 pub fn seal(
     keys: &UserKeys,
@@ -95,10 +128,10 @@ pub fn seal(
     let mut flags = 0;
     let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[FORMAT_V1, 0, KEY_VERSION, 0]);
+    out.extend_from_slice(&[FORMAT_V2, 0, KEY_VERSION, 0]);
     out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
     let mut body_written = false;
-    if try_compress && plain.len() >= 64 {
+    if try_compress && plain.len() >= 64 && compresses(plain, &mut Vec::new()) {
         let max = snap::raw::max_compress_len(plain.len());
         out.resize(HEADER_LEN + max, 0);
         if let Ok(n) = snap::raw::Encoder::new().compress(plain, &mut out[HEADER_LEN..]) {
@@ -117,10 +150,14 @@ pub fn seal(
     }
     out[5] = flags;
     let (header, body) = out.split_at_mut(HEADER_LEN);
-    let tag = cipher(keys)
-        .encrypt_inout_detached(&nonce(keys, id), &aad(header, id), body.into())
+    let tag = block_key(keys, id)?
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(aad(header, id)),
+            body,
+        )
         .map_err(|_| CodecError::Malformed("encryption failed"))?;
-    out.extend_from_slice(tag.as_slice());
+    out.extend_from_slice(tag.as_ref());
     Ok(out)
 }
 
@@ -132,8 +169,9 @@ pub fn open(keys: &UserKeys, id: &BlockId, mut sealed: Vec<u8>) -> Result<Vec<u8
     if &sealed[..4] != MAGIC {
         return Err(CodecError::Malformed("bad magic"));
     }
-    if sealed[4] != FORMAT_V1 {
-        return Err(CodecError::UnknownVersion(sealed[4]));
+    let version = sealed[4];
+    if version != FORMAT_V1 && version != FORMAT_V2 {
+        return Err(CodecError::UnknownVersion(version));
     }
     if sealed[6] != KEY_VERSION {
         return Err(CodecError::UnknownKey(sealed[6]));
@@ -144,12 +182,24 @@ pub fn open(keys: &UserKeys, id: &BlockId, mut sealed: Vec<u8>) -> Result<Vec<u8
         return Err(CodecError::TooLarge(plain_len));
     }
     let tag_at = sealed.len() - TAG_LEN;
-    let tag = Tag::try_from(&sealed[tag_at..]).map_err(|_| CodecError::Malformed("tag"))?;
-    let (header, rest) = sealed.split_at_mut(HEADER_LEN);
-    let body = &mut rest[..tag_at - HEADER_LEN];
-    cipher(keys)
-        .decrypt_inout_detached(&nonce(keys, id), &aad(header, id), body.into(), &tag)
-        .map_err(|_| CodecError::Authentication)?;
+    if version == FORMAT_V1 {
+        let tag = Tag::try_from(&sealed[tag_at..]).map_err(|_| CodecError::Malformed("tag"))?;
+        let (header, rest) = sealed.split_at_mut(HEADER_LEN);
+        let body = &mut rest[..tag_at - HEADER_LEN];
+        cipher(keys)
+            .decrypt_inout_detached(&nonce(keys, id), &aad(header, id), body.into(), &tag)
+            .map_err(|_| CodecError::Authentication)?;
+    } else {
+        let (header, rest) = sealed.split_at_mut(HEADER_LEN);
+        block_key(keys, id)?
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::from(aad(header, id)),
+                rest,
+            )
+            .map_err(|_| CodecError::Authentication)?;
+    }
+    let body = &sealed[HEADER_LEN..tag_at];
     let plain = if flags & FLAG_SNAPPY != 0 {
         let n =
             snap::raw::decompress_len(body).map_err(|_| CodecError::Malformed("snappy length"))?;
@@ -235,6 +285,62 @@ mod tests {
             Err(CodecError::Authentication)
         );
         assert!(open(&k, &id, sealed[..10].to_vec()).is_err());
+    }
+
+    /// A frame as version 1 wrote it (XChaCha20-Poly1305, no compression).
+    fn seal_v1(keys: &UserKeys, id: &BlockId, plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&[FORMAT_V1, 0, KEY_VERSION, 0]);
+        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        out.extend_from_slice(plain);
+        let (header, body) = out.split_at_mut(HEADER_LEN);
+        let tag = cipher(keys)
+            .encrypt_inout_detached(&nonce(keys, id), &aad(header, id), body.into())
+            .unwrap();
+        out.extend_from_slice(tag.as_slice());
+        out
+    }
+
+    #[test]
+    fn version_one_frames_still_open() {
+        let k = keys(3);
+        let data = b"written by an earlier version".repeat(300);
+        let id = k.block_id(&data);
+        let old = seal_v1(&k, &id, &data);
+        assert_eq!(open(&k, &id, old.clone()).unwrap(), data);
+        let mut bad = old;
+        let n = bad.len();
+        bad[n - 20] ^= 1;
+        assert_eq!(open(&k, &id, bad), Err(CodecError::Authentication));
+        // New frames are version 2, and differ per block key.
+        let new = seal(&k, &id, &data, false).unwrap();
+        assert_eq!(new[4], FORMAT_V2);
+        let other = keys(4);
+        let id2 = other.block_id(&data);
+        assert_ne!(seal(&other, &id2, &data, false).unwrap()[12..], new[12..]);
+    }
+
+    #[test]
+    fn a_chunk_compressible_only_in_the_middle_is_compressed() {
+        let k = keys(1);
+        let mut x = 7u64;
+        let mut data: Vec<u8> = (0..600_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for b in &mut data[200_000..500_000] {
+            *b = b'a';
+        }
+        let id = k.block_id(&data);
+        let sealed = seal(&k, &id, &data, true).unwrap();
+        assert!(sealed[5] & FLAG_SNAPPY != 0);
+        assert!(sealed.len() < data.len() * 3 / 4);
+        assert_eq!(open(&k, &id, sealed).unwrap(), data);
     }
 
     #[test]

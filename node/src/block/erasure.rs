@@ -43,35 +43,51 @@ impl Erasure {
 
     /// Splits `sealed` into `data` shards (zero-padded) and computes parity.
     pub fn encode(&self, sealed: &[u8]) -> Result<Vec<Vec<u8>>, ErasureError> {
+        self.encode_with_headroom(sealed, 0)
+    }
+
+    /// `encode`, each shard preceded by `headroom` zero bytes in its buffer
+    /// (room for the shard header, so the file is written without a copy).
+    pub fn encode_with_headroom(
+        &self,
+        sealed: &[u8],
+        headroom: usize,
+    ) -> Result<Vec<Vec<u8>>, ErasureError> {
         let shard_len = self.shard_len(sealed.len());
         let mut shards: Vec<Vec<u8>> = Vec::with_capacity(self.total());
         for i in 0..self.data {
             let start = (i * shard_len).min(sealed.len());
             let end = ((i + 1) * shard_len).min(sealed.len());
-            let mut s = Vec::with_capacity(shard_len);
+            let mut s = Vec::with_capacity(headroom + shard_len);
+            s.resize(headroom, 0);
             s.extend_from_slice(&sealed[start..end]);
-            s.resize(shard_len, 0);
+            s.resize(headroom + shard_len, 0);
             shards.push(s);
         }
         let mut enc = ReedSolomonEncoder::new(self.data, self.parity, shard_len).map_err(codec)?;
         for s in &shards {
-            enc.add_original_shard(s).map_err(codec)?;
+            enc.add_original_shard(&s[headroom..]).map_err(codec)?;
         }
         let result = enc.encode().map_err(codec)?;
-        shards.extend(result.recovery_iter().map(<[u8]>::to_vec));
+        shards.extend(result.recovery_iter().map(|r| {
+            let mut s = Vec::with_capacity(headroom + r.len());
+            s.resize(headroom, 0);
+            s.extend_from_slice(r);
+            s
+        }));
         Ok(shards)
     }
 
     /// Rebuilds the sealed block from any `data` of the shards.
-    pub fn decode(
+    pub fn decode<B: AsRef<[u8]>>(
         &self,
-        shards: &[Option<Vec<u8>>],
+        shards: &[Option<B>],
         sealed_len: usize,
     ) -> Result<Vec<u8>, ErasureError> {
         let originals = self.restore_originals(shards)?;
         let mut out = Vec::with_capacity(sealed_len + 2);
         for s in originals.iter().take(self.data) {
-            out.extend_from_slice(s);
+            out.extend_from_slice(s.as_ref());
         }
         if out.len() < sealed_len {
             return Err(ErasureError::ShardSize);
@@ -81,14 +97,23 @@ impl Erasure {
     }
 
     /// Every shard, rebuilding the missing ones (for repair).
-    pub fn reconstruct_all(
+    pub fn reconstruct_all<B: AsRef<[u8]>>(
         &self,
-        shards: &[Option<Vec<u8>>],
+        shards: &[Option<B>],
     ) -> Result<Vec<Vec<u8>>, ErasureError> {
-        let originals = self.restore_originals(shards)?;
+        let originals: Vec<Vec<u8>> = self
+            .restore_originals(shards)?
+            .into_iter()
+            .map(|o| o.into_vec())
+            .collect();
         if shards[self.data..].iter().all(Option::is_some) {
             let mut all = originals;
-            all.extend(shards[self.data..].iter().flatten().cloned());
+            all.extend(
+                shards[self.data..]
+                    .iter()
+                    .flatten()
+                    .map(|s| s.as_ref().to_vec()),
+            );
             return Ok(all);
         }
         let shard_len = originals[0].len();
@@ -102,7 +127,10 @@ impl Erasure {
         Ok(all)
     }
 
-    fn restore_originals(&self, shards: &[Option<Vec<u8>>]) -> Result<Vec<Vec<u8>>, ErasureError> {
+    fn restore_originals<'a, B: AsRef<[u8]>>(
+        &self,
+        shards: &'a [Option<B>],
+    ) -> Result<Vec<Original<'a>>, ErasureError> {
         if shards.len() != self.total() {
             return Err(ErasureError::ShardSize);
         }
@@ -113,38 +141,75 @@ impl Erasure {
                 have,
             });
         }
-        let shard_len = shards.iter().flatten().map(Vec::len).next().unwrap_or(0);
-        if shards.iter().flatten().any(|s| s.len() != shard_len) {
+        let shard_len = shards
+            .iter()
+            .flatten()
+            .map(|s| s.as_ref().len())
+            .next()
+            .unwrap_or(0);
+        if shards
+            .iter()
+            .flatten()
+            .any(|s| s.as_ref().len() != shard_len)
+        {
             return Err(ErasureError::ShardSize);
         }
         if shards[..self.data].iter().all(Option::is_some) {
-            return Ok(shards[..self.data].iter().flatten().cloned().collect());
+            return Ok(shards[..self.data]
+                .iter()
+                .flatten()
+                .map(|s| Original::Given(s.as_ref()))
+                .collect());
         }
         let mut dec = ReedSolomonDecoder::new(self.data, self.parity, shard_len).map_err(codec)?;
         for (i, s) in shards[..self.data].iter().enumerate() {
             if let Some(s) = s {
-                dec.add_original_shard(i, s).map_err(codec)?;
+                dec.add_original_shard(i, s.as_ref()).map_err(codec)?;
             }
         }
         for (i, s) in shards[self.data..].iter().enumerate() {
             if let Some(s) = s {
-                dec.add_recovery_shard(i, s).map_err(codec)?;
+                dec.add_recovery_shard(i, s.as_ref()).map_err(codec)?;
             }
         }
         let result = dec.decode().map_err(codec)?;
         let mut out = Vec::with_capacity(self.data);
         for (i, s) in shards[..self.data].iter().enumerate() {
             match s {
-                Some(s) => out.push(s.clone()),
-                None => out.push(
+                Some(s) => out.push(Original::Given(s.as_ref())),
+                None => out.push(Original::Restored(
                     result
                         .restored_original(i)
                         .ok_or_else(|| ErasureError::Codec(format!("shard {i} not restored")))?
                         .to_vec(),
-                ),
+                )),
             }
         }
         Ok(out)
+    }
+}
+
+/// A data shard as the caller gave it, or rebuilt.
+enum Original<'a> {
+    Given(&'a [u8]),
+    Restored(Vec<u8>),
+}
+
+impl Original<'_> {
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Original::Given(s) => s.to_vec(),
+            Original::Restored(v) => v,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Original<'_> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Original::Given(s) => s,
+            Original::Restored(v) => v,
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! The shard file format. One file per shard; the header says what it is,
-//! and a BLAKE3 checksum over header and payload is checked on every read.
+//! The shard file format: a header that says what the shard is, then its
+//! payload. A BLAKE3 checksum over header and payload is checked on every
+//! read. It is a record in a pack on disk (`store.rs`) and the unit sent
+//! between nodes.
 //!
 //! ```text
 //! 0..4    magic "SSHD"
@@ -69,6 +71,38 @@ pub fn header(meta: &ShardMeta, payload: &[u8]) -> [u8; HEADER_LEN] {
     let sum = checksum(&hdr[..52], payload);
     hdr[52..84].copy_from_slice(&sum);
     hdr
+}
+
+/// Largest payload a shard header may claim (a shard of the largest block).
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// What a header says, without checking the checksum (which needs the
+/// payload): its shard and the payload length. `None` if it is not a
+/// shard header at all.
+pub fn peek_header(hdr: &[u8]) -> Option<(ShardMeta, usize)> {
+    if hdr.len() < HEADER_LEN || &hdr[..4] != MAGIC || hdr[4] != FORMAT_V1 {
+        return None;
+    }
+    let payload_len = u32::from_le_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]) as usize;
+    if payload_len > MAX_PAYLOAD {
+        return None;
+    }
+    let meta = ShardMeta {
+        block: BlockId::from_slice(&hdr[20..52])?,
+        codec: hdr[5],
+        data: hdr[6],
+        parity: hdr[7],
+        index: hdr[8],
+        sealed_len: u32::from_le_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
+    };
+    Some((meta, payload_len))
+}
+
+/// Writes the header into the first `HEADER_LEN` bytes of `record`, whose
+/// remainder is the payload: the shard file, built in place.
+pub fn fill_header(meta: &ShardMeta, record: &mut [u8]) {
+    let hdr = header(meta, &record[HEADER_LEN..]);
+    record[..HEADER_LEN].copy_from_slice(&hdr);
 }
 
 /// A whole shard file (header and payload).
