@@ -593,8 +593,8 @@ mod tests {
             None,
             4,
         ));
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let meta = raft_meta::MetaReader::new(db.open_tree("sm").unwrap());
+        let db = raft_meta::table::Db::open(&dir.path().join("meta"), 8 << 20).unwrap();
+        let meta = raft_meta::MetaReader::new(db.table("sm").unwrap());
         Env {
             _dir: dir,
             _dirs: dirs,

@@ -44,3 +44,9 @@ impl From<crate::records::DecodeError> for MetaError {
         MetaError::Corrupt(e.to_string())
     }
 }
+
+impl From<crate::table::DbError> for MetaError {
+    fn from(e: crate::table::DbError) -> Self {
+        MetaError::Storage(e.to_string())
+    }
+}

@@ -25,9 +25,9 @@ impl KvRead for Tx<'_> {
     }
 }
 
-impl KvRead for sled::Tree {
+impl KvRead for crate::table::Table {
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Fatal> {
-        Ok(self.get(key)?.map(|v| v.to_vec()))
+        Ok(self.get(key)?)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod reader;
 pub mod records;
 pub mod state_machine;
 pub mod store;
+pub mod table;
 pub mod types;
 
 pub use client::{MetaClient, MetaNode};

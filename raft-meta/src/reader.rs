@@ -15,7 +15,7 @@ use crate::records::{
 
 #[derive(Clone)]
 pub struct MetaReader {
-    tree: sled::Tree,
+    tree: crate::table::Table,
 }
 
 /// A block record found by a scan.
@@ -39,7 +39,7 @@ pub struct Listed {
 type R<T> = Result<T, MetaError>;
 
 impl MetaReader {
-    pub fn new(tree: sled::Tree) -> Self {
+    pub fn new(tree: crate::table::Table) -> Self {
         Self { tree }
     }
 
@@ -98,7 +98,7 @@ impl MetaReader {
     fn shares_under(&self, prefix: Vec<u8>) -> R<Vec<(ShareId, ShareRecord)>> {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(&prefix) {
-            let (k, _) = kv.map_err(MetaError::from_sled)?;
+            let (k, _) = kv?;
             let Some(id) = ShareId::from_slice(&k[prefix.len()..]) else {
                 continue;
             };
@@ -134,7 +134,7 @@ impl MetaReader {
         while let Some((dir, dir_path)) = stack.pop() {
             let mut sub = Vec::new();
             for kv in self.tree.scan_prefix(keys::children_of(user, &dir)) {
-                let (_, v) = kv.map_err(MetaError::from_sled)?;
+                let (_, v) = kv?;
                 let Some(id) = EntryId::from_slice(&v) else {
                     return Err(MetaError::Corrupt("child index".into()));
                 };
@@ -175,7 +175,7 @@ impl MetaReader {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = kv.map_err(MetaError::from_sled)?;
+            let (k, v) = kv?;
             let mut n = [0u8; 8];
             n.copy_from_slice(&k[k.len() - 8..]);
             out.push((
@@ -219,11 +219,11 @@ impl MetaReader {
             None => vec![keys::BLOCK],
         };
         let mut out = Vec::new();
-        for kv in self.tree.range(start..) {
+        for kv in self.tree.range_from(start) {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = kv.map_err(MetaError::from_sled)?;
+            let (k, v) = kv?;
             if k.first() != Some(&keys::BLOCK) {
                 break;
             }
@@ -249,11 +249,11 @@ impl MetaReader {
     pub fn journal(&self, user: &UserId, from: u64, limit: usize) -> R<Vec<(u64, ChangeRecord)>> {
         let mut out = Vec::new();
         let prefix = keys::journal_of(user);
-        for kv in self.tree.range(keys::journal(user, from)..) {
+        for kv in self.tree.range_from(keys::journal(user, from)) {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = kv.map_err(MetaError::from_sled)?;
+            let (k, v) = kv?;
             if !k.starts_with(&prefix) {
                 break;
             }

@@ -158,7 +158,7 @@ impl Agent {
     pub async fn open(profile: Profile, opts: Options) -> Result<Self> {
         let meta_dir = opts.root.join(".strata-sync");
         std::fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
-        let state = State::open(&meta_dir.join("state"))?;
+        let state = State::open(&meta_dir)?;
         let mut agent = Self {
             client: profile.client(0)?,
             server: 0,

@@ -32,8 +32,8 @@ impl From<Fatal> for Fail {
     }
 }
 
-impl From<sled::Error> for Fail {
-    fn from(e: sled::Error) -> Self {
+impl From<crate::table::DbError> for Fail {
+    fn from(e: crate::table::DbError) -> Self {
         Fail::Fatal(Fatal::Storage(e))
     }
 }

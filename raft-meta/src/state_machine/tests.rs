@@ -1,4 +1,4 @@
-//! State machine commands, applied directly to a temporary sled tree.
+//! State machine commands, applied directly to a temporary table.
 
 use cluster_config::{BlockId, DeviceId, UploadId, UserId};
 
@@ -11,7 +11,7 @@ use crate::types::*;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    tree: sled::Tree,
+    tree: crate::table::Table,
     user: UserId,
     device: DeviceId,
     at: u64,
@@ -49,12 +49,8 @@ fn segs(p: &str) -> Vec<String> {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .temporary(true)
-            .open()
-            .unwrap();
-        let tree = db.open_tree("sm").unwrap();
+        let db = crate::table::Db::open(dir.path(), 8 << 20).unwrap();
+        let tree = db.table("sm").unwrap();
         let mut f = Self {
             _dir: dir,
             tree,

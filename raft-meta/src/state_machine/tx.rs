@@ -17,7 +17,7 @@ use crate::records::{decode, encode, DecodeError};
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
     #[error("state machine storage: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(#[from] crate::table::DbError),
     #[error(transparent)]
     Corrupt(#[from] DecodeError),
 }
@@ -28,7 +28,7 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 type LayerRange<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a>;
 
 pub struct Tx<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a crate::table::Table,
     batch: Layer,
     cmd: Layer,
     /// What this transaction read from the tree: it does not change while
@@ -39,7 +39,7 @@ pub struct Tx<'a> {
 }
 
 impl<'a> Tx<'a> {
-    pub fn new(tree: &'a sled::Tree) -> Self {
+    pub fn new(tree: &'a crate::table::Table) -> Self {
         Self {
             tree,
             batch: Layer::new(),
@@ -64,7 +64,7 @@ impl<'a> Tx<'a> {
         if let Some(v) = self.read.borrow().get(key) {
             return Ok(v.clone());
         }
-        let v = self.tree.get(key)?.map(|v| v.to_vec());
+        let v = self.tree.get(key)?;
         self.read.borrow_mut().insert(key.to_vec(), v.clone());
         Ok(v)
     }
@@ -76,8 +76,7 @@ impl<'a> Tx<'a> {
         }
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(prefix) {
-            let (k, v) = kv?;
-            out.push((k.to_vec(), v.to_vec()));
+            out.push(kv?);
         }
         self.scanned
             .borrow_mut()
@@ -160,9 +159,9 @@ impl<'a> Tx<'a> {
         heads.into_iter().collect()
     }
 
-    pub fn into_batch(mut self) -> sled::Batch {
+    pub fn into_batch(mut self) -> crate::table::Batch {
         self.keep();
-        let mut b = sled::Batch::default();
+        let mut b = crate::table::Batch::default();
         for (k, v) in self.batch {
             match v {
                 Some(v) => b.insert(k, v),

@@ -5,8 +5,6 @@
 //! purges are durable before they return. The state machine lives in sled
 //! and is flushed before log entries that could replay it are purged.
 //!
-//! Earlier versions kept the log in sled trees (`raft_log`, `raft_meta`);
-//! such a log is imported into the WAL once, at open.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -18,14 +16,13 @@ use openraft::{LogState, OptionalSend, RaftLogReader, StorageError, StorageIOErr
 use super::io_err;
 use super::wal::{Entry, Wal, WalError};
 use crate::error::MetaError;
-use crate::records::decode;
 use crate::types::{LogId, TypeConfig};
 
 type StoreResult<T> = Result<T, StorageError<u64>>;
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    db: crate::table::Db,
     wal: Wal,
 }
 
@@ -40,71 +37,12 @@ impl From<WalError> for MetaError {
 
 impl LogStore {
     /// Opens the log under `dir/raft-log`; `db` holds the state machine.
-    pub(super) async fn open(dir: &Path, db: sled::Db) -> Result<Self, MetaError> {
+    pub(super) async fn open(dir: &Path, db: crate::table::Db) -> Result<Self, MetaError> {
         let opened = Wal::open(&dir.join("raft-log"))?;
-        let store = Self {
+        Ok(Self {
             db,
             wal: opened.wal,
-        };
-        store.import_from_sled(opened.fresh).await?;
-        Ok(store)
-    }
-
-    /// Moves a log kept in sled by an earlier version into the WAL, then
-    /// empties the sled trees (the WAL is durable first).
-    async fn import_from_sled(&self, fresh: bool) -> Result<(), MetaError> {
-        let names = self.db.tree_names();
-        let has = |n: &str| names.iter().any(|t| t.as_ref() == n.as_bytes());
-        if !has("raft_log") && !has("raft_meta") {
-            return Ok(());
-        }
-        let log = self
-            .db
-            .open_tree("raft_log")
-            .map_err(MetaError::from_sled)?;
-        let meta = self
-            .db
-            .open_tree("raft_meta")
-            .map_err(MetaError::from_sled)?;
-        if log.is_empty() && meta.is_empty() {
-            return Ok(());
-        }
-        if fresh && self.wal.is_empty() {
-            let get = |k: &[u8]| -> Result<Option<sled::IVec>, MetaError> {
-                meta.get(k).map_err(MetaError::from_sled)
-            };
-            let vote: Option<Vote<u64>> = match get(b"vote")? {
-                Some(v) => Some(decode("raft vote", &v)?),
-                None => None,
-            };
-            let committed: Option<LogId> = match get(b"committed")? {
-                Some(v) => decode::<Option<LogId>>("raft committed", &v)?,
-                None => None,
-            };
-            let purged: Option<LogId> = match get(b"last_purged")? {
-                Some(v) => Some(decode("raft purge point", &v)?),
-                None => None,
-            };
-            let mut entries = Vec::new();
-            for kv in log.iter() {
-                let (_, v) = kv.map_err(MetaError::from_sled)?;
-                let e: Entry = decode("log entry", &v)?;
-                if purged.is_some_and(|p| e.log_id.index <= p.index) {
-                    continue;
-                }
-                entries.push(e);
-            }
-            let n = entries.len();
-            self.wal.import(vote, committed, purged, entries).await?;
-            tracing::info!(
-                entries = n,
-                "raft log moved from sled into the write-ahead log"
-            );
-        }
-        log.clear().map_err(MetaError::from_sled)?;
-        meta.clear().map_err(MetaError::from_sled)?;
-        self.db.flush_async().await.map_err(MetaError::from_sled)?;
-        Ok(())
+        })
     }
 }
 
@@ -188,69 +126,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The state machine is flushed lazily; make everything applied so far
         // durable before the log entries that could replay it disappear.
         self.db
-            .flush_async()
-            .await
+            .flush()
             .map_err(|e| StorageIOError::write_logs(&e))?;
         self.wal
             .purge(log_id)
             .await
             .map_err(|e| StorageIOError::write_logs(&io_err(e)).into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::records::encode;
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    fn entry(index: u64) -> Entry {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
-            payload: EntryPayload::Blank,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_log_kept_in_sled_is_imported_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path().join("sled"))
-            .open()
-            .unwrap();
-        {
-            // The layout earlier versions wrote.
-            let log = db.open_tree("raft_log").unwrap();
-            let meta = db.open_tree("raft_meta").unwrap();
-            for i in 3..=9u64 {
-                log.insert(i.to_be_bytes(), encode(&entry(i))).unwrap();
-            }
-            meta.insert("vote", encode(&Vote::<u64>::new(2, 1)))
-                .unwrap();
-            meta.insert("committed", encode(&Some(entry(8).log_id)))
-                .unwrap();
-            meta.insert("last_purged", encode(&entry(4).log_id))
-                .unwrap();
-            db.flush().unwrap();
-        }
-        let mut store = LogStore::open(dir.path(), db.clone()).await.unwrap();
-        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
-        assert_eq!(store.read_committed().await.unwrap(), Some(entry(8).log_id));
-        let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(entry(4).log_id));
-        assert_eq!(state.last_log_id, Some(entry(9).log_id));
-        let got: Vec<u64> = store
-            .try_get_log_entries(0..)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.log_id.index)
-            .collect();
-        assert_eq!(got, vec![5, 6, 7, 8, 9]);
-        assert!(db.open_tree("raft_log").unwrap().is_empty());
-        drop(store);
-        // Opening again reads the WAL; nothing is imported twice.
-        let mut store = LogStore::open(dir.path(), db).await.unwrap();
-        assert_eq!(store.try_get_log_entries(0..).await.unwrap().len(), 5);
     }
 }

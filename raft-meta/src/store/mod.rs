@@ -1,12 +1,14 @@
 //! openraft storage: the log in a write-ahead log of segment files
-//! (`wal`, `log`), and the state machine with its snapshots in sled (`sm`).
-//! The log is what makes a write durable; the state machine is flushed in
-//! the background and re-applied from the log after a crash.
+//! (`wal`, `log`), and the state machine in an LSM table with its snapshot
+//! in a file (`sm`). The log is what makes a write durable; the state
+//! machine is flushed in the background and re-applied from the log after
+//! a crash. `migrate` moves a directory of an earlier layout.
 
 // openraft's `StorageError` is large; its trait signatures are not ours to change.
 #![allow(clippy::result_large_err)]
 
 mod log;
+mod migrate;
 mod sm;
 pub mod wal;
 
@@ -22,22 +24,18 @@ pub mod sm_journal {
 
 use crate::error::MetaError;
 
-/// Cache sled may use; the tree is mostly read through, not held.
-const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Block cache of the state machine's tables.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Opens (or creates) the metadata database under `dir`.
 pub async fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), MetaError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| MetaError::Storage(format!("{}: {e}", dir.display())))?;
-    let db = sled::Config::new()
-        .path(dir.join("sled"))
-        .cache_capacity(SLED_CACHE_BYTES)
-        .flush_every_ms(Some(1000))
-        .mode(sled::Mode::HighThroughput)
-        .open()
+    migrate::from_sled(dir, CACHE_BYTES).await?;
+    let db = crate::table::Db::open(&dir.join("state"), CACHE_BYTES)
         .map_err(|e| MetaError::Storage(format!("opening {}: {e}", dir.display())))?;
     let log = LogStore::open(dir, db.clone()).await?;
-    let sm = StateMachineStore::new(db)?;
+    let sm = StateMachineStore::new(db, dir)?;
     Ok((log, sm))
 }
 

@@ -1,11 +1,13 @@
-//! The state machine store: applies committed entries to the `sm` tree in
-//! one atomic sled batch per call, and builds/installs snapshots.
+//! The state machine store: applies committed entries to the `sm` table in
+//! one atomic batch per call, and builds/installs snapshots (kept in the
+//! file `snapshot` beside the tables: temporary name, `fsync`, rename).
 //!
-//! Applies are not flushed: after a crash the tree is a consistent prefix
-//! (sled recovers batches atomically and in order) and openraft re-applies
+//! Applies are not flushed: after a crash the table is a consistent prefix
+//! (batches are recovered atomically and in order) and openraft re-applies
 //! the durable log from `last_applied`. The log is only purged after a flush.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -26,8 +28,6 @@ type Entry = openraft::Entry<TypeConfig>;
 type StoreResult<T> = Result<T, StorageError<u64>>;
 type Membership = StoredMembership<u64, MemberNode>;
 
-const CURRENT_SNAPSHOT: &[u8] = b"current";
-
 /// Sent after every applied batch: the highest log index applied.
 pub type AppliedTx = broadcast::Sender<u64>;
 
@@ -37,9 +37,10 @@ pub type JournalTx = broadcast::Sender<Arc<Vec<(cluster_config::UserId, u64)>>>;
 
 #[derive(Clone)]
 pub struct StateMachineStore {
-    db: sled::Db,
-    tree: sled::Tree,
-    snapshots: sled::Tree,
+    db: crate::table::Db,
+    tree: crate::table::Table,
+    /// Where the current snapshot is kept.
+    snapshot_path: PathBuf,
     /// Held for writing while applying, for reading while a snapshot copies
     /// the tree, so a snapshot is never torn.
     gate: Arc<RwLock<()>>,
@@ -54,15 +55,14 @@ struct SnapshotFile {
 }
 
 impl StateMachineStore {
-    pub(super) fn new(db: sled::Db) -> Result<Self, MetaError> {
-        let tree = db.open_tree("sm").map_err(MetaError::from_sled)?;
-        let snapshots = db.open_tree("snapshots").map_err(MetaError::from_sled)?;
+    pub(super) fn new(db: crate::table::Db, dir: &Path) -> Result<Self, MetaError> {
+        let tree = db.table("sm")?;
         let (applied, _) = broadcast::channel(64);
         let (journal, _) = broadcast::channel(1024);
         Ok(Self {
             db,
             tree,
-            snapshots,
+            snapshot_path: dir.join("snapshot"),
             gate: Arc::new(RwLock::new(())),
             applied,
             journal,
@@ -70,7 +70,7 @@ impl StateMachineStore {
     }
 
     /// The tree queries read from.
-    pub fn tree(&self) -> sled::Tree {
+    pub fn tree(&self) -> crate::table::Table {
         self.tree.clone()
     }
 
@@ -82,10 +82,16 @@ impl StateMachineStore {
         self.journal.clone()
     }
 
+    /// Writes the current snapshot durably (temporary file, `fsync`,
+    /// rename, directory `fsync`).
+    fn save_snapshot(&self, file: &SnapshotFile) -> Result<(), std::io::Error> {
+        write_durably(&self.snapshot_path, &encode(file))
+    }
+
     fn read_applied(&self) -> Result<(Option<LogId>, Membership), std::io::Error> {
         let last = match self
             .tree
-            .get(keys::sm_last_applied())
+            .get(&keys::sm_last_applied())
             .map_err(super::io_err)?
         {
             Some(v) => decode::<Option<LogId>>("last applied", &v).map_err(super::io_err)?,
@@ -93,7 +99,7 @@ impl StateMachineStore {
         };
         let membership = match self
             .tree
-            .get(keys::sm_membership())
+            .get(&keys::sm_membership())
             .map_err(super::io_err)?
         {
             Some(v) => decode::<Membership>("membership", &v).map_err(super::io_err)?,
@@ -171,7 +177,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode("snapshot", &data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let _gate = self.gate.write().await;
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::table::Batch::default();
         for kv in self.tree.iter() {
             let (k, _) =
                 kv.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -185,16 +191,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.tree
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.db
+            .flush()
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let file = SnapshotFile {
             meta: meta.clone(),
             data,
         };
-        self.snapshots
-            .insert(CURRENT_SNAPSHOT, encode(&file))
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.db
-            .flush_async()
-            .await
+        self.save_snapshot(&file)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         if let Some(l) = meta.last_log_id {
             let _ = self.applied.send(l.index);
@@ -203,12 +207,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
-        let Some(v) = self
-            .snapshots
-            .get(CURRENT_SNAPSHOT)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
-        else {
-            return Ok(None);
+        let v = match std::fs::read(&self.snapshot_path) {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
         };
         let file: SnapshotFile =
             decode("snapshot", &v).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
@@ -250,18 +252,28 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data,
         };
-        self.snapshots
-            .insert(CURRENT_SNAPSHOT, encode(&file))
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.db
-            .flush_async()
-            .await
+        self.save_snapshot(&file)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(file.data)),
         })
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new
+/// content, never a mix.
+pub(super) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn rand_suffix() -> String {
