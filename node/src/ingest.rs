@@ -94,6 +94,13 @@ impl Ingest {
         }
     }
 
+    /// Makes room for a body of `len` bytes (up to what is buffered before
+    /// a cut), so the buffer does not grow by copying as the body arrives.
+    pub fn expect(&mut self, len: u64) {
+        let want = (len as usize).min(CUT_AT + MAX_CHUNK);
+        self.buf.reserve(want.saturating_sub(self.buf.len()));
+    }
+
     /// Bytes of content hashed so far by this ingest.
     pub fn hashed(&self) -> u64 {
         self.hashed

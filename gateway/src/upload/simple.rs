@@ -43,6 +43,9 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         compress,
         WholeHash::Plain(Box::default()),
     );
+    if let Some(len) = declared {
+        ingest.expect(len);
+    }
     let started = std::time::Instant::now();
     let mut received = 0u64;
     while let Some(piece) = req.next_chunk().await {

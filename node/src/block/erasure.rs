@@ -6,7 +6,35 @@
 //! recorded in every shard header (`CODEC_RS_SIMD`): the two codecs produce
 //! different parity bytes and must never be mixed for one block.
 
+use std::cell::RefCell;
+
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+thread_local! {
+    /// An encoder kept per thread: setting one up allocates and clears its
+    /// work buffers, which costs as much as encoding a small block.
+    static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with an encoder set up for this shape, reusing the thread's.
+fn with_encoder<T>(
+    data: usize,
+    parity: usize,
+    shard_len: usize,
+    f: impl FnOnce(&mut ReedSolomonEncoder) -> Result<T, ErasureError>,
+) -> Result<T, ErasureError> {
+    ENCODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let enc = match slot.as_mut() {
+            Some(e) => {
+                e.reset(data, parity, shard_len).map_err(codec)?;
+                e
+            }
+            None => slot.insert(ReedSolomonEncoder::new(data, parity, shard_len).map_err(codec)?),
+        };
+        f(enc)
+    })
+}
 
 pub const CODEC_RS_SIMD: u8 = 1;
 
@@ -64,17 +92,22 @@ impl Erasure {
             s.resize(headroom + shard_len, 0);
             shards.push(s);
         }
-        let mut enc = ReedSolomonEncoder::new(self.data, self.parity, shard_len).map_err(codec)?;
-        for s in &shards {
-            enc.add_original_shard(&s[headroom..]).map_err(codec)?;
-        }
-        let result = enc.encode().map_err(codec)?;
-        shards.extend(result.recovery_iter().map(|r| {
-            let mut s = Vec::with_capacity(headroom + r.len());
-            s.resize(headroom, 0);
-            s.extend_from_slice(r);
-            s
-        }));
+        let recovery = with_encoder(self.data, self.parity, shard_len, |enc| {
+            for s in &shards {
+                enc.add_original_shard(&s[headroom..]).map_err(codec)?;
+            }
+            let result = enc.encode().map_err(codec)?;
+            Ok(result
+                .recovery_iter()
+                .map(|r| {
+                    let mut s = Vec::with_capacity(headroom + r.len());
+                    s.resize(headroom, 0);
+                    s.extend_from_slice(r);
+                    s
+                })
+                .collect::<Vec<_>>())
+        })?;
+        shards.extend(recovery);
         Ok(shards)
     }
 
@@ -117,13 +150,18 @@ impl Erasure {
             return Ok(all);
         }
         let shard_len = originals[0].len();
-        let mut enc = ReedSolomonEncoder::new(self.data, self.parity, shard_len).map_err(codec)?;
-        for s in &originals {
-            enc.add_original_shard(s).map_err(codec)?;
-        }
-        let result = enc.encode().map_err(codec)?;
+        let recovery = with_encoder(self.data, self.parity, shard_len, |enc| {
+            for s in &originals {
+                enc.add_original_shard(s).map_err(codec)?;
+            }
+            let result = enc.encode().map_err(codec)?;
+            Ok(result
+                .recovery_iter()
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>())
+        })?;
         let mut all = originals;
-        all.extend(result.recovery_iter().map(<[u8]>::to_vec));
+        all.extend(recovery);
         Ok(all)
     }
 

@@ -1,11 +1,17 @@
 //! The shard file format: a header that says what the shard is, then its
-//! payload. A BLAKE3 checksum over header and payload is checked on every
-//! read. It is a record in a pack on disk (`store.rs`) and the unit sent
-//! between nodes.
+//! payload. A checksum over header and payload is checked on every read.
+//! It is a record in a pack on disk (`store.rs`) and the unit sent between
+//! nodes.
+//!
+//! The checksum finds a damaged shard, so that the block is decoded from
+//! the others: version 2 uses CRC-32 (an order of magnitude cheaper than a
+//! cryptographic hash, and enough to catch bit rot and torn writes);
+//! what proves a block authentic is its AEAD tag, checked when it is
+//! opened. Version 1 (BLAKE3) is still read.
 //!
 //! ```text
 //! 0..4    magic "SSHD"
-//! 4       format version (1)
+//! 4       format version (2)
 //! 5       erasure codec (1 = reed-solomon-simd)
 //! 6       data shards (k)
 //! 7       parity shards (m)
@@ -14,7 +20,8 @@
 //! 12..16  sealed block length, little-endian
 //! 16..20  payload length, little-endian
 //! 20..52  block id
-//! 52..84  BLAKE3 of bytes 0..52 followed by the payload
+//! 52..84  v2: CRC-32 of bytes 0..52 and the payload (LE), then 28 zero bytes
+//!         v1: BLAKE3 of bytes 0..52 followed by the payload
 //! 84..    payload
 //! ```
 
@@ -22,6 +29,7 @@ use cluster_config::BlockId;
 
 pub const MAGIC: &[u8; 4] = b"SSHD";
 pub const FORMAT_V1: u8 = 1;
+pub const FORMAT_V2: u8 = 2;
 pub const HEADER_LEN: usize = 84;
 
 /// What a shard claims to be; checked against what the reader expects.
@@ -49,18 +57,27 @@ pub enum ShardFormatError {
     Mismatch(&'static str),
 }
 
-fn checksum(header: &[u8], payload: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
+/// The checksum field of a shard of format `version`.
+fn checksum(version: u8, header: &[u8], payload: &[u8]) -> [u8; 32] {
+    if version == FORMAT_V1 {
+        let mut h = blake3::Hasher::new();
+        h.update(header);
+        h.update(payload);
+        return *h.finalize().as_bytes();
+    }
+    let mut h = crc32fast::Hasher::new();
     h.update(header);
     h.update(payload);
-    *h.finalize().as_bytes()
+    let mut out = [0u8; 32];
+    out[..4].copy_from_slice(&h.finalize().to_le_bytes());
+    out
 }
 
 /// The header of a shard file with this payload.
 pub fn header(meta: &ShardMeta, payload: &[u8]) -> [u8; HEADER_LEN] {
     let mut hdr = [0u8; HEADER_LEN];
     hdr[..4].copy_from_slice(MAGIC);
-    hdr[4] = FORMAT_V1;
+    hdr[4] = FORMAT_V2;
     hdr[5] = meta.codec;
     hdr[6] = meta.data;
     hdr[7] = meta.parity;
@@ -68,7 +85,7 @@ pub fn header(meta: &ShardMeta, payload: &[u8]) -> [u8; HEADER_LEN] {
     hdr[12..16].copy_from_slice(&meta.sealed_len.to_le_bytes());
     hdr[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     hdr[20..52].copy_from_slice(meta.block.as_bytes());
-    let sum = checksum(&hdr[..52], payload);
+    let sum = checksum(FORMAT_V2, &hdr[..52], payload);
     hdr[52..84].copy_from_slice(&sum);
     hdr
 }
@@ -80,7 +97,7 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 /// payload): its shard and the payload length. `None` if it is not a
 /// shard header at all.
 pub fn peek_header(hdr: &[u8]) -> Option<(ShardMeta, usize)> {
-    if hdr.len() < HEADER_LEN || &hdr[..4] != MAGIC || hdr[4] != FORMAT_V1 {
+    if hdr.len() < HEADER_LEN || &hdr[..4] != MAGIC || !matches!(hdr[4], FORMAT_V1 | FORMAT_V2) {
         return None;
     }
     let payload_len = u32::from_le_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]) as usize;
@@ -127,14 +144,15 @@ pub fn verify<'a>(file: &'a [u8], expect: &ShardMeta) -> Result<&'a [u8], ShardF
     if &hdr[..4] != MAGIC {
         return Err(ShardFormatError::Magic);
     }
-    if hdr[4] != FORMAT_V1 {
-        return Err(ShardFormatError::Version(hdr[4]));
+    let version = hdr[4];
+    if version != FORMAT_V1 && version != FORMAT_V2 {
+        return Err(ShardFormatError::Version(version));
     }
     let payload_len = u32::from_le_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]) as usize;
     if payload.len() != payload_len {
         return Err(ShardFormatError::Truncated);
     }
-    if checksum(&hdr[..52], payload)[..] != hdr[52..84] {
+    if checksum(version, &hdr[..52], payload)[..] != hdr[52..84] {
         return Err(ShardFormatError::Checksum);
     }
     let found = ShardMeta {
@@ -173,6 +191,20 @@ mod tests {
             index: 1,
             sealed_len: 999,
         }
+    }
+
+    #[test]
+    fn version_one_shards_are_still_read() {
+        let payload = vec![3u8; 1000];
+        let mut hdr = header(&meta(), &payload);
+        hdr[4] = FORMAT_V1;
+        let sum = checksum(FORMAT_V1, &hdr[..52], &payload);
+        hdr[52..84].copy_from_slice(&sum);
+        let mut file = hdr.to_vec();
+        file.extend_from_slice(&payload);
+        assert_eq!(parse(&file, &meta()).unwrap(), payload);
+        file[500] ^= 1;
+        assert_eq!(parse(&file, &meta()), Err(ShardFormatError::Checksum));
     }
 
     #[test]
