@@ -40,6 +40,10 @@ pub struct ClusterOpts {
     /// Client counts of the `--only-small` / `--only-metadata` runs.
     #[arg(long, value_delimiter = ',')]
     clients: Option<Vec<usize>>,
+    /// Runtime worker threads of each node (`TOKIO_WORKER_THREADS` of the
+    /// `strata serve` processes); default: one per core.
+    #[arg(long)]
+    node_workers: Option<usize>,
 }
 
 pub(crate) struct Node(Child);
@@ -52,7 +56,16 @@ impl Drop for Node {
 }
 
 pub(crate) fn start_node(config: &str) -> anyhow::Result<Node> {
-    let mut child = Command::new(std::env::current_exe()?)
+    start_node_with(config, None)
+}
+
+/// `start_node`, with `workers` runtime threads when given.
+fn start_node_with(config: &str, workers: Option<usize>) -> anyhow::Result<Node> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    if let Some(n) = workers {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    let mut child = cmd
         .args(["serve", "--config", config])
         .env(
             "RUST_LOG",
@@ -114,6 +127,56 @@ fn disk_files_per_s(dir: &Path, file: usize, seconds: u64) -> anyhow::Result<f64
     Ok(count.load(Ordering::Relaxed) as f64 / started)
 }
 
+/// The disk's rate for one writer, as the anchor figures measure it: 1 MiB
+/// files written and fsynced one after another, in bytes per second.
+fn disk_one_writer_bytes_per_s(dir: &Path, seconds: u64) -> anyhow::Result<f64> {
+    let d = dir.join("disk-probe-one");
+    std::fs::create_dir_all(&d)?;
+    let data = noise(1 << 20, 2);
+    let deadline = Instant::now() + Duration::from_secs(seconds.min(10));
+    let t = Instant::now();
+    let mut written = 0u64;
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let p = d.join(format!("{i}"));
+        let mut f = std::fs::File::create(&p)?;
+        std::io::Write::write_all(&mut f, &data)?;
+        f.sync_all()?;
+        written += data.len() as u64;
+        i += 1;
+    }
+    let rate = written as f64 / t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&d);
+    Ok(rate)
+}
+
+/// What the disk allows for 500 KB uploads at 2+1, measured twice (before
+/// and after the strata run, the machines are shared and noisy) and both
+/// ways: 16 writers of shard-sized files, and one writer of 1 MiB files
+/// (1.5 bytes written per byte uploaded).
+#[derive(Clone, Copy, Default)]
+struct Disk {
+    sixteen: f64,
+    one: f64,
+}
+
+impl Disk {
+    fn measure(dir: &Path, seconds: u64) -> anyhow::Result<Self> {
+        let seconds = (seconds / 2).clamp(3, 5);
+        Ok(Self {
+            sixteen: disk_files_per_s(dir, 500_000, seconds)?,
+            one: disk_one_writer_bytes_per_s(dir, seconds)? / (1.5 * 500_000.0),
+        })
+    }
+
+    fn mean(self, other: Self) -> Self {
+        Self {
+            sixteen: (self.sixteen + other.sixteen) / 2.0,
+            one: (self.one + other.one) / 2.0,
+        }
+    }
+}
+
 async fn upload_big(c: &Client, path: &str, data: &Bytes) -> anyhow::Result<f64> {
     let total = data.len();
     let pieces: Vec<Result<Bytes, std::io::Error>> = (0..total)
@@ -147,6 +210,8 @@ const POOL_BYTES: usize = 32 << 20;
 /// number), with the pair stamped into every 4 KiB, so no chunk of it is
 /// the same as any other file's and dedup cannot help.
 fn unique_file(pool: &[u8], worker: u64, n: u64) -> Vec<u8> {
+    // `worker` carries the round in its high bits: no two files of a run,
+    // whatever the round, share a block.
     const LEN: usize = 500_000;
     let seed = (worker << 32 | n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let at = (seed as usize) % (pool.len() - LEN);
@@ -161,8 +226,9 @@ fn unique_file(pool: &[u8], worker: u64, n: u64) -> Vec<u8> {
     data
 }
 
-/// 500 KB uploads from `clients` concurrent clients for `seconds`.
-async fn small_files(clients: &[Client], seconds: u64) -> (f64, f64, f64) {
+/// 500 KB uploads from `clients` concurrent clients for `seconds`; `round`
+/// keeps the files of successive runs apart (no dedup, no new versions).
+async fn small_files(clients: &[Client], seconds: u64, round: u64) -> (f64, f64, f64) {
     let done = Arc::new(AtomicU64::new(0));
     let pool = Arc::new(noise(POOL_BYTES, 42));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -173,9 +239,12 @@ async fn small_files(clients: &[Client], seconds: u64) -> (f64, f64, f64) {
             let mut lat = Vec::new();
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let data = unique_file(&pool, w as u64, i);
+                let data = unique_file(&pool, round << 32 | w as u64, i);
                 let t = Instant::now();
-                if c.upload(&format!("/small/{w}/{i}.bin"), data).await.is_ok() {
+                if c.upload(&format!("/small/{round}/{w}/{i}.bin"), data)
+                    .await
+                    .is_ok()
+                {
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -232,6 +301,26 @@ async fn commits(conns: &[Client], clients: usize, seconds: u64, tag: &str) -> (
     (rate, pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
+/// Index (0-based) of the node that leads Raft, from the admin API; node 1
+/// when it cannot be told.
+async fn leader_index(admin: &Client, nodes: &[cluster_config::generate::ManifestNode]) -> usize {
+    let Ok(r) = admin
+        .request(reqwest::Method::GET, "/api/v1/admin/cluster")
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let v = r.json::<Value>().await.unwrap_or(Value::Null);
+    let members = v["members"].as_array().cloned().unwrap_or_default();
+    members
+        .iter()
+        .find(|m| m["role"] == "leader")
+        .and_then(|m| m["id"].as_u64())
+        .and_then(|id| nodes.iter().position(|n| n.id == id))
+        .unwrap_or(0)
+}
+
 /// A scratch folder and a generated 3-node cluster (2+1) in it, nodes on
 /// 127.0.0.1-3 from `base_port`.
 pub(crate) fn three_nodes(
@@ -264,15 +353,10 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         "3-node cluster, erasure {}, one process per node on 127.0.0.1-3\n",
         manifest.erasure
     );
-    let disk = if opts.only_metadata {
-        0.0
-    } else {
-        disk_files_per_s(scratch.path(), 500_000, opts.seconds)?
-    };
 
     let mut nodes: Vec<Option<Node>> = Vec::new();
     for n in &manifest.nodes {
-        nodes.push(Some(start_node(&n.config)?));
+        nodes.push(Some(start_node_with(&n.config, opts.node_workers)?));
     }
     let ca = std::fs::read(&manifest.ca_cert)?;
     let client = |i: usize| Client::new(&manifest.nodes[i].api_url, Some(&ca));
@@ -302,17 +386,37 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         let token = users[i % 3].token().unwrap_or_default().to_string();
         Ok(client(i % 3)?.with_token(token))
     };
-    // Metadata writes go to node 1 over up to 16 connections.
-    let to_first = (0..16)
-        .map(|_| own(0))
+    // Metadata writes go to the Raft leader over up to 16 connections, as
+    // etcd.sh sends its puts to etcd's leader.
+    let leader = leader_index(&admin, &manifest.nodes).await;
+    let own_to = |node: usize| -> anyhow::Result<Client> {
+        let token = users[node].token().unwrap_or_default().to_string();
+        Ok(client(node)?.with_token(token))
+    };
+    let to_leader = (0..16)
+        .map(|_| own_to(leader))
         .collect::<anyhow::Result<Vec<Client>>>()?;
-    let conns = |clients: usize| &to_first[..clients.clamp(1, 16)];
+    let conns = |clients: usize| &to_leader[..clients.clamp(1, 16)];
 
     if opts.only_small {
-        for n in opts.clients.clone().unwrap_or(vec![1, 4, 16]) {
+        for (round, n) in opts
+            .clients
+            .clone()
+            .unwrap_or(vec![1, 4, 16])
+            .into_iter()
+            .enumerate()
+        {
             let clients = (0..n).map(own).collect::<anyhow::Result<Vec<Client>>>()?;
-            let (rate, p50, p99) = small_files(&clients, opts.seconds).await;
-            println!("| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | disk {disk:.0} |");
+            let before = Disk::measure(scratch.path(), opts.seconds)?;
+            let (rate, p50, p99) = small_files(&clients, opts.seconds, round as u64).await;
+            let disk = before.mean(Disk::measure(scratch.path(), opts.seconds)?);
+            println!(
+                "| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | disk 16 writers {:.0} ({:.2}) | disk 1 writer {:.0} ({:.2}) |",
+                disk.sixteen,
+                rate / disk.sixteen,
+                disk.one,
+                rate / disk.one
+            );
         }
         return Ok(());
     }
@@ -355,7 +459,10 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     };
     let before = census(admin.clone()).await;
     let backlog_before = before["shards_unplaced"].as_u64().unwrap_or(0);
-    nodes[2] = Some(start_node(&manifest.nodes[2].config)?);
+    nodes[2] = Some(start_node_with(
+        &manifest.nodes[2].config,
+        opts.node_workers,
+    )?);
     let t = Instant::now();
     let mut repaired_at = None;
     for _ in 0..600 {
@@ -373,7 +480,9 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
 
     // Small files, 16 concurrent clients spread over the nodes.
     let sixteen = (0..16).map(own).collect::<anyhow::Result<Vec<Client>>>()?;
-    let (files_per_s, small_p50, small_p99) = small_files(&sixteen, opts.seconds).await;
+    let before = Disk::measure(scratch.path(), opts.seconds)?;
+    let (files_per_s, small_p50, small_p99) = small_files(&sixteen, opts.seconds, 0).await;
+    let disk = before.mean(Disk::measure(scratch.path(), opts.seconds)?);
 
     // Metadata commits.
     let mut meta_rows = Vec::new();
@@ -401,8 +510,9 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         None => println!("| repair after the node returns | did not finish within 150 s | |"),
     }
     println!("| 500 KB uploads, 16 clients | {files_per_s:.0} files/s | p50 {small_p50:.0} ms, p99 {small_p99:.0} ms |");
-    println!("| disk alone: 3 shard files of 250 KB + fsyncs, 16 writers | {disk:.0} files/s | ratio strata/disk {:.2} |", files_per_s / disk);
-    println!("\nmetadata commits (HTTPS POST /api/v1/folders to node 1; concurrent commands share Raft entries):");
+    println!("| disk alone: 3 shard files of 250 KB + fsyncs, 16 writers | {:.0} files/s | ratio strata/disk {:.2} |", disk.sixteen, files_per_s / disk.sixteen);
+    println!("| disk alone: 1 MiB files + fsync, 1 writer, at 1.5x | {:.0} files/s | ratio strata/disk {:.2} |", disk.one, files_per_s / disk.one);
+    println!("\nmetadata commits (HTTPS POST /api/v1/folders to the leader; concurrent commands share Raft entries):");
     println!("| clients | commits/s | p50 ms | p99 ms |\n| ---: | ---: | ---: | ---: |");
     for (c, (rate, p50, p99)) in &meta_rows {
         println!("| {c} | {rate:.0} | {p50:.1} | {p99:.1} |");

@@ -14,6 +14,13 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+/// Request handling allocates and frees many small buffers on every core,
+/// often freeing on another thread than the one that allocated; jemalloc's
+/// thread caches and arenas cost a fraction of the system allocator's here
+/// (see BENCHMARKS.md) and keep resident memory bounded.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "strata",
