@@ -553,21 +553,10 @@ impl BlockStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::noise;
     use crate::ingest::{Ingest, WholeHash};
     use cluster_config::ClusterSecret;
     use std::path::PathBuf;
-
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     struct Env {
         _dir: tempfile::TempDir,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_config::BlockId;
+use strata_node::bench::noise;
 use strata_node::block::shard::ShardMeta;
 use strata_node::net::p2p::P2pNet;
 use strata_node::net::{
@@ -51,18 +52,6 @@ fn meta(index: u8) -> ShardMeta {
         index,
         sealed_len: 0,
     }
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 struct Node {

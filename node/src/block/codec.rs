@@ -237,15 +237,7 @@ mod tests {
     fn round_trip_compressible_and_not() {
         let k = keys(1);
         let text = b"the quick brown fox jumps over the lazy dog. ".repeat(5000);
-        let mut x = 0x9e3779b97f4a7c15u64;
-        let noise: Vec<u8> = (0..100_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = crate::bench::noise(100_000, 1);
         for (data, compress, expect_small) in [
             (&text[..], true, true),
             (&text[..], false, false),
@@ -324,15 +316,7 @@ mod tests {
     #[test]
     fn a_chunk_compressible_only_in_the_middle_is_compressed() {
         let k = keys(1);
-        let mut x = 7u64;
-        let mut data: Vec<u8> = (0..600_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut data = crate::bench::noise(600_000, 7);
         for b in &mut data[200_000..500_000] {
             *b = b'a';
         }
