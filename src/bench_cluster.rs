@@ -382,6 +382,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     // Each concurrent client has a connection of its own, as separate
     // devices would (clones of one `Client` share its connection pool, and
     // over HTTP/2 a single connection).
+    // Client `i` talks to node `i % 3`.
     let own = |i: usize| -> anyhow::Result<Client> {
         let token = users[i % 3].token().unwrap_or_default().to_string();
         Ok(client(i % 3)?.with_token(token))
@@ -389,12 +390,8 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     // Metadata writes go to the Raft leader over up to 16 connections, as
     // etcd.sh sends its puts to etcd's leader.
     let leader = leader_index(&admin, &manifest.nodes).await;
-    let own_to = |node: usize| -> anyhow::Result<Client> {
-        let token = users[node].token().unwrap_or_default().to_string();
-        Ok(client(node)?.with_token(token))
-    };
     let to_leader = (0..16)
-        .map(|_| own_to(leader))
+        .map(|_| own(leader))
         .collect::<anyhow::Result<Vec<Client>>>()?;
     let conns = |clients: usize| &to_leader[..clients.clamp(1, 16)];
 

@@ -52,8 +52,9 @@ async fn run_batcher(inner: std::sync::Weak<Inner>, mut rx: tokio::sync::mpsc::R
         tokio::spawn(async move {
             let _permit = permit;
             if batch.len() == 1 {
-                let p = batch.pop().expect("one pending write");
-                let _ = p.reply.send(client.submit(&p.req).await);
+                if let Some(p) = batch.pop() {
+                    let _ = p.reply.send(client.submit(&p.req).await);
+                }
                 return;
             }
             let (reqs, replies): (Vec<Request>, Vec<_>) =
