@@ -48,6 +48,24 @@ pub struct ClusterOpts {
 
 pub(crate) struct Node(Child);
 
+/// CPU seconds (user and system) the running nodes have used so far, from
+/// `/proc/<pid>/stat` (Linux clock ticks of 1/100 s), as `etcd.sh` counts
+/// its members' `server_cpu_s`.
+fn nodes_cpu_seconds(nodes: &[Option<Node>]) -> f64 {
+    let ticks: u64 = nodes
+        .iter()
+        .flatten()
+        .filter_map(|n| std::fs::read_to_string(format!("/proc/{}/stat", n.0.id())).ok())
+        .filter_map(|stat| {
+            // Fields after the command name, which is in parentheses.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    ticks as f64 / 100.0
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -228,7 +246,7 @@ fn unique_file(pool: &[u8], worker: u64, n: u64) -> Vec<u8> {
 
 /// 500 KB uploads from `clients` concurrent clients for `seconds`; `round`
 /// keeps the files of successive runs apart (no dedup, no new versions).
-async fn small_files(clients: &[Client], seconds: u64, round: u64) -> (f64, f64, f64) {
+async fn small_files(clients: &[Client], seconds: u64, round: u64) -> (f64, f64, f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let pool = Arc::new(noise(POOL_BYTES, 42));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -258,16 +276,22 @@ async fn small_files(clients: &[Client], seconds: u64, round: u64) -> (f64, f64,
     for t in tasks {
         lat.extend(t.await.unwrap_or_default());
     }
-    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let count = done.load(Ordering::Relaxed);
+    let rate = count as f64 / start.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.total_cmp(b));
-    (rate, pct(&lat, 0.5), pct(&lat, 0.99))
+    (rate, pct(&lat, 0.5), pct(&lat, 0.99), count)
 }
 
 /// Metadata commits (one Raft entry each: a folder creation) from
 /// `clients` concurrent clients over the connections `conns` (round
 /// robin, as etcd's benchmark spreads its clients over 16 connections):
 /// ops/s, p50 ms, p99 ms.
-async fn commits(conns: &[Client], clients: usize, seconds: u64, tag: &str) -> (f64, f64, f64) {
+async fn commits(
+    conns: &[Client],
+    clients: usize,
+    seconds: u64,
+    tag: &str,
+) -> (f64, f64, f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -296,9 +320,10 @@ async fn commits(conns: &[Client], clients: usize, seconds: u64, tag: &str) -> (
     for t in tasks {
         lat.extend(t.await.unwrap_or_default());
     }
-    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let count = done.load(Ordering::Relaxed);
+    let rate = count as f64 / start.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.total_cmp(b));
-    (rate, pct(&lat, 0.5), pct(&lat, 0.99))
+    (rate, pct(&lat, 0.5), pct(&lat, 0.99), count)
 }
 
 /// Index (0-based) of the node that leads Raft, from the admin API; node 1
@@ -342,6 +367,7 @@ pub(crate) fn three_nodes(
             base_port,
             disks_per_node: 1,
             repair_grace: Some("1h".into()),
+            zones: Vec::new(),
             extra_toml: String::new(),
         })?;
     Ok((scratch, manifest))
@@ -405,10 +431,12 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         {
             let clients = (0..n).map(own).collect::<anyhow::Result<Vec<Client>>>()?;
             let before = Disk::measure(scratch.path(), opts.seconds)?;
-            let (rate, p50, p99) = small_files(&clients, opts.seconds, round as u64).await;
+            let cpu = nodes_cpu_seconds(&nodes);
+            let (rate, p50, p99, count) = small_files(&clients, opts.seconds, round as u64).await;
+            let ms = (nodes_cpu_seconds(&nodes) - cpu) * 1e3 / count.max(1) as f64;
             let disk = before.mean(Disk::measure(scratch.path(), opts.seconds)?);
             println!(
-                "| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | disk 16 writers {:.0} ({:.2}) | disk 1 writer {:.0} ({:.2}) |",
+                "| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | node CPU {ms:.2} ms/file | disk 16 writers {:.0} ({:.2}) | disk 1 writer {:.0} ({:.2}) |",
                 disk.sixteen,
                 rate / disk.sixteen,
                 disk.one,
@@ -419,14 +447,16 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     }
     if opts.only_metadata {
         for clients in opts.clients.clone().unwrap_or(vec![1, 8, 32, 128]) {
-            let (rate, p50, p99) = commits(
+            let cpu = nodes_cpu_seconds(&nodes);
+            let (rate, p50, p99, count) = commits(
                 conns(clients),
                 clients,
                 opts.seconds.min(15),
                 &clients.to_string(),
             )
             .await;
-            println!("| {clients} | {rate:.0} | {p50:.1} | {p99:.1} |");
+            let us = (nodes_cpu_seconds(&nodes) - cpu) * 1e6 / count.max(1) as f64;
+            println!("| {clients} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} |");
         }
         return Ok(());
     }
@@ -478,12 +508,15 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     // Small files, 16 concurrent clients spread over the nodes.
     let sixteen = (0..16).map(own).collect::<anyhow::Result<Vec<Client>>>()?;
     let before = Disk::measure(scratch.path(), opts.seconds)?;
-    let (files_per_s, small_p50, small_p99) = small_files(&sixteen, opts.seconds, 0).await;
+    let cpu = nodes_cpu_seconds(&nodes);
+    let (files_per_s, small_p50, small_p99, count) = small_files(&sixteen, opts.seconds, 0).await;
+    let small_cpu_ms = (nodes_cpu_seconds(&nodes) - cpu) * 1e3 / count.max(1) as f64;
     let disk = before.mean(Disk::measure(scratch.path(), opts.seconds)?);
 
     // Metadata commits.
     let mut meta_rows = Vec::new();
     for clients in [1usize, 8, 32, 128] {
+        let cpu = nodes_cpu_seconds(&nodes);
         let r = commits(
             conns(clients),
             clients,
@@ -491,7 +524,8 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
             &clients.to_string(),
         )
         .await;
-        meta_rows.push((clients, r));
+        let us = (nodes_cpu_seconds(&nodes) - cpu) * 1e6 / r.3.max(1) as f64;
+        meta_rows.push((clients, r, us));
     }
     drop(nodes);
 
@@ -506,13 +540,13 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         Some(r) => println!("| repair after the node returns | {r:.0} MB/s of shards | backlog {backlog_before} shards rebuilt |"),
         None => println!("| repair after the node returns | did not finish within 150 s | |"),
     }
-    println!("| 500 KB uploads, 16 clients | {files_per_s:.0} files/s | p50 {small_p50:.0} ms, p99 {small_p99:.0} ms |");
+    println!("| 500 KB uploads, 16 clients | {files_per_s:.0} files/s | p50 {small_p50:.0} ms, p99 {small_p99:.0} ms; node CPU {small_cpu_ms:.2} ms per file |");
     println!("| disk alone: 3 shard files of 250 KB + fsyncs, 16 writers | {:.0} files/s | ratio strata/disk {:.2} |", disk.sixteen, files_per_s / disk.sixteen);
     println!("| disk alone: 1 MiB files + fsync, 1 writer, at 1.5x | {:.0} files/s | ratio strata/disk {:.2} |", disk.one, files_per_s / disk.one);
     println!("\nmetadata commits (HTTPS POST /api/v1/folders to the leader; concurrent commands share Raft entries):");
-    println!("| clients | commits/s | p50 ms | p99 ms |\n| ---: | ---: | ---: | ---: |");
-    for (c, (rate, p50, p99)) in &meta_rows {
-        println!("| {c} | {rate:.0} | {p50:.1} | {p99:.1} |");
+    println!("| clients | commits/s | p50 ms | p99 ms | node CPU µs per commit |\n| ---: | ---: | ---: | ---: | ---: |");
+    for (c, (rate, p50, p99, _), us) in &meta_rows {
+        println!("| {c} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} |");
     }
     if let Some(script) = &opts.etcd_script {
         println!("\netcd 3-member, same run (etcd.sh cluster3, gRPC client):");
@@ -530,19 +564,21 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(Path::new(&results).join("etcd").join("results.txt"))?;
         // The last run's lines.
         let start = text.rfind("# 3-member: leader=").unwrap_or(0);
-        println!("| clients | puts/s | p50 ms | p99 ms |\n| ---: | ---: | ---: | ---: |");
+        println!("| clients | puts/s | p50 ms | p99 ms | member CPU µs per put |\n| ---: | ---: | ---: | ---: | ---: |");
         for line in text[start..].lines() {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
             let label = v["label"].as_str().unwrap_or("");
             if label.contains("put leader") && !label.contains("follower") {
+                let ops = v["ops"].as_f64().unwrap_or(0.0).max(1.0);
                 println!(
-                    "| {} | {:.0} | {} | {} |",
+                    "| {} | {:.0} | {} | {} | {:.0} |",
                     v["workers"],
                     v["ops_per_s"].as_f64().unwrap_or(0.0),
                     v["p50_ms"],
-                    v["p99_ms"]
+                    v["p99_ms"],
+                    v["server_cpu_s"].as_f64().unwrap_or(0.0) * 1e6 / ops
                 );
             }
         }
