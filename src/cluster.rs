@@ -35,6 +35,11 @@ pub struct InitArgs {
     /// Silence after which a node's shards are rebuilt elsewhere (e.g. 10m).
     #[arg(long)]
     repair_grace: Option<String>,
+    /// Failure zones (racks, rooms, sites), comma-separated, given to the
+    /// nodes in turn: `--zones a,b,c` puts node 1 in a, 2 in b, 3 in c, 4 in
+    /// a... A block's shards are spread over the zones.
+    #[arg(long, value_delimiter = ',')]
+    zones: Vec<String>,
 }
 
 pub fn parse_ec(s: &str) -> anyhow::Result<ErasureProfile> {
@@ -56,6 +61,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
         base_port: args.base_port,
         disks_per_node: args.disks_per_node,
         repair_grace: args.repair_grace,
+        zones: args.zones.clone(),
         extra_toml: String::new(),
     })?;
     crate::say(&format!(
@@ -76,6 +82,28 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
                 ", spare: add it with `strata admin add-node`"
             }
         ));
+    }
+    if !args.zones.is_empty() {
+        let zones: Vec<Option<&str>> = manifest
+            .nodes
+            .iter()
+            .filter(|n| n.initial)
+            .map(|n| n.zone.as_deref())
+            .collect();
+        let profile = erasure
+            .or_else(|| cluster_config::generate::default_profile(args.nodes))
+            .context("no erasure profile")?;
+        let parity = profile.parity as usize;
+        let held = cluster_config::generate::max_shards_in_one_zone(&zones, profile.total());
+        if held <= parity {
+            crate::say(&format!(
+                "  zones: at most {held} shard(s) of a block in one zone; a whole zone can be lost (parity {parity})\n"
+            ));
+        } else {
+            crate::say(&format!(
+                "  warning: one zone can hold {held} shards of a block, more than the parity ({parity}): losing that whole zone can make files unreadable; add zones or parity\n"
+            ));
+        }
     }
     crate::say(&format!(
         "  CA certificate: {}\n  admin login and password: {}/cluster.json\n",
@@ -197,6 +225,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cluster.json has no node {id}"))?;
             let body = serde_json::json!({
                 "id": n.id, "peer_id": n.peer_id, "p2p_addr": n.p2p_addr, "api_url": n.api_url,
+                "zone": n.zone,
             });
             call(Method::POST, "/api/v1/admin/nodes", Some(body)).await?
         }
@@ -213,14 +242,15 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             v["layout_version"],
             v["erasure"].as_str().unwrap_or("")
         ));
-        crate::say("  id  role      healthy  state    api\n");
+        crate::say("  id  role      healthy  state    zone      api\n");
         for m in v["members"].as_array().into_iter().flatten() {
             crate::say(&format!(
-                "  {:<3} {:<9} {:<8} {:<8} {}\n",
+                "  {:<3} {:<9} {:<8} {:<8} {:<9} {}\n",
                 m["id"],
                 m["role"].as_str().unwrap_or(""),
                 m["healthy"],
                 m["state"].as_str().unwrap_or(""),
+                m["zone"].as_str().unwrap_or("-"),
                 m["api_url"].as_str().unwrap_or("")
             ));
         }

@@ -189,6 +189,7 @@ async fn run_cluster(
             base_port: base,
             disks_per_node: 1,
             repair_grace: None,
+            zones: Vec::new(),
             extra_toml: String::new(),
         })?;
         std::fs::create_dir_all(data.join("tls"))?;

@@ -1,6 +1,6 @@
 //! The cluster: several `strata serve` processes on 127.0.0.x forming one
 //! drive. Writes through any node, reads through every other; node, leader,
-//! disk and bit-rot failures; unknown peers; adding and removing nodes.
+//! zone, disk and bit-rot failures; unknown peers; adding and removing nodes.
 //! Scenarios run one at a time (they share the machine's two cores).
 
 mod common;
@@ -184,6 +184,53 @@ async fn m_nodes_down_reads_go_on_and_they_catch_up() {
     let r = cluster.via(3, &c);
     for (path, data) in &files {
         assert!(retry(|| r.download(path)).await == *data, "{path} via 3");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_whole_zone_loses_nothing() {
+    let _one = SERIAL.lock().await;
+    // Zones b, c, a, a and 2+1: every block keeps one shard per zone, so
+    // zone a can go although it is two nodes, more than M = 1. Without zones
+    // half of the blocks would have two shards on nodes 3 and 4.
+    let mut cluster = Cluster::start_with(4, 0, "2+1", &["--zones", "b,c,a,a"]);
+    let admin = cluster.admin(1).await;
+    let status = cluster.status(&admin).await;
+    let mut zones: Vec<(u64, String)> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["zone"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    zones.sort();
+    let want: Vec<(u64, String)> = [(1, "b"), (2, "c"), (3, "a"), (4, "a")]
+        .iter()
+        .map(|(i, z)| (*i, z.to_string()))
+        .collect();
+    assert_eq!(zones, want, "{status}");
+    let c = cluster.user(1, "zoe").await;
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let data = noise(300_000 + i as usize * 50_000, 300 + i);
+        let path = format!("/zoned/{i}.bin");
+        retry(|| c.upload(&path, data.clone())).await;
+        files.push((path, data));
+    }
+    cluster.kill(3);
+    cluster.kill(4);
+    for node in [1u64, 2] {
+        let r = cluster.via(node, &c);
+        for (path, data) in &files {
+            assert!(
+                retry(|| r.download(path)).await == *data,
+                "{path} via {node} with zone a down"
+            );
+        }
     }
 }
 

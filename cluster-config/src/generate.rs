@@ -170,6 +170,9 @@ pub struct ClusterSpec {
     pub disks_per_node: usize,
     /// Heartbeat silence after which a node's shards are rebuilt elsewhere.
     pub repair_grace: Option<String>,
+    /// Failure zones (racks, rooms, sites), given to the nodes in turn:
+    /// node i is in `zones[(i-1) % len]`. Empty: no zones.
+    pub zones: Vec<String>,
     /// Extra TOML appended to every node config (tests, tuning).
     pub extra_toml: String,
 }
@@ -191,6 +194,8 @@ pub struct ManifestNode {
     pub p2p_addr: String,
     pub peer_id: String,
     pub initial: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -217,6 +222,51 @@ fn gen_err(e: impl std::fmt::Display) -> ConfigError {
     ConfigError::Generate(e.to_string())
 }
 
+/// A zone name: 1 to 64 letters, digits, `.`, `_` or `-`.
+fn check_zone(z: &str) -> Result<(), ConfigError> {
+    let ok = !z.is_empty()
+        && z.len() <= 64
+        && z.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(gen_err(format!(
+            "zone {z:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+/// The most shards of one block that can land in a single zone, for
+/// nodes in the given zones (`None`: a node without a zone, a zone of its
+/// own) and blocks of `total` shards. Placement deals a block's shards to
+/// the zones round by round; in the last, partial round any zone still
+/// holding an unused node may get one more.
+pub fn max_shards_in_one_zone(zones: &[Option<&str>], total: usize) -> usize {
+    let mut sizes: std::collections::BTreeMap<String, usize> = Default::default();
+    for (i, z) in zones.iter().enumerate() {
+        let key = match z {
+            Some(z) => format!("z:{z}"),
+            None => format!("n:{i}"),
+        };
+        *sizes.entry(key).or_default() += 1;
+    }
+    let sizes: Vec<usize> = sizes.into_values().collect();
+    let mut held = vec![0usize; sizes.len()];
+    let mut left = total;
+    for round in 0.. {
+        let active: Vec<usize> = (0..sizes.len()).filter(|z| sizes[*z] > round).collect();
+        if active.is_empty() || left == 0 {
+            break;
+        }
+        for z in &active {
+            held[*z] += 1;
+        }
+        left = left.saturating_sub(active.len());
+    }
+    held.into_iter().max().unwrap_or(0)
+}
+
 /// Writes configs, keys, an internal CA with one certificate per node, the
 /// cluster secret and `cluster.json` under `spec.out`.
 pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> {
@@ -231,6 +281,9 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
             parity: erasure.parity as u64,
             reason: "more shards than nodes: every shard of a block needs its own node",
         });
+    }
+    for z in &spec.zones {
+        check_zone(z)?;
     }
     let out = &spec.out;
     if out.join("cluster.json").exists() {
@@ -281,6 +334,7 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
         p2p_addr: String,
         peer_id: String,
         initial: bool,
+        zone: Option<String>,
     }
     let total = n + spec.spare;
     let mut plans = Vec::new();
@@ -328,14 +382,25 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
             p2p_addr,
             peer_id,
             initial: i <= n,
+            zone: (!spec.zones.is_empty()).then(|| spec.zones[(i - 1) % spec.zones.len()].clone()),
         });
     }
 
     let mut peers_toml = String::new();
+    let zone_line = |z: &Option<String>| {
+        z.as_ref()
+            .map(|z| format!("zone = \"{z}\"\n"))
+            .unwrap_or_default()
+    };
     for p in &plans {
         peers_toml.push_str(&format!(
-            "[[cluster.peers]]\nid = {}\npeer_id = \"{}\"\np2p_addr = \"{}\"\napi_url = \"{}\"\ninitial = {}\n\n",
-            p.id, p.peer_id, p.p2p_addr, p.api_url, p.initial
+            "[[cluster.peers]]\nid = {}\npeer_id = \"{}\"\np2p_addr = \"{}\"\napi_url = \"{}\"\ninitial = {}\n{}\n",
+            p.id,
+            p.peer_id,
+            p.p2p_addr,
+            p.api_url,
+            p.initial,
+            zone_line(&p.zone)
         ));
     }
     let mut manifest_nodes = Vec::new();
@@ -351,7 +416,7 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
             .unwrap_or_default();
         let text = format!(
             "# Node {i} of a strata cluster, written by `strata init-cluster`.\n\
-             [node]\nid = {i}\n\n\
+             [node]\nid = {i}\n{zone}\n\
              [api]\nlisten = \"{listen}\"\ntls_cert = \"node-{i}-cert.pem\"\ntls_key = \"node-{i}-key.pem\"\n\n\
              [p2p]\nlisten = \"{p2p}\"\nkey_file = \"node-{i}.key\"\n\n\
              [storage]\nmeta_dir = \"node-{i}/meta\"\nshard_dirs = [{disks}]\n\n\
@@ -359,6 +424,7 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
              [accounts]\nadmins = [\"admin\"]\n\n\
              [secrets]\ncluster_secret_file = \"secret.key\"\nadmin_password_file = \"admin-password\"\n\n\
              {grace}{peers}{extra}",
+            zone = zone_line(&p.zone),
             listen = p.api_listen,
             p2p = p.p2p_addr,
             disks = disks.join(", "),
@@ -378,6 +444,7 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
             p2p_addr: p.p2p_addr.clone(),
             peer_id: p.peer_id.clone(),
             initial: p.initial,
+            zone: p.zone.clone(),
         });
         let _ = &p.host;
     }
@@ -417,6 +484,7 @@ mod cluster_tests {
             base_port: 20000,
             disks_per_node: 2,
             repair_grace: Some("5s".into()),
+            zones: Vec::new(),
             extra_toml: String::new(),
         }
     }
@@ -444,6 +512,52 @@ mod cluster_tests {
         assert!(crate::secrets::check_private(&dir.path().join("cluster.json")).is_ok());
         // Not twice into the same folder.
         assert!(init_cluster(&spec(dir.path(), 3, None)).is_err());
+    }
+
+    #[test]
+    fn zones_go_to_the_nodes_in_turn_and_into_every_peer_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path(), 4, Some(ErasureProfile { data: 2, parity: 1 }));
+        s.zones = vec!["rack-a".into(), "rack-b".into(), "rack-c".into()];
+        let m = init_cluster(&s).unwrap();
+        let zones: Vec<_> = m.nodes.iter().map(|n| n.zone.clone().unwrap()).collect();
+        // Four nodes and a spare, three zones: round robin.
+        assert_eq!(zones, ["rack-a", "rack-b", "rack-c", "rack-a", "rack-b"]);
+        for n in &m.nodes {
+            let c = Config::load(Path::new(&n.config)).unwrap();
+            assert_eq!(c.zone, n.zone);
+            for p in &c.cluster.unwrap().peers {
+                assert_eq!(p.zone.as_deref(), Some(zones[p.id as usize - 1].as_str()));
+            }
+        }
+        // A name that would break the config is refused before anything is written.
+        let other = tempfile::tempdir().unwrap();
+        let mut bad = spec(other.path(), 3, None);
+        bad.zones = vec!["a\"b".into()];
+        let e = init_cluster(&bad).unwrap_err();
+        assert!(e.to_string().contains("zone"), "{e}");
+        assert!(!other.path().join("cluster.json").exists());
+    }
+
+    #[test]
+    fn shards_a_zone_can_hold() {
+        let z = |v: &[&'static str]| v.iter().map(|s| Some(*s)).collect::<Vec<_>>();
+        // Three zones of two, 4+2: two shards per zone.
+        assert_eq!(
+            max_shards_in_one_zone(&z(&["a", "b", "c", "a", "b", "c"]), 6),
+            2
+        );
+        // Two zones for three shards: one zone holds two (more than M = 1).
+        assert_eq!(max_shards_in_one_zone(&z(&["a", "b", "a", "b"]), 3), 2);
+        // Zones a, a, b, c and 2+1: one shard per zone.
+        assert_eq!(max_shards_in_one_zone(&z(&["a", "a", "b", "c"]), 3), 1);
+        // One big zone takes what the small ones cannot.
+        assert_eq!(
+            max_shards_in_one_zone(&z(&["a", "a", "a", "a", "b", "c"]), 6),
+            4
+        );
+        // No zones: every node is its own.
+        assert_eq!(max_shards_in_one_zone(&[None, None, None], 3), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! block's *desired* set, the top K+M active nodes regardless of health,
 //! moving only the shards whose node left that set.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use cluster_config::{BlockId, ErasureProfile, NodeId};
@@ -47,8 +47,13 @@ impl View {
         self.layout.is_some()
     }
 
-    /// Active members in the block's rendezvous order, zones interleaved:
-    /// the best node of each zone first, then the rest by score.
+    /// Active members in the block's rendezvous order, zones interleaved
+    /// round by round: the best node of each zone, then the second best of
+    /// each, and so on (zones in the order of their best node). Any K+M
+    /// prefix then puts at most ceil((K+M)/zones) shards in one zone, so
+    /// with enough zones the loss of a whole zone costs at most M shards.
+    /// A node without a zone is a zone of its own: with no zones at all the
+    /// ranking is the plain rendezvous order.
     pub fn ranking(&self, block: &BlockId) -> Vec<NodeId> {
         let Some(layout) = &self.layout else {
             return vec![self.me];
@@ -60,17 +65,25 @@ impl View {
             .map(|m| (score(block, m.id), m.id, m.zone.as_deref()))
             .collect();
         members.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut seen_zones: HashSet<&str> = HashSet::new();
-        let mut first = Vec::new();
-        let mut rest = Vec::new();
-        for (_, id, zone) in members {
-            match zone {
-                Some(z) if seen_zones.insert(z) => first.push(id),
-                _ => rest.push(id),
-            }
-        }
-        first.extend(rest);
-        first
+        // Each member's rank inside its zone (0 for the zone's best node);
+        // a stable sort by that rank keeps the score order within a round.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut ranked: Vec<(usize, NodeId)> = members
+            .into_iter()
+            .map(|(_, id, zone)| {
+                let round = match zone {
+                    Some(z) => {
+                        let r = seen.entry(z).or_insert(0);
+                        *r += 1;
+                        *r - 1
+                    }
+                    None => 0,
+                };
+                (round, id)
+            })
+            .collect();
+        ranked.sort_by_key(|(round, _)| *round);
+        ranked.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Nodes for the shards of a new block: shard i goes to entry i. On a
@@ -192,6 +205,40 @@ mod tests {
             let t = v.write_targets(&block(i));
             let zones: HashSet<u64> = t.iter().map(|id| id % 3).collect();
             assert_eq!(zones.len(), 3, "block {i} placed {t:?}");
+        }
+    }
+
+    #[test]
+    fn no_zone_holds_more_than_its_share() {
+        // Nine nodes in three zones, 4+2: at most two shards per zone, so
+        // losing any one zone loses at most M = 2 shards of any block.
+        let mut v = view(9, true);
+        v.profile = ErasureProfile { data: 4, parity: 2 };
+        let mut per_node = [0usize; 10];
+        for i in 0..3000 {
+            let t = v.write_targets(&block(i));
+            assert_eq!(t.iter().collect::<HashSet<_>>().len(), 6);
+            for z in 0..3 {
+                let in_zone = t.iter().filter(|id| *id % 3 == z).count();
+                assert_eq!(in_zone, 2, "block {i} placed {t:?}");
+            }
+            for n in t {
+                per_node[n as usize] += 1;
+            }
+        }
+        // Still spread evenly over the nodes of each zone.
+        for (n, l) in per_node.iter().enumerate().skip(1) {
+            assert!((1800..2200).contains(l), "node {n}: {l}");
+        }
+    }
+
+    #[test]
+    fn without_zones_the_ranking_is_the_rendezvous_order() {
+        let v = view(7, false);
+        for i in 0..200 {
+            let mut by_score: Vec<NodeId> = (1..=7).collect();
+            by_score.sort_by_key(|id| std::cmp::Reverse(score(&block(i), *id)));
+            assert_eq!(v.ranking(&block(i)), by_score);
         }
     }
 

@@ -41,6 +41,11 @@ fn free_base_port(nodes: usize) -> u16 {
 impl Cluster {
     /// Generates a cluster of `nodes` (+ `spare`) and starts the initial nodes.
     pub fn start(nodes: usize, spare: usize, ec: &str) -> Self {
+        Self::start_with(nodes, spare, ec, &[])
+    }
+
+    /// `start`, with more `strata init-cluster` arguments.
+    pub fn start_with(nodes: usize, spare: usize, ec: &str, init_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("cluster");
         let base = free_base_port(nodes + spare);
@@ -61,6 +66,7 @@ impl Cluster {
                 &base.to_string(),
             ])
             .args(["--repair-grace", "4s"])
+            .args(init_args)
             .arg("--out")
             .arg(&out)
             .stdout(Stdio::null())
