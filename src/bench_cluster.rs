@@ -28,7 +28,7 @@ pub struct ClusterOpts {
     /// Scratch directory (on the disk to measure).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Run `etcd.sh cluster3` (from this folder) after strata's runs.
+    /// Run `etcd.sh cluster3` (from this folder) before and after strata's runs.
     #[arg(long)]
     etcd_script: Option<PathBuf>,
     /// Only the metadata commit runs (for profiling).
@@ -373,7 +373,57 @@ pub(crate) fn three_nodes(
     Ok((scratch, manifest))
 }
 
+/// One line of etcd's put results.
+struct EtcdPuts {
+    workers: usize,
+    ops_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// CPU µs the members used per put.
+    cpu_us: f64,
+}
+
+/// Runs `etcd.sh cluster3` (gRPC client) and reads its put lines to the leader.
+fn etcd_puts(script: &Path) -> anyhow::Result<Vec<EtcdPuts>> {
+    let status = Command::new("bash")
+        .arg(script)
+        .arg("cluster3")
+        .env("CLIENTS", "grpc")
+        .env("SKIP_CHECK_PERF", "1")
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("etcd.sh failed");
+    }
+    let results = std::env::var("PEERS_SCRATCH").unwrap_or_else(|_| "/tmp/peers".into());
+    let text = std::fs::read_to_string(Path::new(&results).join("etcd").join("results.txt"))?;
+    // The last run's lines.
+    let start = text.rfind("# 3-member: leader=").unwrap_or(0);
+    let mut rows = Vec::new();
+    for line in text[start..].lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let label = v["label"].as_str().unwrap_or("");
+        if label.contains("put leader") && !label.contains("follower") {
+            let ops = v["ops"].as_f64().unwrap_or(0.0).max(1.0);
+            rows.push(EtcdPuts {
+                workers: v["workers"].as_u64().unwrap_or(0) as usize,
+                ops_per_s: v["ops_per_s"].as_f64().unwrap_or(0.0),
+                p50_ms: v["p50_ms"].as_f64().unwrap_or(0.0),
+                p99_ms: v["p99_ms"].as_f64().unwrap_or(0.0),
+                cpu_us: v["server_cpu_s"].as_f64().unwrap_or(0.0) * 1e6 / ops,
+            });
+        }
+    }
+    Ok(rows)
+}
+
 pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
+    let etcd_before = match &opts.etcd_script {
+        Some(script) if !opts.only_metadata && !opts.only_small => etcd_puts(script)?,
+        _ => Vec::new(),
+    };
     let (scratch, manifest) = three_nodes("strata-bench-cluster-", opts.dir.as_deref(), 27100)?;
     println!(
         "3-node cluster, erasure {}, one process per node on 127.0.0.1-3\n",
@@ -549,36 +599,26 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         println!("| {c} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} |");
     }
     if let Some(script) = &opts.etcd_script {
-        println!("\netcd 3-member, same run (etcd.sh cluster3, gRPC client):");
-        let status = Command::new("bash")
-            .arg(script)
-            .arg("cluster3")
-            .env("CLIENTS", "grpc")
-            .env("SKIP_CHECK_PERF", "1")
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("etcd.sh failed");
-        }
-        let results = std::env::var("PEERS_SCRATCH").unwrap_or_else(|_| "/tmp/peers".into());
-        let text = std::fs::read_to_string(Path::new(&results).join("etcd").join("results.txt"))?;
-        // The last run's lines.
-        let start = text.rfind("# 3-member: leader=").unwrap_or(0);
-        println!("| clients | puts/s | p50 ms | p99 ms | member CPU µs per put |\n| ---: | ---: | ---: | ---: | ---: |");
-        for line in text[start..].lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let label = v["label"].as_str().unwrap_or("");
-            if label.contains("put leader") && !label.contains("follower") {
-                let ops = v["ops"].as_f64().unwrap_or(0.0).max(1.0);
+        // etcd runs once before strata's runs and once after: on a shared
+        // machine the load moves in minutes, and the two bracket it.
+        let after = etcd_puts(script)?;
+        for (when, rows) in [("before", &etcd_before), ("after", &after)] {
+            println!(
+                "\netcd 3-member, same run, {when} strata's runs (etcd.sh cluster3, gRPC client):"
+            );
+            println!("| clients | puts/s | p50 ms | p99 ms | member CPU µs per put | strata/etcd commits/s | strata/etcd CPU per op |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+            for r in rows.iter() {
+                let ours = meta_rows.iter().find(|(c, _, _)| *c == r.workers);
+                let (ratio, cpu_ratio) = match ours {
+                    Some((_, (rate, ..), us)) => (
+                        format!("{:.2}", rate / r.ops_per_s.max(1.0)),
+                        format!("{:.2}", us / r.cpu_us.max(1.0)),
+                    ),
+                    None => ("".into(), "".into()),
+                };
                 println!(
-                    "| {} | {:.0} | {} | {} | {:.0} |",
-                    v["workers"],
-                    v["ops_per_s"].as_f64().unwrap_or(0.0),
-                    v["p50_ms"],
-                    v["p99_ms"],
-                    v["server_cpu_s"].as_f64().unwrap_or(0.0) * 1e6 / ops
+                    "| {} | {:.0} | {} | {} | {:.0} | {ratio} | {cpu_ratio} |",
+                    r.workers, r.ops_per_s, r.p50_ms, r.p99_ms, r.cpu_us
                 );
             }
         }
