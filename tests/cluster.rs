@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{retry, Cluster};
+use common::cluster::{retry, upload_files, Cluster};
 use common::*;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -146,32 +146,13 @@ async fn m_nodes_down_reads_go_on_and_they_catch_up() {
     let _one = SERIAL.lock().await;
     let mut cluster = Cluster::start(3, 0, "2+1");
     let c = cluster.user(1, "mona").await;
-    let mut files = Vec::new();
-    for i in 0..6u64 {
-        let data = noise(700_000 + i as usize * 100_000, 100 + i);
-        let path = format!("/before/{i}.bin");
-        retry(|| c.upload(&path, data.clone())).await;
-        files.push((path, data));
-    }
+    let mut files = upload_files(&c, "/before", 6, (700_000, 100_000), 100).await;
     // One node down (M = 1): everything still reads, through both survivors.
     cluster.kill(3);
-    for node in [1u64, 2] {
-        let r = cluster.via(node, &c);
-        for (path, data) in &files {
-            assert!(
-                retry(|| r.download(path)).await == *data,
-                "{path} via {node}"
-            );
-        }
-    }
+    cluster.assert_reads(&c, &[1, 2], &files).await;
     // Writes go on with one node down (degraded: two shards of three).
     let r = cluster.via(2, &c);
-    for i in 0..4u64 {
-        let data = noise(500_000, 200 + i);
-        let path = format!("/during/{i}.bin");
-        retry(|| r.upload(&path, data.clone())).await;
-        files.push((path, data));
-    }
+    files.extend(upload_files(&r, "/during", 4, (500_000, 0), 200).await);
     // It comes back: it catches up on metadata, and repair puts the missing
     // shards on it.
     cluster.launch(3);
@@ -181,10 +162,7 @@ async fn m_nodes_down_reads_go_on_and_they_catch_up() {
         .await;
     assert_eq!(v["shards_unplaced"], 0, "{v}");
     assert_eq!(v["blocks_complete"], v["blocks"], "{v}");
-    let r = cluster.via(3, &c);
-    for (path, data) in &files {
-        assert!(retry(|| r.download(path)).await == *data, "{path} via 3");
-    }
+    cluster.assert_reads(&c, &[3], &files).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,24 +192,10 @@ async fn losing_a_whole_zone_loses_nothing() {
         .collect();
     assert_eq!(zones, want, "{status}");
     let c = cluster.user(1, "zoe").await;
-    let mut files = Vec::new();
-    for i in 0..12u64 {
-        let data = noise(300_000 + i as usize * 50_000, 300 + i);
-        let path = format!("/zoned/{i}.bin");
-        retry(|| c.upload(&path, data.clone())).await;
-        files.push((path, data));
-    }
+    let files = upload_files(&c, "/zoned", 12, (300_000, 50_000), 300).await;
     cluster.kill(3);
     cluster.kill(4);
-    for node in [1u64, 2] {
-        let r = cluster.via(node, &c);
-        for (path, data) in &files {
-            assert!(
-                retry(|| r.download(path)).await == *data,
-                "{path} via {node} with zone a down"
-            );
-        }
-    }
+    cluster.assert_reads(&c, &[1, 2], &files).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

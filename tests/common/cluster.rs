@@ -303,3 +303,37 @@ pub async fn retry<T, E: std::fmt::Debug, F: std::future::Future<Output = Result
     }
     panic!("still failing: {last:?}");
 }
+
+/// Uploads `n` files of noise, `dir/<i>.bin` of `base + i * step` bytes,
+/// through `c` (retried while the cluster settles); returns path and content.
+pub async fn upload_files(
+    c: &Client,
+    dir: &str,
+    n: u64,
+    (base, step): (usize, usize),
+    seed: u64,
+) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for i in 0..n {
+        let data = super::noise(base + i as usize * step, seed + i);
+        let path = format!("{dir}/{i}.bin");
+        retry(|| c.upload(&path, data.clone())).await;
+        files.push((path, data));
+    }
+    files
+}
+
+impl Cluster {
+    /// Every file downloads byte for byte through each of `nodes`.
+    pub async fn assert_reads(&self, c: &Client, nodes: &[u64], files: &[(String, Vec<u8>)]) {
+        for node in nodes {
+            let r = self.via(*node, c);
+            for (path, data) in files {
+                assert!(
+                    retry(|| r.download(path)).await == *data,
+                    "{path} via {node}"
+                );
+            }
+        }
+    }
+}
