@@ -66,6 +66,12 @@ fn nodes_cpu_seconds(nodes: &[Option<Node>]) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// Node CPU seconds per operation since `since` (a `nodes_cpu_seconds`
+/// reading) for `count` operations.
+fn cpu_per_op(nodes: &[Option<Node>], since: f64, count: u64) -> f64 {
+    (nodes_cpu_seconds(nodes) - since) / count.max(1) as f64
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -483,7 +489,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
             let before = Disk::measure(scratch.path(), opts.seconds)?;
             let cpu = nodes_cpu_seconds(&nodes);
             let (rate, p50, p99, count) = small_files(&clients, opts.seconds, round as u64).await;
-            let ms = (nodes_cpu_seconds(&nodes) - cpu) * 1e3 / count.max(1) as f64;
+            let ms = cpu_per_op(&nodes, cpu, count) * 1e3;
             let disk = before.mean(Disk::measure(scratch.path(), opts.seconds)?);
             println!(
                 "| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | node CPU {ms:.2} ms/file | disk 16 writers {:.0} ({:.2}) | disk 1 writer {:.0} ({:.2}) |",
@@ -505,7 +511,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
                 &clients.to_string(),
             )
             .await;
-            let us = (nodes_cpu_seconds(&nodes) - cpu) * 1e6 / count.max(1) as f64;
+            let us = cpu_per_op(&nodes, cpu, count) * 1e6;
             println!("| {clients} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} |");
         }
         return Ok(());
@@ -560,7 +566,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     let before = Disk::measure(scratch.path(), opts.seconds)?;
     let cpu = nodes_cpu_seconds(&nodes);
     let (files_per_s, small_p50, small_p99, count) = small_files(&sixteen, opts.seconds, 0).await;
-    let small_cpu_ms = (nodes_cpu_seconds(&nodes) - cpu) * 1e3 / count.max(1) as f64;
+    let small_cpu_ms = cpu_per_op(&nodes, cpu, count) * 1e3;
     let disk = before.mean(Disk::measure(scratch.path(), opts.seconds)?);
 
     // Metadata commits.
@@ -574,7 +580,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
             &clients.to_string(),
         )
         .await;
-        let us = (nodes_cpu_seconds(&nodes) - cpu) * 1e6 / r.3.max(1) as f64;
+        let us = cpu_per_op(&nodes, cpu, r.3) * 1e6;
         meta_rows.push((clients, r, us));
     }
     drop(nodes);

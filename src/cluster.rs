@@ -90,9 +90,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
             .filter(|n| n.initial)
             .map(|n| n.zone.as_deref())
             .collect();
-        let profile = erasure
-            .or_else(|| cluster_config::generate::default_profile(args.nodes))
-            .context("no erasure profile")?;
+        let profile = parse_ec(&manifest.erasure)?;
         let parity = profile.parity as usize;
         let held = cluster_config::generate::max_shards_in_one_zone(&zones, profile.total());
         if held <= parity {

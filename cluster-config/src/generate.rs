@@ -243,15 +243,15 @@ fn check_zone(z: &str) -> Result<(), ConfigError> {
 /// the zones round by round; in the last, partial round any zone still
 /// holding an unused node may get one more.
 pub fn max_shards_in_one_zone(zones: &[Option<&str>], total: usize) -> usize {
-    let mut sizes: std::collections::BTreeMap<String, usize> = Default::default();
-    for (i, z) in zones.iter().enumerate() {
-        let key = match z {
-            Some(z) => format!("z:{z}"),
-            None => format!("n:{i}"),
-        };
-        *sizes.entry(key).or_default() += 1;
+    let mut zoned: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut sizes = Vec::new();
+    for z in zones {
+        match z {
+            Some(z) => *zoned.entry(z).or_default() += 1,
+            None => sizes.push(1),
+        }
     }
-    let sizes: Vec<usize> = sizes.into_values().collect();
+    sizes.extend(zoned.into_values());
     let mut held = vec![0usize; sizes.len()];
     let mut left = total;
     for round in 0.. {

@@ -71,14 +71,11 @@ impl View {
         let mut ranked: Vec<(usize, NodeId)> = members
             .into_iter()
             .map(|(_, id, zone)| {
-                let round = match zone {
-                    Some(z) => {
-                        let r = seen.entry(z).or_insert(0);
-                        *r += 1;
-                        *r - 1
-                    }
-                    None => 0,
-                };
+                let round = zone.map_or(0, |z| {
+                    let next = seen.entry(z).or_default();
+                    *next += 1;
+                    *next - 1
+                });
                 (round, id)
             })
             .collect();
