@@ -19,7 +19,49 @@ use clap::{Parser, Subcommand};
 /// thread caches and arenas cost a fraction of the system allocator's here
 /// (see BENCHMARKS.md) and keep resident memory bounded.
 #[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOC: Allocator = Allocator(tikv_jemallocator::Jemalloc);
+
+/// jemalloc with zeroed allocations of up to [`MEMSET_ZEROED_UP_TO`]
+/// bytes cleared by `memset` instead of by jemalloc.
+///
+/// For a large zeroed allocation served from a freed extent, jemalloc
+/// hands the pages back to the kernel (`madvise`) to get zeroed ones, and
+/// every page then faults on first touch. The network read path allocates
+/// a zeroed buffer per frame (the yamux frame body, the shard payload), so
+/// under 16 concurrent uploads this was 8 % of all node CPU; clearing the
+/// still-resident pages costs a fraction of that. Bigger zeroed
+/// allocations keep jemalloc's path, where untouched pages cost nothing.
+struct Allocator(tikv_jemallocator::Jemalloc);
+
+const MEMSET_ZEROED_UP_TO: usize = 16 << 20;
+
+// SAFETY: every method forwards to jemalloc with the caller's layout;
+// `alloc_zeroed` returns jemalloc's allocation after writing zeros over
+// exactly `layout.size()` bytes of it, which is what the contract asks.
+unsafe impl std::alloc::GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        unsafe { self.0.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if layout.size() > MEMSET_ZEROED_UP_TO {
+            return unsafe { self.0.alloc_zeroed(layout) };
+        }
+        let p = unsafe { self.0.alloc(layout) };
+        if !p.is_null() {
+            unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        unsafe { self.0.realloc(ptr, layout, new_size) }
+    }
+}
 
 #[derive(Parser)]
 #[command(
