@@ -1,5 +1,5 @@
 //! strata storage node: the block pipeline (content-defined chunking, BLAKE3
-//! keyed ids, snap, XChaCha20-Poly1305, Reed-Solomon), the shard store on
+//! keyed ids, snap, AES-256-GCM, Reed-Solomon), the shard store on
 //! local disks, and streaming ingest and read.
 //!
 //! Depends on `cluster-config` and on `raft-meta` only for record types and
