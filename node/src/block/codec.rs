@@ -292,13 +292,19 @@ mod tests {
         assert!(open(&k, &id, sealed[..10].to_vec()).is_err());
     }
 
-    /// A frame as version 1 wrote it (XChaCha20-Poly1305, no compression).
-    fn seal_v1(keys: &UserKeys, id: &BlockId, plain: &[u8]) -> Vec<u8> {
+    /// A header for `plain_len` bytes of content, then the unsealed `body`.
+    fn frame(version: u8, flags: u8, plain_len: usize, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&[FORMAT_V1, 0, KEY_VERSION, 0]);
-        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-        out.extend_from_slice(plain);
+        out.extend_from_slice(&[version, flags, KEY_VERSION, 0]);
+        out.extend_from_slice(&(plain_len as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A frame as version 1 wrote it (XChaCha20-Poly1305, no compression).
+    fn seal_v1(keys: &UserKeys, id: &BlockId, plain: &[u8]) -> Vec<u8> {
+        let mut out = frame(FORMAT_V1, 0, plain.len(), plain);
         let (header, body) = out.split_at_mut(HEADER_LEN);
         let tag = cipher(keys)
             .encrypt_inout_detached(&nonce(keys, id), &aad(header, id), body.into())
@@ -334,11 +340,7 @@ mod tests {
         } else {
             plain.to_vec()
         };
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&[FORMAT_V2, u8::from(compress), KEY_VERSION, 0]);
-        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-        out.extend_from_slice(&body);
+        let mut out = frame(FORMAT_V2, u8::from(compress), plain.len(), &body);
         let (header, body) = out.split_at_mut(HEADER_LEN);
         let tag = block_key(keys, id, FORMAT_V2)
             .unwrap()
