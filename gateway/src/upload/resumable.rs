@@ -23,7 +23,6 @@ use raft_meta::records::{BlockRef, UploadRecord};
 use raft_meta::types::{AdvanceUpload, CreateUpload, FinishUpload, NewBlock};
 use raft_meta::{Command, DrivePath, OnConflict, Output};
 use sha1::Digest;
-use strata_node::block::codec::worth_compressing;
 use strata_node::{Ingest, WholeHash};
 
 use raft_meta::state_machine::shares::SHARED_ROOT;
@@ -370,9 +369,6 @@ impl Job {
         let tail_bytes: u64 = rec.tail.iter().map(|b| b.size as u64).sum();
         let hasher = TreeHasher::resume(rec.length, rec.hash_state.clone())
             .map_err(|e| ApiError::internal(format!("upload hash state: {e}")))?;
-        let path = DrivePath::from_segments(rec.path.clone())
-            .map_err(|e| ApiError::internal(format!("upload path: {e}")))?;
-        let compress = worth_compressing(path.name().unwrap_or(""));
         let app = self.app.clone();
         let _slot = app
             .upload_slots
@@ -387,7 +383,9 @@ impl Job {
             app.blocks.clone(),
             app.meta.local().clone(),
             self.caller.user,
-            compress,
+            // Compression is the content's choice (`seal` samples it),
+            // never the name's: one content always seals the same.
+            true,
             WholeHash::Tree(hasher),
         );
         let mut piece_buf: Vec<u8> = Vec::new();
@@ -488,7 +486,7 @@ impl Job {
                 Arc::new(move |id| matches!(meta.block(&user, id), Ok(Some(_))));
             let stored = app
                 .blocks
-                .store_chunk(keys, Bytes::from(piece_buf), compress, exists)
+                .store_chunk(keys, Bytes::from(piece_buf), true, exists)
                 .await
                 .map_err(ApiError::from)?;
             let mut tail = rec.tail.clone();

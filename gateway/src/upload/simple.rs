@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 use raft_meta::types::{CommitFile, FileContent};
 use raft_meta::Command;
-use strata_node::block::codec::worth_compressing;
 use strata_node::{Ingest, WholeHash};
 
 use super::{check_quota, check_size, conflict_params, file_path};
@@ -35,12 +34,13 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         .acquire()
         .await
         .map_err(|_| ApiError::unavailable("shutting down"))?;
-    let compress = worth_compressing(path.name().unwrap_or(""));
     let mut ingest = Ingest::new(
         app.blocks.clone(),
         app.meta.local().clone(),
         owner,
-        compress,
+        // Compression is the content's choice (`seal` samples it), never
+        // the name's: one content always seals the same.
+        true,
         WholeHash::Plain(Box::default()),
     );
     if let Some(len) = declared {
