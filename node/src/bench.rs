@@ -241,13 +241,7 @@ pub async fn whole(
     // Generate ahead so the measurement is the pipeline, not the generator.
     let data = Bytes::from(noise(total, 2));
     let t = Instant::now();
-    let mut ingest = Ingest::new(
-        store.clone(),
-        meta,
-        user,
-        true,
-        WholeHash::Plain(Box::default()),
-    );
+    let mut ingest = Ingest::new(store.clone(), meta, user, WholeHash::Plain(Box::default()));
     for piece in data.chunks(64 * 1024) {
         ingest.push(piece).await.map_err(|e| e.to_string())?;
     }

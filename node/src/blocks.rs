@@ -147,7 +147,6 @@ impl BlockStore {
         &self,
         keys: &UserKeys,
         chunk: &[u8],
-        compress: bool,
         profile: ErasureProfile,
         exists: &dyn Fn(&BlockId) -> bool,
     ) -> Result<Result<Encoded, BlockRef>, BlockError> {
@@ -162,7 +161,9 @@ impl BlockStore {
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(Err(reference));
         }
-        let sealed = codec::seal(keys, &id, chunk, compress).map_err(BlockError::Codec)?;
+        // Always sampled for compression: whether a body is compressed is
+        // the content's choice, so one content seals the same everywhere.
+        let sealed = codec::seal(keys, &id, chunk, true).map_err(BlockError::Codec)?;
         let erasure = Erasure::new(profile.data as usize, profile.parity as usize);
         let shards = erasure.encode_with_headroom(&sealed, HEADER_LEN)?;
         Ok(Ok(Encoded {
@@ -179,7 +180,6 @@ impl BlockStore {
         self: &Arc<Self>,
         keys: UserKeys,
         chunk: Bytes,
-        compress: bool,
         exists: Arc<dyn Fn(&BlockId) -> bool + Send + Sync>,
     ) -> Result<StoredChunk, BlockError> {
         let _permit = self
@@ -191,7 +191,7 @@ impl BlockStore {
         let profile = view.profile;
         let this = self.clone();
         let encoded = tokio::task::spawn_blocking(move || {
-            this.encode_blocking(&keys, &chunk, compress, profile, &*exists)
+            this.encode_blocking(&keys, &chunk, profile, &*exists)
         })
         .await
         .map_err(|e| BlockError::Task(e.to_string()))??;
@@ -630,7 +630,6 @@ mod tests {
             e.store.clone(),
             e.meta.clone(),
             user,
-            true,
             WholeHash::Plain(Box::default()),
         );
         for piece in data.chunks(100_003) {
@@ -687,7 +686,6 @@ mod tests {
             e.store.clone(),
             e.meta.clone(),
             user,
-            true,
             WholeHash::Plain(Box::default()),
         );
         ing.push(&data).await.unwrap();
@@ -752,7 +750,6 @@ mod tests {
             e.store.clone(),
             e.meta.clone(),
             user,
-            false,
             WholeHash::Plain(Box::default()),
         );
         ing.push(&data).await.unwrap();
@@ -763,7 +760,6 @@ mod tests {
             e.store.clone(),
             e.meta.clone(),
             user,
-            false,
             WholeHash::Tree(raft_meta::hashing::TreeHasher::new(data.len() as u64)),
         );
         ing.push(&data[..split]).await.unwrap();
@@ -778,7 +774,6 @@ mod tests {
             e.store.clone(),
             e.meta.clone(),
             user,
-            false,
             WholeHash::Tree(hasher),
         );
         ing.push_rechunk(&data[done_len..split]).await.unwrap();

@@ -60,7 +60,6 @@ pub struct Ingest {
     store: Arc<BlockStore>,
     keys: UserKeys,
     exists: Arc<dyn Fn(&BlockId) -> bool + Send + Sync>,
-    compress: bool,
     buf: BytesMut,
     hash: WholeHash,
     hashed: u64,
@@ -70,13 +69,7 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(
-        store: Arc<BlockStore>,
-        meta: MetaReader,
-        user: UserId,
-        compress: bool,
-        hash: WholeHash,
-    ) -> Self {
+    pub fn new(store: Arc<BlockStore>, meta: MetaReader, user: UserId, hash: WholeHash) -> Self {
         let keys = store.user_keys(&user);
         let exists: Arc<dyn Fn(&BlockId) -> bool + Send + Sync> =
             Arc::new(move |id: &BlockId| matches!(meta.block(&user, id), Ok(Some(_))));
@@ -84,7 +77,6 @@ impl Ingest {
             store,
             keys,
             exists,
-            compress,
             buf: BytesMut::new(),
             hash,
             hashed: 0,
@@ -151,9 +143,8 @@ impl Ingest {
         let store = self.store.clone();
         let keys = self.keys.clone();
         let exists = self.exists.clone();
-        let compress = self.compress;
         self.in_flight.push_back(tokio::spawn(async move {
-            store.store_chunk(keys, chunk, compress, exists).await
+            store.store_chunk(keys, chunk, exists).await
         }));
         Ok(())
     }

@@ -366,7 +366,7 @@ pub async fn put_block(
         std::sync::Arc::new(move |b| matches!(reader.block(&user, b), Ok(Some(_))));
     let stored = app
         .blocks
-        .store_chunk(keys, Bytes::from(data), true, exists)
+        .store_chunk(keys, Bytes::from(data), exists)
         .await?;
     if let Some(n) = stored.new {
         app.meta

@@ -383,9 +383,6 @@ impl Job {
             app.blocks.clone(),
             app.meta.local().clone(),
             self.caller.user,
-            // Compression is the content's choice (`seal` samples it),
-            // never the name's: one content always seals the same.
-            true,
             WholeHash::Tree(hasher),
         );
         let mut piece_buf: Vec<u8> = Vec::new();
@@ -486,7 +483,7 @@ impl Job {
                 Arc::new(move |id| matches!(meta.block(&user, id), Ok(Some(_))));
             let stored = app
                 .blocks
-                .store_chunk(keys, Bytes::from(piece_buf), true, exists)
+                .store_chunk(keys, Bytes::from(piece_buf), exists)
                 .await
                 .map_err(ApiError::from)?;
             let mut tail = rec.tail.clone();

@@ -38,9 +38,6 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         app.blocks.clone(),
         app.meta.local().clone(),
         owner,
-        // Compression is the content's choice (`seal` samples it), never
-        // the name's: one content always seals the same.
-        true,
         WholeHash::Plain(Box::default()),
     );
     if let Some(len) = declared {

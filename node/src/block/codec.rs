@@ -126,10 +126,11 @@ fn compresses(plain: &[u8], scratch: &mut Vec<u8>) -> bool {
 
 /// Compresses (if asked and if it saves an eighth) and encrypts a chunk.
 ///
-/// The drive always asks: whether a body is compressed then depends on the
+/// The block store always asks: whether a body is compressed then depends on the
 /// content alone, so one (user, content) seals to the same bytes through
 /// any gateway and any upload path, and concurrent stores of one block
-/// write the same shards. `try_compress: false` is for measurements.
+/// write the same shards. `try_compress: false` is for measurements and
+/// tests; the block store always passes true.
 pub fn seal(
     keys: &UserKeys,
     id: &BlockId,
