@@ -1,8 +1,9 @@
 //! Node-to-node messages and the transport they travel on.
 //!
 //! `PeerNet` is the seam: `p2p::P2pNet` carries messages over libp2p (TCP,
-//! noise, yamux; only peers whose keys the cluster lists may connect; each
-//! peer is reached over a few long-lived streams, `codec` their format), and
+//! the Noise-based secure channel of `secure`, yamux; only peers whose
+//! keys the cluster lists may connect; each peer is reached over a few
+//! long-lived streams, `codec` their format), and
 //! `mem::MemNet` carries them in memory with injected faults, so the same
 //! Raft, placement and repair logic can run in a deterministic harness.
 
@@ -10,6 +11,7 @@ pub mod codec;
 pub mod mem;
 pub mod p2p;
 pub mod raft;
+pub mod secure;
 pub mod serve;
 
 use std::future::Future;

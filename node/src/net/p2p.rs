@@ -1,5 +1,6 @@
-//! libp2p transport: TCP + noise + yamux; requests and answers on a few
-//! long-lived streams per peer, gossipsub for heartbeats and hints.
+//! libp2p transport: TCP + the secure channel (`secure.rs`) + yamux;
+//! requests and answers on a few long-lived streams per peer, gossipsub
+//! for heartbeats and hints.
 //!
 //! One task owns the swarm (dialing, the allow list, gossip); `P2pNet` is a
 //! cheap handle. A call writes its request straight onto a stream to the
@@ -9,7 +10,7 @@
 //! and no stream is negotiated per message. Lane 0 of each peer carries
 //! Raft and other small messages; shards spread over the data lanes, so a
 //! large transfer never holds up a heartbeat. Only peers whose key is
-//! listed may connect (an allow list); noise proves each key.
+//! listed may connect (an allow list); the handshake proves each key.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,9 +24,7 @@ use futures::{AsyncReadExt, StreamExt};
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    allow_block_list, noise, tcp, yamux, Multiaddr, PeerId, Stream, StreamProtocol, Swarm,
-};
+use libp2p::{allow_block_list, tcp, yamux, Multiaddr, PeerId, Stream, StreamProtocol, Swarm};
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -519,7 +518,7 @@ impl P2pNet {
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
-                noise::Config::new,
+                super::secure::Config::new,
                 yamux::Config::default,
             )
             .map_err(|e| P2pError::Setup(e.to_string()))?
