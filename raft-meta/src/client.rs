@@ -120,6 +120,7 @@ impl MetaNode {
         clock: SharedClock,
     ) -> Result<Self, MetaError> {
         let (log, sm) = store::open(dir).await?;
+        let log = log.for_member(node_id);
         let reader = MetaReader::new(sm.tree());
         let applied = sm.applied_events();
         let journal = sm.journal_events();

@@ -1,8 +1,11 @@
 //! openraft's log storage over the write-ahead log (`wal.rs`).
 //!
 //! An append is written at once and reported durable to openraft by the
-//! WAL's flusher thread after its `fdatasync`; the vote, truncations and
-//! purges are durable before they return. The state machine lives in sled
+//! WAL's flusher thread after its `fdatasync`; on a follower (entries made
+//! by another leader) the `fdatasync` runs in the append itself when no
+//! other flush is pending, since the follower answers the leader only once
+//! they are durable. The vote, truncations and purges are durable before
+//! they return. The state machine lives in sled
 //! and is flushed before log entries that could replay it are purged.
 //!
 
@@ -24,6 +27,9 @@ type StoreResult<T> = Result<T, StorageError<u64>>;
 pub struct LogStore {
     db: crate::table::Db,
     wal: Wal,
+    /// This member's id, once known: entries whose leader is another
+    /// member arrive as a follower's appends.
+    me: Option<u64>,
 }
 
 impl From<WalError> for MetaError {
@@ -42,7 +48,14 @@ impl LogStore {
         Ok(Self {
             db,
             wal: opened.wal,
+            me: None,
         })
+    }
+
+    /// Tells the store which member it belongs to.
+    pub fn for_member(mut self, id: u64) -> Self {
+        self.me = Some(id);
+        self
     }
 }
 
@@ -110,9 +123,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.wal
-            .append(entries, move |r| callback.log_io_completed(r))
-            .map_err(|e| StorageIOError::write_logs(&io_err(e)).into())
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let done = move |r| callback.log_io_completed(r);
+        let from_another_leader = self.me.is_some_and(|me| {
+            !entries.is_empty() && entries.iter().all(|e| e.log_id.leader_id.node_id != me)
+        });
+        let written = if from_another_leader {
+            self.wal.append_and_flush_here(entries, done)
+        } else {
+            self.wal.append(entries, done)
+        };
+        written.map_err(|e| StorageIOError::write_logs(&io_err(e)).into())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> StoreResult<()> {
