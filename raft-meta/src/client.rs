@@ -33,8 +33,11 @@ struct Pending {
 
 /// Groups concurrent writes into one Raft entry each time (group commit of
 /// Raft entries, and with it of log flushes, replication and applies).
-async fn run_batcher(inner: std::sync::Weak<Inner>, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+async fn run_batcher(
+    inner: std::sync::Weak<Inner>,
+    slots: Arc<tokio::sync::Semaphore>,
+    mut rx: tokio::sync::mpsc::Receiver<Pending>,
+) {
     while let Some(first) = rx.recv().await {
         // Holding the client only per batch lets it (and this task) go away.
         let Some(inner) = inner.upgrade() else { return };
@@ -154,11 +157,16 @@ impl MetaNode {
                 node_id,
                 transport,
                 batcher: tokio::sync::OnceCell::new(),
+                slots: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             }),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         let _ = client.inner.batcher.set(tx);
-        tokio::spawn(run_batcher(Arc::downgrade(&client.inner), rx));
+        tokio::spawn(run_batcher(
+            Arc::downgrade(&client.inner),
+            client.inner.slots.clone(),
+            rx,
+        ));
         Ok(Self { raft, client })
     }
 
@@ -203,6 +211,8 @@ struct Inner {
     node_id: u64,
     transport: Arc<dyn RaftTransport>,
     batcher: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<Pending>>,
+    /// Entries proposed and not yet answered, at most `BATCHES_IN_FLIGHT`.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A cheap handle for reading and writing metadata.
@@ -322,6 +332,16 @@ impl MetaClient {
         let Some(batcher) = self.inner.batcher.get() else {
             return self.submit(&req).await?.map_err(MetaError::Command);
         };
+        // Nothing queued and nothing in flight: there is nothing to share
+        // an entry with, so the write is proposed from this task, without
+        // the two task switches through the batcher.
+        if batcher.capacity() == batcher.max_capacity()
+            && self.inner.slots.available_permits() == BATCHES_IN_FLIGHT
+        {
+            if let Ok(_slot) = self.inner.slots.try_acquire() {
+                return self.submit(&req).await?.map_err(MetaError::Command);
+            }
+        }
         let (reply, rx) = tokio::sync::oneshot::channel();
         batcher
             .send(Pending { req, reply })
