@@ -19,12 +19,21 @@
 //! scan of the others (holes skipped, a torn tail ignored). Every read
 //! re-verifies the shard's checksum and identity. See docs/durability.md.
 //!
-//! Memory: the index costs about 64 bytes per local shard.
+//! The writer copies a batch's records, each padded with zeros to the
+//! boundary, into one aligned buffer and writes it with `O_DIRECT` where
+//! the file system allows it: the bytes go from that buffer to the disk,
+//! not through the page cache, whose copy (and, on a fresh virtual
+//! machine, the first touch of every page-cache page) cost more than the
+//! rest of the write. Reads go through the page cache as before; where
+//! `O_DIRECT` is refused the same buffer is written the ordinary way.
+//!
+//! Memory: the index costs about 64 bytes per local shard; each disk's
+//! writer keeps a staging buffer of `STAGE_BYTES`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -45,6 +54,9 @@ pub const PACK_BYTES: u64 = 1 << 30;
 /// Writes gathered into one flush, at most.
 const BATCH_OPS: usize = 512;
 const BATCH_BYTES: usize = 64 << 20;
+/// A batch is written in pieces of at most this many bytes (one record
+/// larger than this is written alone).
+const STAGE_BYTES: usize = 4 << 20;
 const QUEUE: usize = 1024;
 
 const TOMB_MAGIC: &[u8; 4] = b"STMB";
@@ -372,6 +384,66 @@ fn open_pack(path: &Path, create: bool) -> Result<File, StoreError> {
         .map_err(io_at(path))
 }
 
+/// A second handle on a pack for writes that bypass the page cache; `None`
+/// where the file system does not support `O_DIRECT`.
+fn open_direct(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+/// A reusable buffer whose usable part starts on an `ALIGN` boundary, as
+/// `O_DIRECT` requires of the memory it writes from.
+#[derive(Default)]
+struct Stage {
+    buf: Vec<u8>,
+    /// Bytes staged, from the aligned start.
+    len: usize,
+}
+
+impl Stage {
+    fn start(&self) -> usize {
+        (ALIGN as usize - (self.buf.as_ptr() as usize) % ALIGN as usize) % ALIGN as usize
+    }
+
+    /// Room for `more` bytes after those staged.
+    fn room(&self) -> usize {
+        self.buf.len().saturating_sub(self.start() + self.len)
+    }
+
+    /// Appends `bytes` and zeros up to the next boundary.
+    fn push(&mut self, bytes: &[u8]) {
+        let padded = align_up(bytes.len() as u64) as usize;
+        if self.room() < padded {
+            // Grows only for a record larger than `STAGE_BYTES`; the
+            // staged bytes move with the buffer's new start.
+            let staged = self.staged().to_vec();
+            self.buf = vec![0u8; staged.len() + padded + ALIGN as usize];
+            let at = self.start();
+            self.buf[at..at + staged.len()].copy_from_slice(&staged);
+        }
+        let at = self.start() + self.len;
+        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
+        self.buf[at + bytes.len()..at + padded].fill(0);
+        self.len += padded;
+    }
+
+    fn staged(&self) -> &[u8] {
+        let at = self.start();
+        &self.buf[at..at + self.len]
+    }
+
+    /// Empties the stage, giving back a buffer grown past the usual size.
+    fn clear(&mut self) {
+        self.len = 0;
+        if self.buf.len() > STAGE_BYTES + ALIGN as usize {
+            self.buf = vec![0u8; STAGE_BYTES + ALIGN as usize];
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
@@ -391,6 +463,9 @@ struct Writer {
     disk: Arc<Disk>,
     index: Arc<Index>,
     active: Active,
+    /// The active pack opened with `O_DIRECT`, where supported.
+    direct: Option<File>,
+    stage: Stage,
     pack_bytes: u64,
     /// Every disk's queue (weak: the writers end when `LocalShards` goes).
     others: Vec<mpsc::WeakSender<Op>>,
@@ -422,22 +497,31 @@ impl Writer {
         let mut removed: Vec<(Loc, Done)> = Vec::new();
         let mut failed: Option<String> = None;
         let mut waiting = Vec::new();
+        // Staged bytes start here; they are written whenever the stage
+        // is full and once after the last op.
+        let mut staged_at = self.active.end;
+        self.stage.clear();
         for op in batch {
             if failed.is_some() {
                 waiting.push(op);
                 continue;
             }
             let at = self.active.end;
-            let result = match &op {
-                Op::Put { record, .. } => self.active.pack.file.write_all_at(record, at),
-                Op::Remove { key, loc, .. } => {
-                    self.active.pack.file.write_all_at(&tombstone(key, loc), at)
-                }
+            let len = match &op {
+                Op::Put { record, .. } => align_up(record.len() as u64) as usize,
+                Op::Remove { .. } => ALIGN as usize,
             };
-            if let Err(e) = result {
-                failed = Some(format!("{}: {e}", self.active.pack.path.display()));
-                waiting.push(op);
-                continue;
+            if self.stage.len > 0 && self.stage.room() < len {
+                if let Err(e) = self.write_stage(staged_at) {
+                    failed = Some(e);
+                    waiting.push(op);
+                    continue;
+                }
+                staged_at = at;
+            }
+            match &op {
+                Op::Put { record, .. } => self.stage.push(record),
+                Op::Remove { key, loc, .. } => self.stage.push(&tombstone(key, loc)),
             }
             match op {
                 Op::Put { key, record, done } => {
@@ -466,6 +550,9 @@ impl Writer {
                     removed.push((loc, done));
                 }
             }
+        }
+        if failed.is_none() && self.stage.len > 0 {
+            failed = self.write_stage(staged_at).err();
         }
         let synced = match failed {
             Some(e) => Err(e),
@@ -554,6 +641,35 @@ impl Writer {
         self.reclaim();
     }
 
+    /// Writes the staged bytes at `at` of the active pack, bypassing the
+    /// page cache where the file system allows it.
+    fn write_stage(&mut self, at: u64) -> Result<(), String> {
+        let path = &self.active.pack.path;
+        if let Some(direct) = &self.direct {
+            match direct.write_all_at(self.stage.staged(), at) {
+                Ok(()) => {
+                    self.stage.clear();
+                    return Ok(());
+                }
+                // Refused for this file (alignment the file system wants
+                // and we cannot give): ordinary writes from now on.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    tracing::info!(pack = %path.display(), error = %e, "O_DIRECT refused; writing through the page cache");
+                    self.direct = None;
+                }
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        let written = self
+            .active
+            .pack
+            .file
+            .write_all_at(self.stage.staged(), at)
+            .map_err(|e| format!("{}: {e}", path.display()));
+        self.stage.clear();
+        written
+    }
+
     /// Appends a tombstone for `old` at once (it rides the next flush).
     fn remove_now(&mut self, key: Key, old: Loc) {
         let at = self.active.end;
@@ -599,6 +715,7 @@ impl Writer {
         let path = self.disk.packs_dir.join(pack_name(seq, "pack"));
         let file = open_pack(&path, true)?;
         sync_dir(&self.disk.packs_dir)?;
+        self.direct = open_direct(&path);
         let pack = Arc::new(Pack { path, file });
         write_lock(&self.disk.packs).insert(seq, pack.clone());
         lock(&self.disk.stats).entry(seq).or_default();
@@ -812,10 +929,16 @@ impl LocalShards {
             stats: Mutex::new(stats),
             has_legacy: root.join("shards").exists(),
         });
+        let direct = open_direct(&active.pack.path);
         let writer = Writer {
             disk: disk.clone(),
             index: index.clone(),
             active,
+            direct,
+            stage: Stage {
+                buf: vec![0u8; STAGE_BYTES + ALIGN as usize],
+                len: 0,
+            },
             pack_bytes,
             others: Vec::new(),
         };
@@ -1017,6 +1140,38 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn the_stage_is_aligned_zero_padded_and_grows_for_one_large_record() {
+        let mut st = Stage {
+            buf: vec![0u8; 3 * ALIGN as usize],
+            len: 0,
+        };
+        // Dirty the buffer: padding must still come out as zeros.
+        st.buf.fill(0xee);
+        st.push(&[1u8; 100]);
+        st.push(&[2u8; ALIGN as usize]);
+        assert_eq!(st.staged().as_ptr() as usize % ALIGN as usize, 0);
+        assert_eq!(st.len, 2 * ALIGN as usize);
+        assert!(st.staged()[..100].iter().all(|&b| b == 1));
+        assert!(st.staged()[100..ALIGN as usize].iter().all(|&b| b == 0));
+        assert!(st.staged()[ALIGN as usize..].iter().all(|&b| b == 2));
+        // Larger than the room left: the buffer grows, keeping what was
+        // staged, and stays aligned.
+        assert!(st.room() < 3 * ALIGN as usize);
+        st.push(&[3u8; 3 * ALIGN as usize - 7]);
+        assert_eq!(st.staged().as_ptr() as usize % ALIGN as usize, 0);
+        assert_eq!(st.len, 5 * ALIGN as usize);
+        assert!(st.staged()[..100].iter().all(|&b| b == 1));
+        assert!(st.staged()[ALIGN as usize..2 * ALIGN as usize]
+            .iter()
+            .all(|&b| b == 2));
+        assert!(st.staged()[5 * ALIGN as usize - 7..]
+            .iter()
+            .all(|&b| b == 0));
+        st.clear();
+        assert_eq!(st.len, 0);
     }
 
     #[tokio::test]
