@@ -17,7 +17,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 
 use super::io_err;
-use super::wal::{Entry, Wal, WalError};
+use super::wal::{Entry, FlushBy, Wal, WalError};
 use crate::error::MetaError;
 use crate::types::{LogId, TypeConfig};
 
@@ -128,12 +128,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from_another_leader = self.me.is_some_and(|me| {
             !entries.is_empty() && entries.iter().all(|e| e.log_id.leader_id.node_id != me)
         });
-        let written = if from_another_leader {
-            self.wal.append_and_flush_here(entries, done)
+        let by = if from_another_leader {
+            FlushBy::ThisThreadIfIdle
         } else {
-            self.wal.append(entries, done)
+            FlushBy::Flusher
         };
-        written.map_err(|e| StorageIOError::write_logs(&io_err(e)).into())
+        self.wal
+            .append(entries, by, done)
+            .map_err(|e| StorageIOError::write_logs(&io_err(e)).into())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> StoreResult<()> {

@@ -146,6 +146,16 @@ struct Flusher {
     wake: Condvar,
 }
 
+/// Who runs the `fdatasync` that makes an append durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushBy {
+    /// The flusher thread, together with whatever else is queued.
+    Flusher,
+    /// The caller's thread when nothing else is being flushed (a caller
+    /// that waits for the flush anyway), else the flusher.
+    ThisThreadIfIdle,
+}
+
 /// The write-ahead log. Cheap to clone; all clones share one log.
 #[derive(Clone)]
 pub struct Wal {
@@ -638,30 +648,19 @@ impl Wal {
 
     /// Appends entries; `done` runs once they are durable. An entry at an
     /// index the log already holds replaces it and everything after it;
-    /// one at or below the purge point is dropped.
+    /// one at or below the purge point is dropped. With
+    /// `FlushBy::ThisThreadIfIdle` and no flush queued or running, the
+    /// `fdatasync` runs on this thread and `done` has run on return.
     pub fn append(
         &self,
         entries: impl IntoIterator<Item = Entry>,
+        by: FlushBy,
         done: impl FnOnce(io::Result<()>) + Send + 'static,
     ) -> Result<(), WalError> {
-        match self.write_entries(entries)? {
-            Some(seg) => self.enqueue(seg, Box::new(done)),
-            None => done(Ok(())),
-        }
-        Ok(())
-    }
-
-    /// As `append`, but when no flush is queued or running the
-    /// `fdatasync` runs on this thread and `done` has run when this
-    /// returns: for a caller that waits for the flush anyway.
-    pub fn append_and_flush_here(
-        &self,
-        entries: impl IntoIterator<Item = Entry>,
-        done: impl FnOnce(io::Result<()>) + Send + 'static,
-    ) -> Result<(), WalError> {
-        match self.write_entries(entries)? {
-            Some(seg) => self.flush_here(seg, Box::new(done)),
-            None => done(Ok(())),
+        match (self.write_entries(entries)?, by) {
+            (Some(seg), FlushBy::Flusher) => self.enqueue(seg, Box::new(done)),
+            (Some(seg), FlushBy::ThisThreadIfIdle) => self.flush_here(seg, Box::new(done)),
+            (None, _) => done(Ok(())),
         }
         Ok(())
     }
@@ -942,7 +941,7 @@ mod tests {
 
     fn append_sync(wal: &Wal, entries: Vec<Entry>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        wal.append(entries, move |r| {
+        wal.append(entries, FlushBy::Flusher, move |r| {
             let _ = tx.send(r);
         })
         .unwrap();
@@ -965,10 +964,14 @@ mod tests {
         {
             let wal = Wal::open(&path).unwrap().wal;
             let o = order.clone();
-            wal.append_and_flush_here((0..5).map(|i| entry(i, 1)), move |r| {
-                r.unwrap();
-                lock(&o).push(4);
-            })
+            wal.append(
+                (0..5).map(|i| entry(i, 1)),
+                FlushBy::ThisThreadIfIdle,
+                move |r| {
+                    r.unwrap();
+                    lock(&o).push(4);
+                },
+            )
             .unwrap();
             // Nothing was pending: the flush ran here.
             assert_eq!(*lock(&order), vec![4]);
@@ -983,11 +986,12 @@ mod tests {
                     lock(&o).push(last);
                     let _ = tx.send(());
                 };
-                if last % 10 == 4 {
-                    wal.append_and_flush_here(entries, done).unwrap();
+                let by = if last % 10 == 4 {
+                    FlushBy::ThisThreadIfIdle
                 } else {
-                    wal.append(entries, done).unwrap();
-                }
+                    FlushBy::Flusher
+                };
+                wal.append(entries, by, done).unwrap();
             }
             for _ in 0..4 {
                 rx.recv().unwrap();
