@@ -22,8 +22,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Commands folded into one log entry at most.
 const MAX_BATCH: usize = 256;
 /// Batches proposed at once; while they are in flight, new writes queue
-/// up and go out together in the next one.
-const BATCHES_IN_FLIGHT: usize = 4;
+/// up and go out together in the next one. Two, so that one batch
+/// replicates while the one before it is applied: with four, batches were
+/// smaller and 8–128 clients committed less (BENCHMARKS.md).
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// A write waiting for the batcher.
 struct Pending {
