@@ -396,7 +396,6 @@ fn open_direct(path: &Path) -> Option<File> {
 
 /// A reusable buffer whose usable part starts on an `ALIGN` boundary, as
 /// `O_DIRECT` requires of the memory it writes from.
-#[derive(Default)]
 struct Stage {
     buf: Vec<u8>,
     /// Bytes staged, from the aligned start.
@@ -404,11 +403,19 @@ struct Stage {
 }
 
 impl Stage {
+    /// A stage that holds `bytes` before it has to grow.
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: vec![0u8; bytes + ALIGN as usize],
+            len: 0,
+        }
+    }
+
     fn start(&self) -> usize {
         (ALIGN as usize - (self.buf.as_ptr() as usize) % ALIGN as usize) % ALIGN as usize
     }
 
-    /// Room for `more` bytes after those staged.
+    /// Bytes that fit after those staged without growing.
     fn room(&self) -> usize {
         self.buf.len().saturating_sub(self.start() + self.len)
     }
@@ -439,7 +446,7 @@ impl Stage {
     fn clear(&mut self) {
         self.len = 0;
         if self.buf.len() > STAGE_BYTES + ALIGN as usize {
-            self.buf = vec![0u8; STAGE_BYTES + ALIGN as usize];
+            *self = Self::with_capacity(STAGE_BYTES);
         }
     }
 }
@@ -935,10 +942,7 @@ impl LocalShards {
             index: index.clone(),
             active,
             direct,
-            stage: Stage {
-                buf: vec![0u8; STAGE_BYTES + ALIGN as usize],
-                len: 0,
-            },
+            stage: Stage::with_capacity(STAGE_BYTES),
             pack_bytes,
             others: Vec::new(),
         };
@@ -1144,10 +1148,7 @@ mod tests {
 
     #[test]
     fn the_stage_is_aligned_zero_padded_and_grows_for_one_large_record() {
-        let mut st = Stage {
-            buf: vec![0u8; 3 * ALIGN as usize],
-            len: 0,
-        };
+        let mut st = Stage::with_capacity(2 * ALIGN as usize);
         // Dirty the buffer: padding must still come out as zeros.
         st.buf.fill(0xee);
         st.push(&[1u8; 100]);

@@ -89,6 +89,23 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The handshake both upgrade directions run, bounded in time.
+    fn secure<T>(
+        self,
+        socket: T,
+        initiator: bool,
+    ) -> BoxFuture<'static, Result<(PeerId, SecureStream<T>), SecureError>>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Box::pin(bounded(
+            HANDSHAKE_TIMEOUT,
+            handshake(self.identity, socket, initiator),
+        ))
+    }
+}
+
 impl UpgradeInfo for Config {
     type Info = &'static str;
     type InfoIter = std::iter::Once<Self::Info>;
@@ -107,10 +124,7 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, socket: T, _: Self::Info) -> Self::Future {
-        Box::pin(bounded(
-            HANDSHAKE_TIMEOUT,
-            handshake(self.identity, socket, false),
-        ))
+        self.secure(socket, false)
     }
 }
 
@@ -123,10 +137,7 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_outbound(self, socket: T, _: Self::Info) -> Self::Future {
-        Box::pin(bounded(
-            HANDSHAKE_TIMEOUT,
-            handshake(self.identity, socket, true),
-        ))
+        self.secure(socket, true)
     }
 }
 

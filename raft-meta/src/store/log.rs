@@ -5,7 +5,7 @@
 //! by another leader) the `fdatasync` runs in the append itself when no
 //! other flush is pending, since the follower answers the leader only once
 //! they are durable. The vote, truncations and purges are durable before
-//! they return. The state machine lives in sled
+//! they return. The state machine lives in fjall
 //! and is flushed before log entries that could replay it are purged.
 //!
 
