@@ -14,6 +14,15 @@
 //! purge point) that opens every segment, so that older segments can be
 //! deleted without losing any of them.
 //!
+//! A segment's space is allocated when it is created (`fallocate` of the
+//! whole segment): an append then writes into blocks the file already has
+//! and does not change its size, so its `fdatasync` has no block
+//! allocation or size change to commit to the file system's journal. With
+//! three members on one disk their journal commits queued behind each
+//! other; 3 concurrent writers measured 309–323 µs per append+sync
+//! appending and 228–243 µs into allocated space (BENCHMARKS.md). The
+//! allocated, unwritten tail reads as zeros, which is where records end.
+//!
 //! An append is one `write` at the end of the active segment; it is durable
 //! when the flusher thread's next `fdatasync` of that segment returns.
 //! Appends that queue while a flush runs are completed by the next one
@@ -238,6 +247,23 @@ fn record(kind: u8, body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
+/// Allocates `len` bytes for `file` (its size becomes `len`, the new part
+/// reads as zeros). Where the file system cannot, appends grow the file
+/// as they go, which is correct, only slower.
+fn preallocate(file: &File, path: &Path, len: u64) {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return;
+    };
+    // SAFETY: `file` is an open descriptor for the whole call; fallocate
+    // reads no memory of ours.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        tracing::debug!(path = %path.display(), error = %e, "raft log: no preallocation");
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
@@ -425,7 +451,7 @@ impl Inner {
         let old = self.active().clone();
         old.file.sync_data().map_err(io_at(&old.path))?;
         let seq = old.seq + 1;
-        let seg = create_segment(&self.dir, seq, &self.state)?;
+        let seg = create_segment(&self.dir, seq, &self.state, self.segment_bytes)?;
         self.active_len = seg.1;
         self.segments.push_back(Arc::new(seg.0));
         self.committed_dirty = false;
@@ -433,8 +459,14 @@ impl Inner {
     }
 }
 
-/// Creates segment `seq` with its header and a state record, durably.
-fn create_segment(dir: &Path, seq: u64, state: &State) -> Result<(Segment, u64), WalError> {
+/// Creates segment `seq` with its header and a state record, durably, and
+/// allocates `segment_bytes` for it.
+fn create_segment(
+    dir: &Path,
+    seq: u64,
+    state: &State,
+    segment_bytes: u64,
+) -> Result<(Segment, u64), WalError> {
     let path = dir.join(segment_name(seq));
     let file = OpenOptions::new()
         .read(true)
@@ -451,6 +483,12 @@ fn create_segment(dir: &Path, seq: u64, state: &State) -> Result<(Segment, u64),
     file.write_all_at(&buf, 0).map_err(io_at(&path))?;
     file.sync_all().map_err(io_at(&path))?;
     sync_dir(dir)?;
+    // Only once the header is durable: a crash in between leaves a
+    // segment that opens with a valid header and zeros after it.
+    if segment_bytes > buf.len() as u64 {
+        preallocate(&file, &path, segment_bytes);
+        file.sync_all().map_err(io_at(&path))?;
+    }
     Ok((Segment { seq, path, file }, buf.len() as u64))
 }
 
@@ -523,6 +561,8 @@ impl Wal {
                             .map_err(|reason| corrupt(at as u64, reason))?;
                         at = r.end as usize;
                     }
+                    // The allocated space no record reached yet.
+                    Err(_) if bytes[at..].iter().all(|b| *b == 0) => break at,
                     Err(reason) if last && only_zeros_after(&bytes, at) => {
                         tracing::warn!(
                             path = %path.display(),
@@ -540,8 +580,12 @@ impl Wal {
                 .write(true)
                 .open(&path)
                 .map_err(io_at(&path))?;
-            if last && end < bytes.len() {
+            if last && end < bytes.len() && bytes[end..].iter().any(|b| *b != 0) {
+                // A torn record: cut it off so that no later append can
+                // leave pieces of it behind, and allocate the space again.
                 file.set_len(end as u64).map_err(io_at(&path))?;
+                file.sync_all().map_err(io_at(&path))?;
+                preallocate(&file, &path, segment_bytes);
                 file.sync_all().map_err(io_at(&path))?;
             }
             inner.active_len = end as u64;
@@ -551,7 +595,7 @@ impl Wal {
         }
         if inner.segments.is_empty() {
             let seq = seqs.last().map(|s| s + 1).unwrap_or(1);
-            let (seg, len) = create_segment(dir, seq, &inner.state)?;
+            let (seg, len) = create_segment(dir, seq, &inner.state, segment_bytes)?;
             inner.active_len = len;
             inner.segments.push_back(Arc::new(seg));
         }
@@ -1034,30 +1078,81 @@ mod tests {
         let (purged, last) = wal.log_state();
         assert_eq!(purged, Some(entry(3, 1).log_id));
         assert_eq!(last, Some(entry(12, 2).log_id));
+        let end = data_end(&wal);
         drop(wal);
 
-        // A crash mid-append: half a record at the end is dropped.
+        // A crash mid-append: the last record's final bytes never reached
+        // the disk (they read as the allocated space's zeros). It is dropped.
         let seg = path.join(segment_name(1));
-        let len = fs::metadata(&seg).unwrap().len();
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(len - 3).unwrap();
+        f.write_all_at(&[0; 3], end - 3).unwrap();
         drop(f);
         let wal = Wal::open(&path).unwrap().wal;
         assert_eq!(indices(&wal), (4..12).collect::<Vec<_>>());
+        let cut = data_end(&wal);
+        assert!(cut < end - 3);
         append_sync(&wal, vec![entry(12, 3)]);
         drop(wal);
         let wal = Wal::open(&path).unwrap().wal;
         assert_eq!(wal.read(12, 13).unwrap()[0].log_id, entry(12, 3).log_id);
+        drop(wal);
+
+        // The same crash where the file system could not allocate ahead:
+        // the file simply ends inside the last record.
+        let wal = Wal::open(&path).unwrap().wal;
+        append_sync(&wal, vec![entry(13, 3)]);
+        let end = data_end(&wal);
+        drop(wal);
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(end - 3).unwrap();
+        drop(f);
+        let wal = Wal::open(&path).unwrap().wal;
+        assert_eq!(indices(&wal), (4..13).collect::<Vec<_>>());
+    }
+
+    /// Where the next record goes in the active segment.
+    fn data_end(wal: &Wal) -> u64 {
+        lock(&wal.inner).active_len
+    }
+
+    #[tokio::test]
+    async fn segments_are_allocated_ahead_and_their_zeros_are_where_records_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log");
+        let seg = path.join(segment_name(1));
+        let wal = Wal::open(&path).unwrap().wal;
+        append_sync(&wal, (0..3).map(|i| entry(i, 1)).collect());
+        let end = data_end(&wal);
+        drop(wal);
+        let size = fs::metadata(&seg).unwrap().len();
+        // tmpfs and ext4 both allocate; a file system that cannot would
+        // leave the file at the data's length, which opens the same way.
+        assert!(size == SEGMENT_BYTES || size == end, "{size}");
+        for _ in 0..2 {
+            // Reopening keeps the allocation and appends after the data.
+            let wal = Wal::open(&path).unwrap().wal;
+            assert_eq!(data_end(&wal), end);
+            assert_eq!(indices(&wal), vec![0, 1, 2]);
+            drop(wal);
+            assert_eq!(fs::metadata(&seg).unwrap().len(), size);
+        }
+        let wal = Wal::open(&path).unwrap().wal;
+        append_sync(&wal, vec![entry(3, 1)]);
+        assert!(data_end(&wal) > end);
+        drop(wal);
+        let wal = Wal::open(&path).unwrap().wal;
+        assert_eq!(indices(&wal), vec![0, 1, 2, 3]);
     }
 
     #[tokio::test]
     async fn a_flipped_byte_before_the_tail_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft-log");
-        {
+        let end = {
             let wal = Wal::open(&path).unwrap().wal;
             append_sync(&wal, (0..5).map(|i| entry(i, 1)).collect());
-        }
+            data_end(&wal)
+        };
         let seg = path.join(segment_name(1));
         let mut bytes = fs::read(&seg).unwrap();
         // The first entry record's body (after the header and state record).
@@ -1073,8 +1168,8 @@ mod tests {
         // Zeros where the last record should be (pages never written): torn.
         let wal = {
             bytes[at] ^= 0x40;
-            let n = bytes.len();
-            for b in &mut bytes[n - 10..] {
+            let n = end as usize;
+            for b in &mut bytes[n - 10..n] {
                 *b = 0;
             }
             fs::write(&seg, &bytes).unwrap();
