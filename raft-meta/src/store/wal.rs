@@ -552,9 +552,10 @@ impl Wal {
                 return Err(corrupt(0, "bad segment header".into()));
             }
             let mut at = HEADER_LEN;
-            let end = loop {
+            // Where the records end, and whether a torn one follows.
+            let (end, torn) = loop {
                 match parse_at(&bytes, at) {
-                    Ok(None) => break at,
+                    Ok(None) => break (at, false),
                     Ok(Some(r)) => {
                         inner
                             .replay(seq, &r)
@@ -562,7 +563,7 @@ impl Wal {
                         at = r.end as usize;
                     }
                     // The allocated space no record reached yet.
-                    Err(_) if bytes[at..].iter().all(|b| *b == 0) => break at,
+                    Err(_) if bytes[at..].iter().all(|b| *b == 0) => break (at, false),
                     Err(reason) if last && only_zeros_after(&bytes, at) => {
                         tracing::warn!(
                             path = %path.display(),
@@ -570,7 +571,7 @@ impl Wal {
                             reason,
                             "raft log: dropping a torn record at the end"
                         );
-                        break at;
+                        break (at, true);
                     }
                     Err(reason) => return Err(corrupt(at as u64, reason)),
                 }
@@ -580,7 +581,7 @@ impl Wal {
                 .write(true)
                 .open(&path)
                 .map_err(io_at(&path))?;
-            if last && end < bytes.len() && bytes[end..].iter().any(|b| *b != 0) {
+            if torn {
                 // A torn record: cut it off so that no later append can
                 // leave pieces of it behind, and allocate the space again.
                 file.set_len(end as u64).map_err(io_at(&path))?;
