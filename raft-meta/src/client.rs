@@ -126,6 +126,8 @@ impl MetaNode {
     ) -> Result<Self, MetaError> {
         let (log, sm) = store::open(dir).await?;
         let log = log.for_member(node_id);
+        let durable = log.durability();
+        let sm = sm.gated_by(durable.clone());
         let reader = MetaReader::new(sm.tree());
         let applied = sm.applied_events();
         let journal = sm.journal_events();
@@ -133,7 +135,7 @@ impl MetaNode {
         let raft = Raft::new(
             node_id,
             config,
-            NetworkFactory::new(transport.clone()),
+            NetworkFactory::new(transport.clone()).gated_by(durable),
             log,
             sm,
         )

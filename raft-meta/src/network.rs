@@ -18,6 +18,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::records::{decode, encode};
+use crate::store::wal::Durability;
 use crate::types::{MemberNode, Raft, TypeConfig};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -86,16 +87,29 @@ impl RaftTransport for NoPeers {
 #[derive(Clone)]
 pub struct NetworkFactory {
     transport: Arc<dyn RaftTransport>,
+    durable: Option<Durability>,
 }
 
 impl NetworkFactory {
     pub fn new(transport: Arc<dyn RaftTransport>) -> Self {
-        Self { transport }
+        Self {
+            transport,
+            durable: None,
+        }
+    }
+
+    /// Tells followers a commit index only once the local log's durable
+    /// watermark covers it: the leader's own appends count towards a
+    /// commit before they are durable (`store/log.rs`).
+    pub fn gated_by(mut self, durable: Durability) -> Self {
+        self.durable = Some(durable);
+        self
     }
 }
 
 pub struct PeerNetwork {
     transport: Arc<dyn RaftTransport>,
+    durable: Option<Durability>,
     target: u64,
     node: MemberNode,
 }
@@ -106,6 +120,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: u64, node: &MemberNode) -> Self::Network {
         PeerNetwork {
             transport: self.transport.clone(),
+            durable: self.durable.clone(),
             target,
             node: node.clone(),
         }
@@ -140,6 +155,12 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
+        if let (Some(durable), Some(commit)) = (&self.durable, rpc.leader_commit) {
+            durable
+                .wait(commit.index)
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        }
         self.rpc(RaftRpcKind::AppendEntries, &rpc).await
     }
 

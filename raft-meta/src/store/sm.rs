@@ -5,6 +5,10 @@
 //! Applies are not flushed: after a crash the table is a consistent prefix
 //! (batches are recovered atomically and in order) and openraft re-applies
 //! the durable log from `last_applied`. The log is only purged after a flush.
+//!
+//! An entry is applied only once the log's durable watermark covers it:
+//! the leader reports its own appends to openraft before they are durable
+//! (`log.rs`), so a commit may be known before the leader's copy is.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, RwLock};
 
+use super::wal::Durability;
 use crate::error::MetaError;
 use crate::keys;
 use crate::records::{decode, encode};
@@ -46,6 +51,8 @@ pub struct StateMachineStore {
     gate: Arc<RwLock<()>>,
     applied: AppliedTx,
     journal: JournalTx,
+    /// The log's durable watermark, which an apply waits for.
+    durable: Option<Durability>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,7 +73,14 @@ impl StateMachineStore {
             gate: Arc::new(RwLock::new(())),
             applied,
             journal,
+            durable: None,
         })
+    }
+
+    /// Applies entries only once `durable` covers them.
+    pub fn gated_by(mut self, durable: Durability) -> Self {
+        self.durable = Some(durable);
+        self
     }
 
     /// The tree queries read from.
@@ -122,6 +136,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&self.durable, entries.last()) {
+            durable
+                .wait(last.log_id.index)
+                .await
+                .map_err(|e| StorageIOError::apply(last.log_id, &super::io_err(e)))?;
+        }
         let _gate = self.gate.write().await;
         let (_, mut membership) = self
             .read_applied()

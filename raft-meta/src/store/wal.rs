@@ -33,6 +33,13 @@
 //! the flusher and being woken by it, two thread switches of the commit's
 //! critical path.
 //!
+//! How far the log is durable is published as a watermark (`Durability`):
+//! every entry below it has been through an `fdatasync`. A truncation
+//! lowers it at once and starts a new generation, so a flush that began
+//! before the truncation cannot vouch for entries written after it. The
+//! leader reports its own appends to openraft as soon as they are written
+//! and waits on the watermark instead (see `log.rs`).
+//!
 //! Recovery reads the segments in order. A torn record at the end of the
 //! last segment (a crash mid-write) is cut off; a bad record anywhere else
 //! is corruption and stops the node rather than losing entries silently.
@@ -86,6 +93,8 @@ pub enum WalError {
     Invariant(String),
     #[error("raft log flusher stopped")]
     Stopped,
+    #[error("raft log: an fdatasync failed; the log cannot be made durable")]
+    FlushFailed,
 }
 
 impl From<WalError> for io::Error {
@@ -138,12 +147,95 @@ struct Inner {
     state: State,
     /// A committed id not yet written (it rides along with the next write).
     committed_dirty: bool,
+    durable: Durability,
 }
 
 type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 
+/// The durable watermark: entries below `next` are durable, as far as
+/// generation `gen` goes (a truncation starts a new one).
+#[derive(Clone, Copy, Debug, Default)]
+struct Mark {
+    next: u64,
+    gen: u64,
+    failed: bool,
+}
+
+/// Where the log stood when a write was made: once a flush that began
+/// after it returns, entries below `next` are durable, unless a truncation
+/// started a newer generation meanwhile.
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    next: u64,
+    gen: u64,
+}
+
+/// How far the log is durable; cheap to clone, shared with every handle.
+#[derive(Clone)]
+pub struct Durability(Arc<tokio::sync::watch::Sender<Mark>>);
+
+impl Durability {
+    fn new(next: u64) -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(Mark {
+            next,
+            gen: 0,
+            failed: false,
+        })))
+    }
+
+    /// Waits until the entry at `index` is durable (or, when the log holds
+    /// no such entry yet, until one written there later is).
+    pub async fn wait(&self, index: u64) -> Result<(), WalError> {
+        let reached = |m: &Mark| m.failed || m.next > index;
+        if !reached(&self.0.borrow()) {
+            let mut rx = self.0.subscribe();
+            rx.wait_for(reached).await.map_err(|_| WalError::Stopped)?;
+        }
+        if self.0.borrow().failed {
+            return Err(WalError::FlushFailed);
+        }
+        Ok(())
+    }
+
+    /// Whether the entry at `index` is durable now.
+    pub fn covers(&self, index: u64) -> bool {
+        let m = *self.0.borrow();
+        !m.failed && m.next > index
+    }
+
+    fn stamp(&self, next: u64) -> Stamp {
+        Stamp {
+            next,
+            gen: self.0.borrow().gen,
+        }
+    }
+
+    /// A flush that began after the write stamped `at` has returned.
+    fn reached(&self, at: Stamp) {
+        self.0.send_if_modified(|m| {
+            let raise = m.gen == at.gen && at.next > m.next;
+            if raise {
+                m.next = at.next;
+            }
+            raise
+        });
+    }
+
+    /// Entries from `index` on are gone (or are about to be replaced).
+    fn truncated(&self, index: u64) {
+        self.0.send_modify(|m| {
+            m.gen += 1;
+            m.next = m.next.min(index);
+        });
+    }
+
+    fn failed(&self) {
+        self.0.send_modify(|m| m.failed = true);
+    }
+}
+
 struct FlushQueue {
-    waiting: Vec<(Arc<Segment>, Done)>,
+    waiting: Vec<(Arc<Segment>, Done, Stamp)>,
     /// A flush runs (on the flusher or on a caller's thread): completions
     /// are reported in the order of the writes, so no second one starts.
     busy: bool,
@@ -153,6 +245,7 @@ struct FlushQueue {
 struct Flusher {
     queue: Mutex<FlushQueue>,
     wake: Condvar,
+    durable: Durability,
 }
 
 /// Who runs the `fdatasync` that makes an append durable.
@@ -208,7 +301,7 @@ fn run_flusher(flusher: Arc<Flusher>) {
         };
         // Older segments first: an entry is durable only with all before it.
         let mut segs: Vec<Arc<Segment>> = Vec::new();
-        for (s, _) in &batch {
+        for (s, _, _) in &batch {
             if !segs.iter().any(|x| x.seq == s.seq) {
                 segs.push(s.clone());
             }
@@ -222,7 +315,11 @@ fn run_flusher(flusher: Arc<Flusher>) {
                 break;
             }
         }
-        for (_, done) in batch {
+        for (_, done, stamp) in batch {
+            match &result {
+                Ok(()) => flusher.durable.reached(stamp),
+                Err(_) => flusher.durable.failed(),
+            }
             done(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -362,6 +459,7 @@ impl Inner {
     }
 
     fn truncate_from(&mut self, index: u64) {
+        self.durable.truncated(index);
         if self.entries.is_empty() || index < self.first_index {
             self.entries.clear();
             return;
@@ -430,6 +528,11 @@ impl Inner {
             }
             k => Err(format!("unknown record kind {k}")),
         }
+    }
+
+    /// Stamps a write made just now (see `Stamp`).
+    fn stamp(&self) -> Stamp {
+        self.durable.stamp(self.next_index().unwrap_or(0))
     }
 
     /// Writes `buf` at the end of the active segment.
@@ -528,6 +631,7 @@ impl Wal {
             entries: VecDeque::new(),
             state: State::default(),
             committed_dirty: false,
+            durable: Durability::new(0),
         };
         let fresh = seqs.is_empty();
         for (n, &seq) in seqs.iter().enumerate() {
@@ -600,6 +704,14 @@ impl Wal {
             inner.active_len = len;
             inner.segments.push_back(Arc::new(seg));
         }
+        // What was read back may still sit only in the page cache (the
+        // process was killed before its flush): make it durable before
+        // the watermark says so.
+        for s in &inner.segments {
+            s.file.sync_data().map_err(io_at(&s.path))?;
+        }
+        let durable = Durability::new(inner.next_index().unwrap_or(0));
+        inner.durable = durable.clone();
         let flusher = Arc::new(Flusher {
             queue: Mutex::new(FlushQueue {
                 waiting: Vec::new(),
@@ -607,6 +719,7 @@ impl Wal {
                 stop: false,
             }),
             wake: Condvar::new(),
+            durable,
         });
         let thread = {
             let f = flusher.clone();
@@ -628,33 +741,37 @@ impl Wal {
         })
     }
 
-    fn enqueue(&self, seg: Arc<Segment>, done: Done) {
+    fn enqueue(&self, seg: Arc<Segment>, done: Done, stamp: Stamp) {
         let mut q = lock(&self.flusher.queue);
         if q.stop {
             drop(q);
             done(Err(io::Error::other("raft log flusher stopped")));
             return;
         }
-        q.waiting.push((seg, done));
+        q.waiting.push((seg, done, stamp));
         drop(q);
         self.flusher.wake.notify_one();
     }
 
     /// Flushes `seg` on this thread and reports `done`, unless a flush is
     /// queued or running: then the flusher completes it in turn.
-    fn flush_here(&self, seg: Arc<Segment>, done: Done) {
+    fn flush_here(&self, seg: Arc<Segment>, done: Done, stamp: Stamp) {
         {
             let mut q = lock(&self.flusher.queue);
             if q.stop || q.busy || !q.waiting.is_empty() {
                 drop(q);
-                self.enqueue(seg, done);
+                self.enqueue(seg, done, stamp);
                 return;
             }
             q.busy = true;
         }
         let result = seg.file.sync_data();
-        if let Err(e) = &result {
-            tracing::error!(path = %seg.path.display(), error = %e, "raft log fdatasync failed");
+        match &result {
+            Ok(()) => self.flusher.durable.reached(stamp),
+            Err(e) => {
+                tracing::error!(path = %seg.path.display(), error = %e, "raft log fdatasync failed");
+                self.flusher.durable.failed();
+            }
         }
         done(result);
         let mut q = lock(&self.flusher.queue);
@@ -668,11 +785,11 @@ impl Wal {
 
     /// Writes `buf` (records) and waits until it is durable.
     async fn write_durably(&self, buf: Vec<u8>) -> Result<(), WalError> {
-        let seg = {
+        let (seg, stamp) = {
             let mut inner = lock(&self.inner);
             let seg = inner.write(&buf)?;
             inner.maybe_rotate()?;
-            seg
+            (seg, inner.stamp())
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.enqueue(
@@ -680,6 +797,7 @@ impl Wal {
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
+            stamp,
         );
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -703,19 +821,21 @@ impl Wal {
         done: impl FnOnce(io::Result<()>) + Send + 'static,
     ) -> Result<(), WalError> {
         match (self.write_entries(entries)?, by) {
-            (Some(seg), FlushBy::Flusher) => self.enqueue(seg, Box::new(done)),
-            (Some(seg), FlushBy::ThisThreadIfIdle) => self.flush_here(seg, Box::new(done)),
+            (Some((seg, stamp)), FlushBy::Flusher) => self.enqueue(seg, Box::new(done), stamp),
+            (Some((seg, stamp)), FlushBy::ThisThreadIfIdle) => {
+                self.flush_here(seg, Box::new(done), stamp)
+            }
             (None, _) => done(Ok(())),
         }
         Ok(())
     }
 
-    /// Writes the records of `entries`; the segment to flush, or `None`
-    /// when nothing was written.
+    /// Writes the records of `entries`; the segment to flush and the
+    /// write's stamp, or `None` when nothing was written.
     fn write_entries(
         &self,
         entries: impl IntoIterator<Item = Entry>,
-    ) -> Result<Option<Arc<Segment>>, WalError> {
+    ) -> Result<Option<(Arc<Segment>, Stamp)>, WalError> {
         let mut buf = Vec::new();
         let mut inner = lock(&self.inner);
         if inner.committed_dirty {
@@ -763,7 +883,7 @@ impl Wal {
             }
         }
         inner.maybe_rotate()?;
-        Ok(Some(seg))
+        Ok(Some((seg, inner.stamp())))
     }
 
     pub async fn save_vote(&self, vote: &Vote<u64>) -> Result<(), WalError> {
@@ -771,6 +891,11 @@ impl Wal {
         record(KIND_VOTE, &encode(vote), &mut buf);
         lock(&self.inner).state.vote = Some(*vote);
         self.write_durably(buf).await
+    }
+
+    /// How far the log is durable.
+    pub fn durability(&self) -> Durability {
+        self.flusher.durable.clone()
     }
 
     pub fn vote(&self) -> Option<Vote<u64>> {
@@ -960,8 +1085,10 @@ impl Wal {
                 })
                 .map_err(WalError::Invariant)?;
         }
+        let stamp = inner.stamp();
         drop(inner);
         seg.file.sync_data().map_err(io_at(&seg.path))?;
+        self.flusher.durable.reached(stamp);
         Ok(())
     }
 
@@ -975,6 +1102,8 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use openraft::{CommittedLeaderId, EntryPayload};
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -1114,6 +1243,49 @@ mod tests {
     /// Where the next record goes in the active segment.
     fn data_end(wal: &Wal) -> u64 {
         lock(&wal.inner).active_len
+    }
+
+    #[tokio::test]
+    async fn the_durable_watermark_follows_flushes_and_drops_with_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log");
+        let wal = Wal::open(&path).unwrap().wal;
+        let durable = wal.durability();
+        assert!(!durable.covers(0));
+        // Written, not yet flushed: not covered until the flusher returns.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        wal.append(
+            (0..3).map(|i| entry(i, 1)).collect::<Vec<_>>(),
+            FlushBy::Flusher,
+            move |r| {
+                let _ = tx.send(r);
+            },
+        )
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), durable.wait(2))
+            .await
+            .expect("the flush reaches index 2")
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        assert!(durable.covers(2) && !durable.covers(3));
+        // A truncation lowers it at once; entries written in its place are
+        // covered only by a flush after them.
+        wal.truncate(1).await.unwrap();
+        assert!(durable.covers(0) && !durable.covers(1));
+        append_sync(&wal, vec![entry(1, 2), entry(2, 2)]);
+        assert!(durable.covers(2));
+        // A replacement inside an append lowers it too.
+        let stamp_before = wal.durability().stamp(3);
+        append_sync(&wal, vec![entry(2, 3)]);
+        assert!(durable.covers(2));
+        // A flush stamped before that truncation cannot raise it.
+        durable.truncated(2);
+        durable.reached(stamp_before);
+        assert!(!durable.covers(2));
+        drop(wal);
+        // Reopened: everything recovered is durable.
+        let wal = Wal::open(&path).unwrap().wal;
+        assert!(wal.durability().covers(2) && !wal.durability().covers(3));
     }
 
     #[tokio::test]
