@@ -66,6 +66,49 @@ fn nodes_cpu_seconds(nodes: &[Option<Node>]) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// The share of the machine's CPU time the hypervisor gave to others
+/// (`steal` in `/proc/stat`) over a stretch of a run. These machines are
+/// shared: a run that lost half its CPU this way is not comparable with
+/// one that lost none, and each figure says which it was.
+struct Steal {
+    total: u64,
+    stolen: u64,
+}
+
+impl Steal {
+    /// All ticks and stolen ticks of the machine so far (zero off Linux).
+    fn read() -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+            return (0, 0);
+        };
+        // user nice system idle iowait irq softirq steal (guest time is
+        // already counted in user).
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        (f.iter().sum(), f.get(7).copied().unwrap_or(0))
+    }
+
+    fn start() -> Self {
+        let (total, stolen) = Self::read();
+        Self { total, stolen }
+    }
+
+    /// Percent of the CPU time since `start` that was stolen.
+    fn percent(&self) -> f64 {
+        let (total, stolen) = Self::read();
+        let dt = total.saturating_sub(self.total);
+        if dt == 0 {
+            return 0.0;
+        }
+        stolen.saturating_sub(self.stolen) as f64 * 100.0 / dt as f64
+    }
+}
+
 /// Node CPU seconds per operation since `since` (a `nodes_cpu_seconds`
 /// reading) for `count` operations.
 fn cpu_per_op(nodes: &[Option<Node>], since: f64, count: u64) -> f64 {
@@ -390,7 +433,8 @@ struct EtcdPuts {
 }
 
 /// Runs `etcd.sh cluster3` (gRPC client) and reads its put lines to the leader.
-fn etcd_puts(script: &Path) -> anyhow::Result<Vec<EtcdPuts>> {
+fn etcd_puts(script: &Path) -> anyhow::Result<(Vec<EtcdPuts>, f64)> {
+    let steal = Steal::start();
     let status = Command::new("bash")
         .arg(script)
         .arg("cluster3")
@@ -422,13 +466,13 @@ fn etcd_puts(script: &Path) -> anyhow::Result<Vec<EtcdPuts>> {
             });
         }
     }
-    Ok(rows)
+    Ok((rows, steal.percent()))
 }
 
 pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     let etcd_before = match &opts.etcd_script {
         Some(script) if !opts.only_metadata && !opts.only_small => etcd_puts(script)?,
-        _ => Vec::new(),
+        _ => (Vec::new(), 0.0),
     };
     let (scratch, manifest) = three_nodes("strata-bench-cluster-", opts.dir.as_deref(), 27100)?;
     println!(
@@ -488,11 +532,13 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
             let clients = (0..n).map(own).collect::<anyhow::Result<Vec<Client>>>()?;
             let before = Disk::measure(scratch.path(), opts.seconds)?;
             let cpu = nodes_cpu_seconds(&nodes);
+            let steal = Steal::start();
             let (rate, p50, p99, count) = small_files(&clients, opts.seconds, round as u64).await;
             let ms = cpu_per_op(&nodes, cpu, count) * 1e3;
+            let stolen = steal.percent();
             let disk = before.mean(Disk::measure(scratch.path(), opts.seconds)?);
             println!(
-                "| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | node CPU {ms:.2} ms/file | disk 16 writers {:.0} ({:.2}) | disk 1 writer {:.0} ({:.2}) |",
+                "| {n} clients | {rate:.0} files/s | p50 {p50:.1} ms | p99 {p99:.1} ms | node CPU {ms:.2} ms/file | steal {stolen:.0} % | disk 16 writers {:.0} ({:.2}) | disk 1 writer {:.0} ({:.2}) |",
                 disk.sixteen,
                 rate / disk.sixteen,
                 disk.one,
@@ -504,6 +550,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     if opts.only_metadata {
         for clients in opts.clients.clone().unwrap_or(vec![1, 8, 32, 128]) {
             let cpu = nodes_cpu_seconds(&nodes);
+            let steal = Steal::start();
             let (rate, p50, p99, count) = commits(
                 conns(clients),
                 clients,
@@ -512,7 +559,8 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
             )
             .await;
             let us = cpu_per_op(&nodes, cpu, count) * 1e6;
-            println!("| {clients} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} |");
+            let stolen = steal.percent();
+            println!("| {clients} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} | {stolen:.0} % |");
         }
         return Ok(());
     }
@@ -565,14 +613,17 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     let sixteen = (0..16).map(own).collect::<anyhow::Result<Vec<Client>>>()?;
     let before = Disk::measure(scratch.path(), opts.seconds)?;
     let cpu = nodes_cpu_seconds(&nodes);
+    let steal = Steal::start();
     let (files_per_s, small_p50, small_p99, count) = small_files(&sixteen, opts.seconds, 0).await;
     let small_cpu_ms = cpu_per_op(&nodes, cpu, count) * 1e3;
+    let small_steal = steal.percent();
     let disk = before.mean(Disk::measure(scratch.path(), opts.seconds)?);
 
     // Metadata commits.
     let mut meta_rows = Vec::new();
     for clients in [1usize, 8, 32, 128] {
         let cpu = nodes_cpu_seconds(&nodes);
+        let steal = Steal::start();
         let r = commits(
             conns(clients),
             clients,
@@ -581,7 +632,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         )
         .await;
         let us = cpu_per_op(&nodes, cpu, r.3) * 1e6;
-        meta_rows.push((clients, r, us));
+        meta_rows.push((clients, r, us, steal.percent()));
     }
     drop(nodes);
 
@@ -596,27 +647,27 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         Some(r) => println!("| repair after the node returns | {r:.0} MB/s of shards | backlog {backlog_before} shards rebuilt |"),
         None => println!("| repair after the node returns | did not finish within 150 s | |"),
     }
-    println!("| 500 KB uploads, 16 clients | {files_per_s:.0} files/s | p50 {small_p50:.0} ms, p99 {small_p99:.0} ms; node CPU {small_cpu_ms:.2} ms per file |");
+    println!("| 500 KB uploads, 16 clients | {files_per_s:.0} files/s | p50 {small_p50:.0} ms, p99 {small_p99:.0} ms; node CPU {small_cpu_ms:.2} ms per file; CPU steal {small_steal:.0} % |");
     println!("| disk alone: 3 shard files of 250 KB + fsyncs, 16 writers | {:.0} files/s | ratio strata/disk {:.2} |", disk.sixteen, files_per_s / disk.sixteen);
     println!("| disk alone: 1 MiB files + fsync, 1 writer, at 1.5x | {:.0} files/s | ratio strata/disk {:.2} |", disk.one, files_per_s / disk.one);
     println!("\nmetadata commits (HTTPS POST /api/v1/folders to the leader; concurrent commands share Raft entries):");
-    println!("| clients | commits/s | p50 ms | p99 ms | node CPU µs per commit |\n| ---: | ---: | ---: | ---: | ---: |");
-    for (c, (rate, p50, p99, _), us) in &meta_rows {
-        println!("| {c} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} |");
+    println!("| clients | commits/s | p50 ms | p99 ms | node CPU µs per commit | CPU steal |\n| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (c, (rate, p50, p99, _), us, stolen) in &meta_rows {
+        println!("| {c} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} | {stolen:.0} % |");
     }
     if let Some(script) = &opts.etcd_script {
         // etcd runs once before strata's runs and once after: on a shared
         // machine the load moves in minutes, and the two bracket it.
         let after = etcd_puts(script)?;
-        for (when, rows) in [("before", &etcd_before), ("after", &after)] {
+        for (when, (rows, stolen)) in [("before", &etcd_before), ("after", &after)] {
             println!(
-                "\netcd 3-member, same run, {when} strata's runs (etcd.sh cluster3, gRPC client):"
+                "\netcd 3-member, same run, {when} strata's runs (etcd.sh cluster3, gRPC client; CPU steal {stolen:.0} % over the script):"
             );
             println!("| clients | puts/s | p50 ms | p99 ms | member CPU µs per put | strata/etcd commits/s | strata/etcd CPU per op |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
             for r in rows.iter() {
-                let ours = meta_rows.iter().find(|(c, _, _)| *c == r.workers);
+                let ours = meta_rows.iter().find(|(c, ..)| *c == r.workers);
                 let (ratio, cpu_ratio) = match ours {
-                    Some((_, (rate, ..), us)) => (
+                    Some((_, (rate, ..), us, _)) => (
                         format!("{:.2}", rate / r.ops_per_s.max(1.0)),
                         format!("{:.2}", us / r.cpu_us.max(1.0)),
                     ),

@@ -23,6 +23,9 @@ pub enum Fatal {
 }
 
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// Values of the tree by key (`None`: the key is absent), as last read or
+/// written by the state machine.
+pub type ReadSet = HashMap<Vec<u8>, Option<Vec<u8>>>;
 /// Keys and values, in key order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 type LayerRange<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a>;
@@ -34,17 +37,25 @@ pub struct Tx<'a> {
     /// What this transaction read from the tree: it does not change while
     /// the transaction lives (the tree is written once, at the end), and
     /// the commands of one batch read the same user and folder records.
-    read: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    read: RefCell<ReadSet>,
     scanned: RefCell<HashMap<Vec<u8>, Pairs>>,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(tree: &'a crate::table::Table) -> Self {
+        Self::with_known(tree, ReadSet::new())
+    }
+
+    /// A transaction that takes `known` for the tree's current values
+    /// instead of reading them again. Only sound while nothing but the
+    /// state machine writes the tree, and when `known` was brought up to
+    /// date with every batch it wrote (`into_parts`).
+    pub fn with_known(tree: &'a crate::table::Table, known: ReadSet) -> Self {
         Self {
             tree,
             batch: Layer::new(),
             cmd: Layer::new(),
-            read: RefCell::new(HashMap::new()),
+            read: RefCell::new(known),
             scanned: RefCell::new(HashMap::new()),
         }
     }
@@ -159,16 +170,27 @@ impl<'a> Tx<'a> {
         heads.into_iter().collect()
     }
 
-    pub fn into_batch(mut self) -> crate::table::Batch {
+    pub fn into_batch(self) -> crate::table::Batch {
+        self.into_parts(|_| false).0
+    }
+
+    /// The batch to write, and what the tree holds once it is written:
+    /// the values this transaction read, updated by its writes, and the
+    /// written keys for which `keep` says so.
+    pub fn into_parts(mut self, keep: impl Fn(&[u8]) -> bool) -> (crate::table::Batch, ReadSet) {
         self.keep();
+        let mut known = self.read.into_inner();
         let mut b = crate::table::Batch::default();
         for (k, v) in self.batch {
+            if keep(&k) || known.contains_key(&k) {
+                known.insert(k.clone(), v.clone());
+            }
             match v {
                 Some(v) => b.insert(k, v),
                 None => b.remove(k),
             }
         }
-        b
+        (b, known)
     }
 }
 

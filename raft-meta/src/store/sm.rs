@@ -26,7 +26,10 @@ use super::wal::Durability;
 use crate::error::MetaError;
 use crate::keys;
 use crate::records::{decode, encode};
-use crate::state_machine::{self, tx::Tx};
+use crate::state_machine::{
+    self,
+    tx::{ReadSet, Tx},
+};
 use crate::types::{LogId, MemberNode, Output, Response, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -53,6 +56,23 @@ pub struct StateMachineStore {
     journal: JournalTx,
     /// The log's durable watermark, which an apply waits for.
     durable: Option<Durability>,
+    /// The tree's values as the last apply left them, for the keys applies
+    /// read or are likely to read again (accounts, folders, names), so the
+    /// next apply does not look them up in the tables again. Only applies
+    /// write the tree; a snapshot install empties this.
+    known: Arc<std::sync::Mutex<ReadSet>>,
+}
+
+/// Keys `known` holds at most; past that it starts again empty.
+const KNOWN_KEYS: usize = 32 * 1024;
+
+/// Written keys worth keeping in `known`: those the next commands resolve
+/// paths and quotas through.
+fn likely_read(key: &[u8]) -> bool {
+    matches!(
+        key.first(),
+        Some(&keys::USER) | Some(&keys::ENTRY) | Some(&keys::CHILD) | Some(&keys::SM_META)
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,6 +94,7 @@ impl StateMachineStore {
             applied,
             journal,
             durable: None,
+            known: Arc::default(),
         })
     }
 
@@ -100,6 +121,15 @@ impl StateMachineStore {
     /// rename, directory `fsync`).
     fn save_snapshot(&self, file: &SnapshotFile) -> Result<(), std::io::Error> {
         write_durably(&self.snapshot_path, &encode(file))
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, ReadSet> {
+        // Poisoned only if a holder panicked; what it left is then dropped.
+        self.known.lock().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            g.clear();
+            g
+        })
     }
 
     fn read_applied(&self) -> Result<(Option<LogId>, Membership), std::io::Error> {
@@ -144,10 +174,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| StorageIOError::apply(last.log_id, &super::io_err(e)))?;
         }
         let _gate = self.gate.write().await;
-        let (_, mut membership) = self
-            .read_applied()
-            .map_err(|e| StorageIOError::read_state_machine(&e))?;
-        let mut tx = Tx::new(&self.tree);
+        // Taken out for this apply: if it fails, the next starts empty.
+        let known = std::mem::take(&mut *self.lock_known());
+        let mut tx = Tx::with_known(&self.tree, known);
+        let mut membership = match tx.get::<Membership>("membership", &keys::sm_membership()) {
+            Ok(m) => m.unwrap_or_default(),
+            Err(e) => return Err(StorageIOError::read_state_machine(&e).into()),
+        };
         let mut last = None;
         let mut out = Vec::new();
         for entry in entries {
@@ -171,9 +204,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tx.put(keys::sm_last_applied(), &Some(last));
         tx.put(keys::sm_membership(), &membership);
         let heads = tx.journal_heads();
+        let (batch, mut known) = tx.into_parts(likely_read);
         self.tree
-            .apply_batch(tx.into_batch())
+            .apply_batch(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        if known.len() > KNOWN_KEYS {
+            known.clear();
+        }
+        *self.lock_known() = known;
         let _ = self.applied.send(last.index);
         if !heads.is_empty() {
             let _ = self.journal.send(Arc::new(heads));
@@ -198,6 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode("snapshot", &data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let _gate = self.gate.write().await;
+        self.lock_known().clear();
         let mut batch = crate::table::Batch::default();
         for kv in self.tree.iter() {
             let (k, _) =
@@ -309,4 +348,93 @@ fn rand_u32() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     t ^ std::process::id()
+}
+
+#[cfg(test)]
+mod tests {
+    use cluster_config::{DeviceId, UserId};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::Entry;
+    use crate::types::{Command, LogId, Request};
+
+    fn segs(p: &str) -> Vec<String> {
+        crate::DrivePath::parse(p).unwrap().segments().to_vec()
+    }
+
+    /// Accounts, folders made, moved, deleted and made again: each command
+    /// reads what the ones before it wrote.
+    fn commands() -> Vec<Command> {
+        let (user, device) = (UserId([7; 16]), DeviceId([9; 16]));
+        let folder = |p: &str, n: u8| Command::CreateFolder {
+            user,
+            path: segs(p),
+            device,
+            id_seed: [n; 16],
+        };
+        vec![
+            Command::CreateUser {
+                user,
+                username: "alice".into(),
+                password_hash: "$argon2id$x".into(),
+                quota_bytes: 1 << 30,
+                admin: false,
+            },
+            folder("/a/b", 1),
+            folder("/a/b/c", 2),
+            folder("/a/b", 3),
+            Command::Move {
+                user,
+                from: segs("/a/b"),
+                to: segs("/d"),
+                device,
+                id_seed: [4; 16],
+            },
+            folder("/d/c/e", 5),
+            Command::Delete {
+                user,
+                path: segs("/d"),
+                device,
+            },
+            folder("/d/c", 6),
+            folder("/a/b", 7),
+        ]
+    }
+
+    async fn run(forget: bool) -> (Vec<String>, Vec<(Vec<u8>, Vec<u8>)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, mut sm) = super::super::open(dir.path()).await.unwrap();
+        let mut out = Vec::new();
+        for (i, cmd) in commands().into_iter().enumerate() {
+            if forget {
+                sm.lock_known().clear();
+            }
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: EntryPayload::Normal(Request {
+                    at_ms: 1_700_000_000_000 + i as u64,
+                    cmd,
+                }),
+            };
+            let resp = sm.apply([entry]).await.unwrap();
+            out.push(format!("{resp:?}"));
+        }
+        let tree = sm.tree().iter().map(|kv| kv.unwrap()).collect();
+        (out, tree)
+    }
+
+    #[tokio::test]
+    async fn applies_that_remember_what_they_read_leave_the_same_tree() {
+        let (remembered, tree) = run(false).await;
+        let (fresh, fresh_tree) = run(true).await;
+        assert_eq!(remembered, fresh);
+        assert_eq!(tree, fresh_tree);
+        // The sequence did what it says: one refusal (the folder existed).
+        assert_eq!(
+            remembered.iter().filter(|r| r.contains("AlreadyExists")).count(),
+            1,
+            "{remembered:#?}"
+        );
+    }
 }
