@@ -15,7 +15,7 @@ use clap::Args;
 use futures::StreamExt;
 use serde_json::Value;
 use strata_client::Client;
-use strata_node::bench::noise;
+use strata_node::bench::{cpu_probe, noise};
 
 #[derive(Args, Clone)]
 pub struct ClusterOpts {
@@ -469,6 +469,18 @@ fn etcd_puts(script: &Path) -> anyhow::Result<(Vec<EtcdPuts>, f64)> {
     Ok((rows, steal.percent()))
 }
 
+/// One line with the CPU probe's figures (64 MiB on one thread), printed
+/// at the start and the end of a run: the machine's speed can change
+/// without showing as stolen time.
+fn probe_line(when: &str) -> String {
+    match cpu_probe(64 << 20) {
+        Ok((cipher, copy)) => format!(
+            "CPU probe {when} (one thread, 64 MiB in 512 KB pieces): AES-256-GCM seal {cipher:.0} MB/s, copy {copy:.0} MB/s"
+        ),
+        Err(e) => format!("CPU probe {when}: {e}"),
+    }
+}
+
 pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     let etcd_before = match &opts.etcd_script {
         Some(script) if !opts.only_metadata && !opts.only_small => etcd_puts(script)?,
@@ -476,9 +488,10 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     };
     let (scratch, manifest) = three_nodes("strata-bench-cluster-", opts.dir.as_deref(), 27100)?;
     println!(
-        "3-node cluster, erasure {}, one process per node on 127.0.0.1-3\n",
+        "3-node cluster, erasure {}, one process per node on 127.0.0.1-3",
         manifest.erasure
     );
+    println!("{}\n", probe_line("before"));
 
     let mut nodes: Vec<Option<Node>> = Vec::new();
     for n in &manifest.nodes {
@@ -545,6 +558,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
                 rate / disk.one
             );
         }
+        println!("{}", probe_line("after"));
         return Ok(());
     }
     if opts.only_metadata {
@@ -562,6 +576,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
             let stolen = steal.percent();
             println!("| {clients} | {rate:.0} | {p50:.1} | {p99:.1} | {us:.0} | {stolen:.0} % |");
         }
+        println!("{}", probe_line("after"));
         return Ok(());
     }
     // Large file, healthy and with one node down.
@@ -635,6 +650,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         meta_rows.push((clients, r, us, steal.percent()));
     }
     drop(nodes);
+    let probe_after = probe_line("after");
 
     println!("| measure | strata | note |\n| --- | ---: | --- |");
     println!("| 1 GiB upload, healthy | {up:.0} MB/s | via node 1 |");
@@ -680,5 +696,6 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
             }
         }
     }
+    println!("\n{probe_after}");
     Ok(())
 }

@@ -432,7 +432,10 @@ mod tests {
         assert_eq!(tree, fresh_tree);
         // The sequence did what it says: one refusal (the folder existed).
         assert_eq!(
-            remembered.iter().filter(|r| r.contains("AlreadyExists")).count(),
+            remembered
+                .iter()
+                .filter(|r| r.contains("AlreadyExists"))
+                .count(),
             1,
             "{remembered:#?}"
         );
