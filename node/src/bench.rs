@@ -43,24 +43,19 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// How fast this machine's CPU is right now, on one thread: MB/s of
-/// AES-256-GCM sealing and of plain copies over `total` bytes in 512 KB
-/// pieces (the two costs that dominate a small upload besides hashing).
-/// A run's figures move with these when the machine's share of its host
-/// changes without showing as stolen time.
-pub fn cpu_probe(total: usize) -> Result<(f64, f64), String> {
-    const PIECE: usize = 512 * 1024;
-    let src = noise(PIECE, 5);
+/// Seals each piece with `algorithm` under a fixed key, copied into one
+/// reused buffer first (the cipher alone, as the block frame runs it).
+fn seal_each<'a>(
+    algorithm: &'static ring::aead::Algorithm,
+    pieces: impl Iterator<Item = &'a [u8]>,
+) -> Result<(), String> {
     let key = ring::aead::LessSafeKey::new(
-        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &[7; 32])
-            .map_err(|_| "cipher key")?,
+        ring::aead::UnboundKey::new(algorithm, &[7; 32]).map_err(|_| "cipher key")?,
     );
-    let rounds = total.div_ceil(PIECE).max(1);
-    let mut body = Vec::with_capacity(PIECE);
-    let t = Instant::now();
-    for _ in 0..rounds {
+    let mut body = Vec::new();
+    for piece in pieces {
         body.clear();
-        body.extend_from_slice(&src);
+        body.extend_from_slice(piece);
         let _tag = key
             .seal_in_place_separate_tag(
                 ring::aead::Nonce::assume_unique_for_key([0; 12]),
@@ -69,6 +64,23 @@ pub fn cpu_probe(total: usize) -> Result<(f64, f64), String> {
             )
             .map_err(|_| "seal")?;
     }
+    Ok(())
+}
+
+/// How fast this machine's CPU is right now, on one thread: MB/s of
+/// AES-256-GCM sealing and of plain copies over `total` bytes in 512 KB
+/// pieces (the two costs that dominate a small upload besides hashing).
+/// A run's figures move with these when the machine's share of its host
+/// changes without showing as stolen time.
+pub fn cpu_probe(total: usize) -> Result<(f64, f64), String> {
+    const PIECE: usize = 512 * 1024;
+    let src = noise(PIECE, 5);
+    let rounds = total.div_ceil(PIECE).max(1);
+    let t = Instant::now();
+    seal_each(
+        &ring::aead::AES_256_GCM,
+        std::iter::repeat_n(src.as_slice(), rounds),
+    )?;
     let cipher = rate(rounds * PIECE, t);
     // Copies between buffers larger than the caches, as the upload path's
     // copies of a block are.
@@ -162,22 +174,8 @@ pub fn stages(dir: &Path, total: usize, profile: ErasureProfile) -> Result<Vec<F
         ("AES-256-GCM", &ring::aead::AES_256_GCM),
         ("ChaCha20-Poly1305", &ring::aead::CHACHA20_POLY1305),
     ] {
-        let key = ring::aead::LessSafeKey::new(
-            ring::aead::UnboundKey::new(algorithm, &[7; 32]).map_err(|_| "cipher key")?,
-        );
-        let mut body = Vec::new();
         let t = Instant::now();
-        for b in &blocks {
-            body.clear();
-            body.extend_from_slice(b);
-            let _tag = key
-                .seal_in_place_separate_tag(
-                    ring::aead::Nonce::assume_unique_for_key([0; 12]),
-                    ring::aead::Aad::empty(),
-                    &mut body,
-                )
-                .map_err(|_| "seal")?;
-        }
+        seal_each(algorithm, blocks.iter().copied())?;
         out.push(Figure {
             name: format!("cipher alone ({label})"),
             mb_per_s: rate(total, t),
