@@ -98,6 +98,7 @@ pub fn cpu_probe(total: usize) -> Result<(f64, f64), String> {
     std::hint::black_box((&a, &b));
     Ok((cipher, copy))
 }
+
 /// Each stage alone, single-threaded, over `total` bytes in ~1 MiB blocks.
 pub fn stages(dir: &Path, total: usize, profile: ErasureProfile) -> Result<Vec<Figure>, String> {
     let data = noise(total, 1);
