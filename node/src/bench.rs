@@ -69,9 +69,11 @@ fn seal_each<'a>(
 
 /// How fast this machine's CPU is right now, on one thread: MB/s of
 /// AES-256-GCM sealing and of plain copies over `total` bytes in 512 KB
-/// pieces (the two costs that dominate a small upload besides hashing).
-/// A run's figures move with these when the machine's share of its host
-/// changes without showing as stolen time.
+/// pieces (two of the largest costs of a small upload). A low figure
+/// marks a run whose host gave the machine less than usual without it
+/// showing as stolen time. A high one does not clear a run: work that
+/// switches threads and enters the kernel has been seen to slow while
+/// these did not (BENCHMARKS.md).
 pub fn cpu_probe(total: usize) -> Result<(f64, f64), String> {
     const PIECE: usize = 512 * 1024;
     let src = noise(PIECE, 5);
