@@ -60,7 +60,10 @@ impl Ctx {
         tx.put(keys::user(&self.user), &self.urec);
     }
 
-    /// A fresh entry id, derived from the command's seed.
+    /// A fresh entry id: the command's time in milliseconds (48 bits, big
+    /// endian), then 80 bits derived from the command's seed. Ids made
+    /// later sort later, so a user's new entries land next to each other
+    /// in the tables instead of at random places among all their entries.
     fn next_id(&mut self) -> EntryId {
         let mut h = blake3::Hasher::new();
         h.update(b"strata entry id v1");
@@ -68,7 +71,8 @@ impl Ctx {
         h.update(&self.counter.to_le_bytes());
         self.counter += 1;
         let mut id = [0u8; 16];
-        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        id[..6].copy_from_slice(&self.at.to_be_bytes()[2..]);
+        id[6..].copy_from_slice(&h.finalize().as_bytes()[..10]);
         if id == [0u8; 16] {
             id[0] = 1;
         }

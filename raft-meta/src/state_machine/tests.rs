@@ -718,6 +718,42 @@ fn refused_commands_leave_no_trace_and_apply_is_deterministic() {
 }
 
 #[test]
+fn entry_ids_sort_by_creation_time_and_one_command_makes_distinct_ones() {
+    let mut f = Fixture::new();
+    let folder = |f: &mut Fixture, p: &str, seed: u8| {
+        let Output::Entry(v) = f.ok(Command::CreateFolder {
+            user: f.user,
+            path: segs(p),
+            device: f.device,
+            id_seed: [seed; 16],
+        }) else {
+            panic!("not an entry")
+        };
+        v.id
+    };
+    // A later command sorts later even when its seed is smaller.
+    let first = folder(&mut f, "/one", 0xff);
+    let second = folder(&mut f, "/two", 0x00);
+    assert!(first.as_bytes() < second.as_bytes());
+    // The id starts with the command's time in milliseconds.
+    assert_eq!(&second.as_bytes()[..6], &f.at.to_be_bytes()[2..]);
+    // Parents created by one command share its time and still differ.
+    let deep = folder(&mut f, "/a/b/c", 7);
+    let reader = f.reader();
+    let id_of = |p: &str| {
+        reader
+            .live(&f.user, &crate::DrivePath::parse(p).unwrap())
+            .unwrap()
+            .map(|(id, _)| id)
+            .unwrap()
+    };
+    let (a, b) = (id_of("/a"), id_of("/a/b"));
+    assert_eq!(id_of("/a/b/c"), deep);
+    assert!(a != b && b != deep && a != deep);
+    assert_eq!(a.as_bytes()[..6], deep.as_bytes()[..6]);
+}
+
+#[test]
 fn path_resolution_sees_files_in_the_way() {
     let mut f = Fixture::new();
     f.commit("/file", &[block(1, 10)], 1, None, OnConflict::Overwrite)
