@@ -359,15 +359,27 @@ pub struct ShareArgs {
     /// List what you share and what is shared with you.
     #[arg(long, conflicts_with_all = ["path", "remove"])]
     list: bool,
-    /// End a share (by its id, as `--list` shows it).
+    /// End a share (by its id, as `--list` shows it), or decline one
+    /// offered to you.
     #[arg(long, conflicts_with = "path")]
     remove: Option<String>,
+    /// Accept a share offered to you (by its id, as `--list` shows it).
+    #[arg(long, conflicts_with_all = ["path", "remove"])]
+    accept: Option<String>,
     #[command(flatten)]
     common: Common,
 }
 
 pub async fn share(a: ShareArgs) -> anyhow::Result<()> {
     let (_, c) = a.common.load()?;
+    if let Some(id) = &a.accept {
+        c.accept_share(id).await?;
+        if a.common.json {
+            return say_json(&serde_json::json!({ "accepted": id }));
+        }
+        crate::say(&format!("share {id} accepted\n"));
+        return Ok(());
+    }
     if let Some(id) = &a.remove {
         c.unshare(id).await?;
         if a.common.json {
@@ -382,15 +394,31 @@ pub async fn share(a: ShareArgs) -> anyhow::Result<()> {
             return say_json(&l);
         }
         let mut out = String::new();
+        let waiting = |s: &strata_api::ShareInfo| {
+            if s.state == "pending" {
+                " (waiting to be accepted)"
+            } else {
+                ""
+            }
+        };
         for s in &l.shared_by_me {
             out.push_str(&format!(
-                "{}  {:<7} {} → {}\n",
-                s.share_id, s.role, s.path, s.user
+                "{}  {:<7} {} → {}{}\n",
+                s.share_id,
+                s.role,
+                s.path,
+                s.user,
+                waiting(s)
             ));
         }
         for s in &l.shared_with_me {
+            let hint = if s.state == "pending" {
+                format!(" — offered to you: strata share --accept {}", s.share_id)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "{}  {:<7} {} (from {})\n",
+                "{}  {:<7} {} (from {}){hint}\n",
                 s.share_id, s.role, s.path, s.owner
             ));
         }
@@ -408,7 +436,7 @@ pub async fn share(a: ShareArgs) -> anyhow::Result<()> {
         return say_json(&serde_json::json!({ "share_id": id }));
     }
     crate::say(&format!(
-        "{path} shared with {user} as {} (share {id})\n",
+        "{path} offered to {user} as {} (share {id}); it appears in their /Shared once they accept it\n",
         a.role
     ));
     Ok(())

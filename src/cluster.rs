@@ -83,6 +83,11 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
             }
         ));
     }
+    let profile = parse_ec(&manifest.erasure)?;
+    crate::say(&format!(
+        "  {}\n",
+        cluster_config::generate::survival(args.nodes, args.disks_per_node.max(1), profile)
+    ));
     if !args.zones.is_empty() {
         let zones: Vec<Option<&str>> = manifest
             .nodes
@@ -230,6 +235,9 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     };
     if args.json {
         crate::say(&format!("{}\n", serde_json::to_string_pretty(&v)?));
+        if v.get("shards_expected").is_some() && v["blocks_short"].as_u64().unwrap_or(0) > 0 {
+            bail!("blocks are missing shards");
+        }
         return Ok(());
     }
     if v.get("members").is_some() {
@@ -252,13 +260,62 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 m["api_url"].as_str().unwrap_or("")
             ));
         }
+        match v["repair_backlog"].as_u64() {
+            Some(backlog) => crate::say(&format!(
+                "repair backlog: {backlog} shards (progress {:.0}%, {} rebuilt, {} moved)\n",
+                v["repair"]["progress"].as_f64().unwrap_or(1.0) * 100.0,
+                v["repair"]["repaired_total"],
+                v["repair"]["moved_total"]
+            )),
+            None => crate::say(
+                "repair backlog: not known yet (scanning: the leader just took over, or its repair scan is still running)\n",
+            ),
+        }
+        let short = v["repair"]["blocks_short"].as_u64().unwrap_or(0);
+        let unreadable = v["repair"]["blocks_unreadable"].as_u64().unwrap_or(0);
+        if short > 0 {
+            crate::say(&format!(
+                "blocks below full redundancy (fewer than K+M shards on live nodes): {short}\n"
+            ));
+        }
+        if unreadable > 0 {
+            crate::say(&format!(
+                "blocks UNREADABLE (fewer than K shards on live nodes; lost unless their nodes return): {unreadable}\n"
+            ));
+            for f in v["repair"]["unreadable_files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                crate::say(&format!("  {}\n", f.as_str().unwrap_or("")));
+            }
+        }
+    } else if v.get("shards_expected").is_some() {
+        // `verify`: a summary, and a failure exit when anything is short.
+        let (expected, present) = (
+            v["shards_expected"].as_u64().unwrap_or(0),
+            v["shards_present"].as_u64().unwrap_or(0),
+        );
+        let short = v["blocks_short"].as_u64().unwrap_or(0);
+        let lost = v["blocks_lost"].as_u64().unwrap_or(0);
         crate::say(&format!(
-            "repair backlog: {} shards (progress {:.0}%, {} rebuilt, {} moved)\n",
-            v["repair_backlog"],
-            v["repair"]["progress"].as_f64().unwrap_or(1.0) * 100.0,
-            v["repair"]["repaired_total"],
-            v["repair"]["moved_total"]
+            "{} blocks, {present} of {expected} shards present and intact; {} blocks complete\n",
+            v["blocks"], v["blocks_complete"]
         ));
+        if lost > 0 {
+            crate::say(&format!(
+                "{lost} blocks have fewer than K shards: these files cannot be read:\n"
+            ));
+            for f in v["lost_files"].as_array().into_iter().flatten() {
+                crate::say(&format!("  {}\n", f.as_str().unwrap_or("")));
+            }
+        }
+        if short > 0 || present < expected {
+            bail!(
+                "{short} blocks are missing shards ({} shards missing); repair rebuilds them while K remain",
+                expected - present
+            );
+        }
     } else {
         crate::say(&format!("{}\n", serde_json::to_string_pretty(&v)?));
     }

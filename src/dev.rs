@@ -111,25 +111,38 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         insecure_http: args.insecure_http,
     };
     let (config_path, config) = write_dev_node_config(&spec, tls.as_ref())?;
-    let password = admin_password(&data)?;
+    // The node creates the admin account from this file before it serves
+    // a request, so nobody can sign up under the admin's name first.
+    admin_password(&data)?;
     let server = strata_gateway::NodeServer::start(config, Arc::new(cluster_config::SystemClock))
         .await
         .with_context(|| format!("starting the node of {}", config_path.display()))?;
-    server.ensure_user(ADMIN, &password, true).await?;
     println!("strata dev: serving {}", server.url());
     if let Some(t) = &tls {
-        println!("  TLS certificate: {}", t.cert.display());
+        println!("  TLS certificate to trust: {}", t.ca.display());
     }
-    println!(
-        "  login: {ADMIN} (password in {})",
-        data.join("admin-password").display()
-    );
+    println!("{}", login_line(&server, &data));
     println!("  data: {}", data.display());
     println!("  press Ctrl-C to stop");
     stop.await;
     eprintln!("stopping…");
     server.shutdown().await;
     Ok(())
+}
+
+/// The admin login the banner prints: the bootstrap file's password, or a
+/// note that it was changed since (so the banner never prints a password
+/// that does not work).
+fn login_line(server: &strata_gateway::NodeServer, data: &Path) -> String {
+    let file = data.join("admin-password");
+    if server.admin_password_works() {
+        format!("  login: {ADMIN} (password in {})", file.display())
+    } else {
+        format!(
+            "  login: {ADMIN} (its password was changed since it was written to {})",
+            file.display()
+        )
+    }
 }
 
 /// Ports `base..base + 2n` free on `ip`, near `base` (or anywhere for 0).
@@ -187,7 +200,9 @@ async fn run_cluster(
             erasure: None,
             host: args.listen.ip().to_string(),
             base_port: base,
-            disks_per_node: 1,
+            // Two disks per node: with a node down, a block still lands
+            // K+1 shards on distinct disks, so writes go on.
+            disks_per_node: 2,
             repair_grace: None,
             zones: Vec::new(),
             extra_toml: String::new(),
@@ -238,9 +253,9 @@ async fn run_cluster(
         banner.push_str(&format!("  also serving {}\n", s.url()));
     }
     banner.push_str(&format!(
-        "  TLS certificate (the cluster's CA): {}\n  login: {ADMIN} (password in {})\n  data: {} ({} nodes, erasure {})\n  press Ctrl-C to stop\n",
+        "  TLS certificate (the cluster's CA): {}\n{}\n  data: {} ({} nodes, erasure {})\n  press Ctrl-C to stop\n",
         data.join("tls").join("cert.pem").display(),
-        data.join("admin-password").display(),
+        login_line(&servers[0], &data),
         data.display(),
         args.nodes,
         manifest.erasure,

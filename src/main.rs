@@ -178,6 +178,12 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Everything strata creates (metadata, shard packs, keys, profiles) is
+    // private to the user it runs as.
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     init_logging();
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -150,7 +150,8 @@ async fn m_nodes_down_reads_go_on_and_they_catch_up() {
     // One node down (M = 1): everything still reads, through both survivors.
     cluster.kill(3);
     cluster.assert_reads(&c, &[1, 2], &files).await;
-    // Writes go on with one node down (degraded: two shards of three).
+    // Writes go on with one node down: the third shard of each new block
+    // goes to a second disk of a live node, so each keeps its spare.
     let r = cluster.via(2, &c);
     files.extend(upload_files(&r, "/during", 4, (500_000, 0), 200).await);
     // It comes back: it catches up on metadata, and repair puts the missing
@@ -163,6 +164,92 @@ async fn m_nodes_down_reads_go_on_and_they_catch_up() {
     assert_eq!(v["shards_unplaced"], 0, "{v}");
     assert_eq!(v["blocks_complete"], v["blocks"], "{v}");
     cluster.assert_reads(&c, &[3], &files).await;
+}
+
+/// Runs `strata admin --cluster DIR ARGS`; its exit status and output.
+fn admin_cli_status(cluster: &Cluster, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::BIN)
+        .arg("admin")
+        .arg("--cluster")
+        .arg(cluster.out())
+        .args(args)
+        .output()
+        .expect("strata admin");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_with_two_of_five_nodes_down_keep_a_spare() {
+    let _one = SERIAL.lock().await;
+    // Five nodes, 3+2, two disks each.
+    let mut cluster = Cluster::start(5, 0, "3+2");
+    let c = cluster.user(1, "sam").await;
+    let admin = cluster.admin(1).await;
+    let mut files = upload_files(&c, "/before", 4, (900_000, 0), 500).await;
+    let healthy = cluster
+        .wait_fully_repaired(&admin, Duration::from_secs(60))
+        .await;
+    let blocks_before = healthy["blocks"].as_u64().unwrap();
+    // Two nodes go down.
+    cluster.kill(4);
+    cluster.kill(5);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = upload_files(&cluster.via(2, &c), "/during", 4, (900_000, 0), 600).await;
+    files.extend(during.iter().cloned());
+    // Every block written meanwhile has all five shards, on the three live
+    // nodes' disks: K+1 and more, never K alone.
+    let admin = cluster.admin(2).await;
+    let v = cluster.verify(&admin).await;
+    let new_blocks = v["blocks"].as_u64().unwrap() - blocks_before;
+    assert!(new_blocks >= 4, "{v}");
+    assert!(
+        v["blocks_complete"].as_u64().unwrap() >= new_blocks,
+        "blocks written with two nodes down are short: {v}"
+    );
+    // The old blocks miss their shards on the two down nodes: verify says
+    // so and fails, and the status counts them (or says it is still
+    // scanning, with no number it cannot know yet).
+    assert!(v["blocks_short"].as_u64().unwrap() >= blocks_before, "{v}");
+    assert_eq!(v["blocks_lost"], 0, "{v}");
+    let (ok, out) = admin_cli_status(&cluster, &["verify"]);
+    assert!(!ok, "verify passed with shards missing: {out}");
+    assert!(out.contains("missing shards"), "{out}");
+    let s = cluster.status(&admin).await;
+    match s["repair_state"].as_str().unwrap() {
+        "scanning" => assert!(s["repair_backlog"].is_null(), "{s}"),
+        "repairing" => assert!(s["repair"]["blocks_short"].as_u64().unwrap() > 0, "{s}"),
+        other => panic!("repair state {other} with two nodes down: {s}"),
+    }
+    // They return: repair moves the extra shards home, the fewest first.
+    cluster.launch(4);
+    cluster.launch(5);
+    let v = cluster
+        .wait_fully_repaired(&admin, Duration::from_secs(120))
+        .await;
+    assert_eq!(v["blocks_complete"], v["blocks"], "{v}");
+    let s = cluster.status(&admin).await;
+    let per_node = v["per_node"].as_object().unwrap();
+    assert_eq!(per_node.len(), 5, "{v}");
+    for (node, n) in per_node {
+        assert_eq!(
+            n, &v["blocks"],
+            "node {node} does not hold one shard of each block: {v}\n{s}"
+        );
+    }
+    let (ok, out) = admin_cli_status(&cluster, &["verify"]);
+    assert!(ok, "{out}");
+    // Any two nodes may now go, and every file still reads byte for byte.
+    cluster.kill(1);
+    cluster.kill(3);
+    let r = cluster.via(2, &c);
+    cluster.assert_reads(&r, &[2, 4, 5], &files).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,13 +412,16 @@ async fn unknown_peers_cannot_join_or_read() {
             Box::pin(async { NetResponse::Error("no".into()) })
         }
     }
-    let probe = |key: libp2p_identity::Keypair, port: u16| {
+    let secret = cluster_config::ClusterSecret::load(&cluster.out().join("secret.key")).unwrap();
+    let psk = strata_node::KeyRing::new(secret).purpose_key(strata_node::net::secure::PSK_CONTEXT);
+    let probe = |key: libp2p_identity::Keypair, psk: [u8; 32], port: u16| {
         let victim = victim.clone();
         async move {
             let stop = tokio_util::sync::CancellationToken::new();
             let (net, task) = strata_node::net::p2p::P2pNet::start(
                 99,
                 key,
+                psk,
                 &format!("/ip4/127.0.0.99/tcp/{port}"),
                 vec![victim],
                 std::sync::Arc::new(Nobody),
@@ -346,14 +436,78 @@ async fn unknown_peers_cannot_join_or_read() {
         }
     };
     // A stranger's key: the connection is refused, nothing is answered.
-    let stranger = probe(libp2p_identity::Keypair::generate_ed25519(), 39001).await;
+    let stranger = probe(libp2p_identity::Keypair::generate_ed25519(), psk, 39001).await;
     assert!(stranger.is_err(), "a stranger got an answer: {stranger:?}");
-    // The same probe with a key the cluster lists (the spare node's) is
-    // answered: the refusal above is the key, not the probe.
+    // A key the cluster lists (the spare node's), without the cluster
+    // secret: refused as well (a key added to the layout is not enough).
     let listed =
         cluster_config::node_key::load_node_key(&cluster.out().join("node-4.key")).unwrap();
-    let known = probe(listed, 39002).await;
+    let unsecret = probe(listed.clone(), [0; 32], 39003).await;
+    assert!(
+        unsecret.is_err(),
+        "a peer without the secret got an answer: {unsecret:?}"
+    );
+    // The same probe with the listed key and the secret is answered: the
+    // refusals above are the key and the secret, not the probe.
+    let known = probe(listed.clone(), psk, 39002).await;
     assert!(matches!(known, Ok(NetResponse::Has(_))), "{known:?}");
+
+    // A listed peer that is not in the Raft membership (the spare was
+    // never added) forwards a write as a gateway would: a login for
+    // another user. The leader refuses it without applying it, whichever
+    // node leads.
+    let vic = cluster.client(1).with_token(c.token().unwrap());
+    let user_id = vic.account().await.unwrap().user_id;
+    let login = raft_meta::types::Request {
+        at_ms: 1,
+        cmd: raft_meta::Command::Login {
+            user: user_id.parse().unwrap(),
+            token_hash: [7; 32],
+            device: cluster_config::DeviceId::random(),
+            device_name: "rogue".into(),
+            expires_ms: u64::MAX,
+        },
+    };
+    let payload = raft_meta::records::encode(&login);
+    for (node, port) in [(1u64, 39004u16), (2, 39005), (3, 39006)] {
+        let target = &cluster.manifest["nodes"][node as usize - 1];
+        let peer = PeerAddr {
+            id: node,
+            peer_id: target["peer_id"].as_str().unwrap().into(),
+            p2p_addr: target["p2p_addr"].as_str().unwrap().into(),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (net, task) = strata_node::net::p2p::P2pNet::start(
+            99,
+            listed.clone(),
+            psk,
+            &format!("/ip4/127.0.0.99/tcp/{port}"),
+            vec![peer],
+            std::sync::Arc::new(Nobody),
+            stop.clone(),
+        )
+        .unwrap();
+        let ask = NetRequest::Raft {
+            kind: raft_meta::network::RaftRpcKind::ClientWrite,
+            payload: payload.clone().into(),
+        };
+        let r = net.call(node, ask, Duration::from_secs(5)).await;
+        stop.cancel();
+        let _ = task.await;
+        let Ok(NetResponse::Raft(bytes)) = r else {
+            panic!("node {node}: {r:?}");
+        };
+        let answer: Result<raft_meta::types::Response, raft_meta::network::ForwardError> =
+            raft_meta::records::decode("answer", &bytes).unwrap();
+        assert!(
+            matches!(answer, Err(raft_meta::network::ForwardError::NotMember(4))),
+            "node {node}: {answer:?}"
+        );
+    }
+    // No forged session exists: the victim still has only its own.
+    let sessions = vic.sessions().await.unwrap().sessions;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert!(sessions.iter().all(|s| s.device != "rogue"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,21 +149,10 @@ async fn sigkill_during_a_large_upload_leaves_nothing_visible() {
             .await
     });
     // Kill once a good part of the body has gone through the pipeline.
+    let admin = drive.admin().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let text = c
-            .request(reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let written: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("strata_block_plain_bytes_written_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let written = metric(&admin, "strata_block_plain_bytes_written_total").await;
         if written >= 64 << 20 {
             break;
         }

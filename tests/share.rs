@@ -66,10 +66,30 @@ async fn viewers_read_editors_write_and_strangers_see_nothing() {
     assert_eq!(share("/nope", "bob", "viewer").await.unwrap().status(), 404);
     let r = share("/team", "bob", "viewer").await.unwrap();
     assert_eq!(r.status(), 201);
-    let id = r.json::<serde_json::Value>().await.unwrap()["share_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let created = r.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(created["state"], "pending");
+    let id = created["share_id"].as_str().unwrap().to_string();
+
+    // Offered, not mounted: bob sees nothing of it until he accepts, and
+    // only bob can accept it.
+    assert_eq!(
+        status_of(bob.download("/Shared/alice/team/plan.bin").await),
+        404
+    );
+    assert!(bob.list("/", false).await.unwrap().entries.is_empty());
+    let offered = bob.shares().await.unwrap();
+    assert_eq!(offered.shared_with_me.len(), 1);
+    assert_eq!(offered.shared_with_me[0].state, "pending");
+    assert_eq!(
+        alice.shares().await.unwrap().shared_by_me[0].state,
+        "pending"
+    );
+    assert_eq!(status_of(carol.accept_share(&id).await), 404);
+    bob.accept_share(&id).await.unwrap();
+    assert_eq!(
+        bob.shares().await.unwrap().shared_with_me[0].state,
+        "active"
+    );
 
     // Bob reads it under /Shared/alice/team, byte for byte.
     assert_eq!(
@@ -285,13 +305,20 @@ async fn a_shared_folder_syncs_to_the_sharees_device_and_back() {
         &alice_dev.profile,
         &["share", "/work", "--with", "bob", "--role", "editor"],
     );
-    assert!(out.contains("shared with bob as editor"), "{out}");
+    assert!(out.contains("offered to bob as editor"), "{out}");
     let listed = cli(&alice_dev.profile, &["share", "--list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let id = v["shared_by_me"][0]["share_id"]
         .as_str()
         .unwrap()
         .to_string();
+    // Bob's CLI lists the offer with how to take it, and takes it.
+    let offered = cli(&bob_dev.profile, &["share", "--list"]);
+    assert!(
+        offered.contains(&format!("strata share --accept {id}")),
+        "{offered}"
+    );
+    cli(&bob_dev.profile, &["share", "--accept", &id]);
 
     bob_dev.start();
     let hash = |b: &[u8]| blake3::hash(b).to_hex().to_string();
@@ -343,4 +370,61 @@ async fn a_shared_folder_syncs_to_the_sharees_device_and_back() {
         b"bob was here"
     );
     bob_dev.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_a_share_never_reveal_the_owners_blocks() {
+    let drive = Drive::start();
+    let alice = drive.user("alice").await;
+    let bob = drive.user("bob").await;
+    let admin = drive.admin().await;
+    // Alice's private file, which bob would like to confirm she has.
+    let secret = noise(3_000_000, 77);
+    let before = metric(&admin, "strata_blocks_written_total").await;
+    alice
+        .upload("/private/salary.xlsx", secret.clone())
+        .await
+        .unwrap();
+    let chunks = metric(&admin, "strata_blocks_written_total").await - before;
+    alice.create_folder("/team").await.unwrap();
+    let id = alice.share("/team", "bob", "editor").await.unwrap();
+    bob.accept_share(&id).await.unwrap();
+    // The counters are not public.
+    assert_eq!(
+        drive
+            .client()
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Bob uploads his guess through the share, then an unrelated file:
+    // both are sealed and written as new, so neither moves the dedup
+    // counter, and the guess costs as many block writes as the original.
+    let mut written: Vec<u64> = Vec::new();
+    for (name, data) in [
+        ("guess.xlsx", secret.clone()),
+        ("other.bin", noise(3_000_000, 78)),
+    ] {
+        let dedup = metric(&admin, "strata_blocks_deduplicated_total").await;
+        let blocks = metric(&admin, "strata_blocks_written_total").await;
+        let path = format!("/Shared/alice/team/{name}");
+        bob.upload(&path, data.clone()).await.unwrap();
+        assert_eq!(bob.download(&path).await.unwrap(), data);
+        assert_eq!(
+            metric(&admin, "strata_blocks_deduplicated_total").await,
+            dedup,
+            "{name}"
+        );
+        written.push(metric(&admin, "strata_blocks_written_total").await - blocks);
+    }
+    assert!(chunks >= 1);
+    assert_eq!(written[0], chunks, "{written:?}");
+    assert!(written[1] >= 1, "{written:?}");
+    // Alice's own re-upload of the same bytes still deduplicates.
+    let dedup = metric(&admin, "strata_blocks_deduplicated_total").await;
+    alice.upload("/private/copy.xlsx", secret).await.unwrap();
+    assert!(metric(&admin, "strata_blocks_deduplicated_total").await > dedup);
 }

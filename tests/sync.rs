@@ -393,26 +393,13 @@ async fn one_byte_edit_in_a_large_file_uploads_at_most_one_chunk() {
         t.contains_key("db.bin")
     })
     .await;
+    let admin = cluster.admin(1).await;
     let received = |cluster: &Cluster| {
-        let urls: Vec<String> = (1..=3).map(|i| cluster.url(i)).collect();
-        let ca = cluster.ca();
+        let nodes: Vec<strata_client::Client> = (1..=3).map(|i| cluster.via(i, &admin)).collect();
         async move {
             let mut sum = 0u64;
-            for u in urls {
-                let c = strata_client::Client::new(&u, Some(&ca)).unwrap();
-                let text = c
-                    .request(Method::GET, "/metrics")
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                sum += text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("strata_upload_bytes_received_total "))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0);
+            for c in &nodes {
+                sum += metric(c, "strata_upload_bytes_received_total").await;
             }
             sum
         }
@@ -453,22 +440,11 @@ async fn mass_deletions_are_held_and_restarts_do_not_reupload() {
     converge(&[&a, &b], Duration::from_secs(120), |t| t.len() >= 63).await;
 
     // A restart picks up from the saved state: nothing is uploaded again.
-    let received = |url: String, ca: Vec<u8>| async move {
-        let c = strata_client::Client::new(&url, Some(&ca)).unwrap();
-        let text = c
-            .request(Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("strata_upload_bytes_received_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
+    let admin = cluster.admin(1).await;
+    let received = |c: strata_client::Client| async move {
+        metric(&c, "strata_upload_bytes_received_total").await
     };
-    let before = received(cluster.url(1), cluster.ca()).await;
+    let before = received(admin.clone()).await;
     a.stop();
     a.start();
     a.write("keep/after-restart.txt", b"x");
@@ -476,7 +452,7 @@ async fn mass_deletions_are_held_and_restarts_do_not_reupload() {
         t.contains_key("keep/after-restart.txt")
     })
     .await;
-    let after = received(cluster.url(1), cluster.ca()).await;
+    let after = received(admin.clone()).await;
     assert!(
         after - before < 100_000,
         "a restart uploaded {} bytes",

@@ -471,6 +471,13 @@ pub struct ShareRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareCreated {
     pub share_id: String,
+    /// `pending` until the recipient accepts it, or `active`.
+    #[serde(default = "active")]
+    pub state: String,
+}
+
+fn active() -> String {
+    "active".into()
 }
 
 /// One share, as `GET /api/v1/shares` lists it.
@@ -486,10 +493,81 @@ pub struct ShareInfo {
     /// `file` or `folder`.
     pub kind: String,
     pub created_at: String,
+    /// `pending` (offered, not accepted yet) or `active` (mounted).
+    #[serde(default = "active")]
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareList {
     pub shared_by_me: Vec<ShareInfo>,
     pub shared_with_me: Vec<ShareInfo>,
+}
+
+/// `PATCH /api/v1/account`: whose shares this account takes without
+/// accepting each (`"anyone"`, a list of usernames, or `[]` for nobody).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountPatch {
+    pub accept_shares_from: Option<AcceptSharesFrom>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AcceptSharesFrom {
+    /// `"anyone"`.
+    Anyone(String),
+    Users(Vec<String>),
+}
+
+/// One session of `GET /api/v1/account/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub device: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// The session this request was made with.
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// `POST /api/v1/account/password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub old: String,
+    pub new: String,
+}
+
+/// One account of `GET /api/v1/admin/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminUser {
+    pub username: String,
+    pub admin: bool,
+    pub disabled: bool,
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminUserList {
+    pub users: Vec<AdminUser>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `PATCH /api/v1/admin/users/{username}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserPatch {
+    pub quota_bytes: Option<u64>,
+    pub disabled: Option<bool>,
+    pub admin: Option<bool>,
 }

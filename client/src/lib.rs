@@ -368,6 +368,64 @@ impl Client {
         Ok(r.share_id)
     }
 
+    /// Accepts a share offered to me: it appears under `/Shared`.
+    pub async fn accept_share(&self, share_id: &str) -> Result<()> {
+        Self::check(
+            self.request(Method::POST, &format!("/api/v1/shares/{share_id}/accept"))
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whose shares this account takes without accepting each one:
+    /// `None` for everyone, else these usernames (empty: nobody).
+    pub async fn accept_shares_from(&self, users: Option<Vec<String>>) -> Result<Account> {
+        let from = match users {
+            None => AcceptSharesFrom::Anyone("anyone".into()),
+            Some(u) => AcceptSharesFrom::Users(u),
+        };
+        Self::json(
+            self.request(Method::PATCH, "/api/v1/account")
+                .json(&AccountPatch {
+                    accept_shares_from: Some(from),
+                }),
+        )
+        .await
+    }
+
+    /// The sessions of this account.
+    pub async fn sessions(&self) -> Result<SessionList> {
+        Self::json(self.request(Method::GET, "/api/v1/account/sessions")).await
+    }
+
+    /// Signs one session out everywhere.
+    pub async fn end_session(&self, id: &str) -> Result<()> {
+        Self::check(
+            self.request(Method::DELETE, &format!("/api/v1/account/sessions/{id}"))
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A new password; every other session of the account ends.
+    pub async fn change_password(&self, old: &str, new: &str) -> Result<()> {
+        Self::check(
+            self.request(Method::POST, "/api/v1/account/password")
+                .json(&PasswordChange {
+                    old: old.into(),
+                    new: new.into(),
+                })
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// What I share, and what is shared with me.
     pub async fn shares(&self) -> Result<strata_api::ShareList> {
         Self::json(self.request(Method::GET, "/api/v1/shares")).await

@@ -9,33 +9,101 @@ use crate::error::ConfigError;
 use crate::secrets::{write_private, ClusterSecret};
 use crate::validated::{Config, ErasureProfile};
 
-/// Paths of a certificate and its private key.
+/// The TLS files of a node: what clients trust (`ca`), and the server's
+/// certificate chain and private key.
 #[derive(Debug, Clone)]
 pub struct TlsPaths {
+    pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-/// Writes a self-signed certificate for `names` (DNS names or IP literals)
-/// unless one already exists at `dir/cert.pem`. Returns whether it was created.
+/// A new CA: one that verifiers which check strictly accept (basic
+/// constraints, key usages, subject and authority key identifiers).
+fn new_ca(
+    name: &str,
+) -> Result<(rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>), ConfigError> {
+    let key = rcgen::KeyPair::generate().map_err(gen_err)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.self_signed(&key).map_err(gen_err)?;
+    Ok((cert, rcgen::Issuer::new(params, key)))
+}
+
+/// A leaf for `names` signed by `issuer`: a server (and, for nodes that
+/// also dial each other, a client) certificate with its key identifiers,
+/// key usage and extended key usage, as strict verifiers require.
+fn new_leaf(
+    names: Vec<String>,
+    common_name: &str,
+    client_too: bool,
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> Result<(rcgen::Certificate, rcgen::KeyPair), ConfigError> {
+    let key = rcgen::KeyPair::generate().map_err(gen_err)?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(gen_err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    if client_too {
+        params
+            .extended_key_usages
+            .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    }
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, issuer).map_err(gen_err)?;
+    Ok((cert, key))
+}
+
+/// The TLS files of `strata dev` under `dir`, made on first start: a CA of
+/// its own (`cert.pem`, what clients trust; its key is not kept) and a
+/// server certificate it signed for `names` (DNS names or IP literals).
+/// A folder from an earlier version (one self-signed `cert.pem`) is used as
+/// it is. Returns whether the files were created.
 pub fn ensure_self_signed_tls(
     dir: &Path,
     names: &[String],
 ) -> Result<(TlsPaths, bool), ConfigError> {
+    let ca = dir.join("cert.pem");
     let paths = TlsPaths {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
+        ca: ca.clone(),
+        cert: dir.join("server-cert.pem"),
+        key: dir.join("server-key.pem"),
     };
-    if paths.cert.exists() && paths.key.exists() {
+    if paths.cert.exists() && paths.key.exists() && ca.exists() {
         return Ok((paths, false));
     }
-    let ck = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| ConfigError::Certificate(e.to_string()))?;
-    write_private(&paths.key, ck.signing_key.serialize_pem().as_bytes())?;
-    fs::write(&paths.cert, ck.cert.pem()).map_err(|source| ConfigError::Io {
-        path: paths.cert.clone(),
-        source,
-    })?;
+    if ca.exists() && dir.join("key.pem").exists() {
+        return Ok((
+            TlsPaths {
+                ca: ca.clone(),
+                cert: ca,
+                key: dir.join("key.pem"),
+            },
+            false,
+        ));
+    }
+    let (ca_cert, issuer) = new_ca("strata dev CA")?;
+    let (leaf, leaf_key) = new_leaf(names.to_vec(), "strata dev", false, &issuer)?;
+    write_private(&paths.key, leaf_key.serialize_pem().as_bytes())?;
+    let chain = format!("{}{}", leaf.pem(), ca_cert.pem());
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ConfigError::Io { path, source }
+    };
+    fs::write(&paths.cert, chain).map_err(io(&paths.cert))?;
+    fs::write(&ca, ca_cert.pem()).map_err(io(&ca))?;
     Ok((paths, true))
 }
 
@@ -91,14 +159,14 @@ pub fn write_dev_node_config(
          [api]\nlisten = \"{listen}\"\n{tls_lines}\n\
          [storage]\nmeta_dir = \"meta\"\nshard_dirs = [{disks}]\n\n\
          [erasure]\ndata_shards = {k}\nparity_shards = {m}\n\n\
-         [accounts]\nadmins = [\"admin\"]\n\n\
-         [secrets]\ncluster_secret_file = {secret}\n",
+         [secrets]\ncluster_secret_file = {secret}\nadmin_password_file = {admin}\n",
         id = spec.node_id,
         listen = spec.listen,
         disks = disks.join(", "),
         k = spec.erasure.data,
         m = spec.erasure.parity,
         secret = toml_str(&spec.data_dir.join("secret.key")),
+        admin = toml_str(&spec.data_dir.join("admin-password")),
     );
     let path = node_dir.join("node.toml");
     fs::write(&path, &text).map_err(io(&path))?;
@@ -147,7 +215,8 @@ mod tests {
         };
         let (_, cfg) = write_dev_node_config(&spec, Some(&tls)).unwrap();
         assert_eq!(cfg.storage.shard_dirs.len(), 3);
-        assert_eq!(cfg.accounts.admins, vec!["admin".to_string()]);
+        assert!(cfg.accounts.ignored_admins.is_empty());
+        assert!(cfg.admin_password_file.unwrap().ends_with("admin-password"));
         assert!(cfg.cluster_secret_file.ends_with("secret.key"));
     }
 }
@@ -216,6 +285,54 @@ pub fn default_profile(n: usize) -> Option<ErasureProfile> {
         _ => (4, 2),
     };
     Some(ErasureProfile { data, parity })
+}
+
+/// How many Raft voters a cluster of `n` active nodes has: 3, or 5 from
+/// five nodes up (the others are learners).
+pub fn voter_target(n: usize) -> usize {
+    match n {
+        0..=2 => n,
+        3 | 4 => 3,
+        _ => 5,
+    }
+}
+
+/// Nodes that may be down at once while writes go on, for `n` nodes of
+/// `disks` disks each and a block needing `quorum` shards on distinct
+/// disks: a majority of the Raft voters must be up, and the live nodes
+/// must have `quorum` disks between them.
+pub fn writable_with_down(n: usize, disks: usize, quorum: usize) -> usize {
+    let voters = voter_target(n);
+    let raft = voters.saturating_sub(voters / 2 + 1);
+    let needed_nodes = quorum.div_ceil(disks.max(1));
+    raft.min(n.saturating_sub(needed_nodes))
+}
+
+/// What a cluster of `n` nodes with `disks` disks each survives under
+/// `profile`, in words (`init-cluster` prints it).
+pub fn survival(n: usize, disks: usize, profile: ErasureProfile) -> String {
+    let (k, m) = (profile.data as usize, profile.parity as usize);
+    let quorum = k + 1;
+    let down = writable_with_down(n, disks, quorum);
+    let data = format!(
+        "erasure {k}+{m} on {n} nodes: every block survives the loss of any {m} node{}",
+        if m == 1 { "" } else { "s" }
+    );
+    let writes = if down == 0 {
+        format!(
+            "writes stop while any node is down (a block is acknowledged only with {quorum} shards \
+             on distinct disks; with {} disks per node, {} nodes must be up)",
+            disks,
+            quorum.div_ceil(disks.max(1)).max(voter_target(n) / 2 + 1)
+        )
+    } else {
+        format!(
+            "writes go on with up to {down} node{} down, every block written meanwhile keeping \
+             {quorum} shards on distinct disks (one more disk or node can fail)",
+            if down == 1 { "" } else { "s" }
+        )
+    };
+    format!("{data}; {writes}")
 }
 
 fn gen_err(e: impl std::fmt::Display) -> ConfigError {
@@ -302,22 +419,13 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
     })?;
 
     // The cluster's own CA: clients trust it, every node certificate is signed by it.
-    let ca_key = rcgen::KeyPair::generate().map_err(gen_err)?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "strata cluster CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(gen_err)?;
+    let (ca_cert, issuer) = new_ca("strata cluster CA")?;
     let ca_path = out.join("ca.pem");
     write_file(&ca_path, ca_cert.pem().as_bytes())?;
-    write_private(&out.join("ca-key.pem"), ca_key.serialize_pem().as_bytes())?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    write_private(
+        &out.join("ca-key.pem"),
+        issuer.key().serialize_pem().as_bytes(),
+    )?;
 
     ClusterSecret::random().write_new(&out.join("secret.key"))?;
     let admin_password = crate::ids::to_hex(&rand::random::<[u8; 16]>());
@@ -356,19 +464,14 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
         let key_path = out.join(format!("node-{i}.key"));
         let peer_id = crate::node_key::generate_node_key(&key_path)?.to_string();
         // Node certificate, signed by the CA, for its address and localhost.
-        let node_key = rcgen::KeyPair::generate().map_err(gen_err)?;
         let mut names = vec![host.clone(), "localhost".to_string()];
         if host != "127.0.0.1" {
             names.push("127.0.0.1".into());
         }
-        let mut params = rcgen::CertificateParams::new(names).map_err(gen_err)?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("strata node {i}"));
-        let cert = params.signed_by(&node_key, &issuer).map_err(gen_err)?;
+        let (cert, node_key) = new_leaf(names, &format!("strata node {i}"), true, &issuer)?;
         write_file(
             &out.join(format!("node-{i}-cert.pem")),
-            cert.pem().as_bytes(),
+            format!("{}{}", cert.pem(), ca_cert.pem()).as_bytes(),
         )?;
         write_private(
             &out.join(format!("node-{i}-key.pem")),
@@ -421,7 +524,6 @@ pub fn init_cluster(spec: &ClusterSpec) -> Result<ClusterManifest, ConfigError> 
              [p2p]\nlisten = \"{p2p}\"\nkey_file = \"node-{i}.key\"\n\n\
              [storage]\nmeta_dir = \"node-{i}/meta\"\nshard_dirs = [{disks}]\n\n\
              [erasure]\ndata_shards = {k}\nparity_shards = {m}\n\n\
-             [accounts]\nadmins = [\"admin\"]\n\n\
              [secrets]\ncluster_secret_file = \"secret.key\"\nadmin_password_file = \"admin-password\"\n\n\
              {grace}{peers}{extra}",
             zone = zone_line(&p.zone),
@@ -558,6 +660,27 @@ mod cluster_tests {
         );
         // No zones: every node is its own.
         assert_eq!(max_shards_in_one_zone(&[None, None, None], 3), 1);
+    }
+
+    #[test]
+    fn what_a_cluster_survives() {
+        // Five nodes, 3+2, two disks each: two may be down and writes go on.
+        assert_eq!(writable_with_down(5, 2, 4), 2);
+        // One disk each: four nodes must be up for four shards.
+        assert_eq!(writable_with_down(5, 1, 4), 1);
+        // Three nodes, 2+1: with two disks each one node may be down...
+        assert_eq!(writable_with_down(3, 2, 3), 1);
+        // ...with one, none.
+        assert_eq!(writable_with_down(3, 1, 3), 0);
+        // Six nodes, 4+2: five voters, two may be down.
+        assert_eq!(writable_with_down(6, 2, 5), 2);
+        let s = survival(5, 2, ErasureProfile { data: 3, parity: 2 });
+        assert!(
+            s.contains("loss of any 2 nodes") && s.contains("up to 2 nodes down"),
+            "{s}"
+        );
+        let s = survival(3, 1, ErasureProfile { data: 2, parity: 1 });
+        assert!(s.contains("writes stop while any node is down"), "{s}");
     }
 
     #[test]

@@ -18,4 +18,4 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::ConfigError;
 pub use ids::{BlockId, DeviceId, EntryId, NodeId, ShareId, UploadId, UserId};
 pub use secrets::ClusterSecret;
-pub use validated::{ClusterConfig, Config, ErasureProfile, Limits, Peer, RepairConfig};
+pub use validated::{ApiConfig, ClusterConfig, Config, ErasureProfile, Limits, Peer, RepairConfig};

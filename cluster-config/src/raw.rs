@@ -125,6 +125,21 @@ pub struct RawApi {
     pub insecure_http: bool,
     #[serde(default = "default_max_connections")]
     pub max_connections: u64,
+    /// Connections one client address may hold at once.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: u64,
+    /// A new connection must send its first byte, and finish its TLS
+    /// handshake, within this.
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout: RawDuration,
+    /// A connection with no request in flight and no bytes moving for this
+    /// long is closed (HTTP/1.1 keep-alive and HTTP/2 alike).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: RawDuration,
+    /// A connection older than this is asked to close once its requests
+    /// finish (clients reconnect; no one holds a slot forever).
+    #[serde(default = "default_max_connection_age")]
+    pub max_connection_age: RawDuration,
 }
 
 impl Default for RawApi {
@@ -135,8 +150,28 @@ impl Default for RawApi {
             tls_key: None,
             insecure_http: false,
             max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            first_byte_timeout: default_first_byte_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connection_age: default_max_connection_age(),
         }
     }
+}
+
+fn default_max_connections_per_address() -> u64 {
+    128
+}
+
+fn default_first_byte_timeout() -> RawDuration {
+    "10s".into()
+}
+
+fn default_idle_timeout() -> RawDuration {
+    "120s".into()
+}
+
+fn default_max_connection_age() -> RawDuration {
+    "1h".into()
 }
 
 fn default_listen() -> String {
@@ -161,6 +196,10 @@ pub struct RawErasure {
     pub data_shards: u64,
     #[serde(default = "default_parity")]
     pub parity_shards: u64,
+    /// Shards, on distinct disks, that must be durable before a block is
+    /// acknowledged: at least K+1 when there is parity (the default), at
+    /// most K+M.
+    pub min_write_shards: Option<u64>,
 }
 
 impl Default for RawErasure {
@@ -168,6 +207,7 @@ impl Default for RawErasure {
         Self {
             data_shards: default_data(),
             parity_shards: default_parity(),
+            min_write_shards: None,
         }
     }
 }
@@ -206,6 +246,24 @@ pub struct RawLimits {
     pub max_json_body: RawSize,
     #[serde(default = "default_request_timeout")]
     pub idle_request_timeout: RawDuration,
+    /// Upload slots (of `max_inflight_uploads`) one account may hold at
+    /// once; default a quarter of them.
+    pub max_uploads_per_user: Option<u64>,
+    /// A request body must average at least this many bytes per second
+    /// (measured after `upload_rate_grace`), or it is cut off.
+    #[serde(default = "default_min_upload_rate")]
+    pub min_upload_rate: RawSize,
+    #[serde(default = "default_upload_rate_grace")]
+    pub upload_rate_grace: RawDuration,
+    /// Resumable upload sessions one account may have open.
+    #[serde(default = "default_open_uploads")]
+    pub max_open_uploads_per_user: u64,
+    /// Longest `Upload-Metadata` header kept with an upload session.
+    #[serde(default = "default_upload_metadata")]
+    pub max_upload_metadata: RawSize,
+    /// Accounts one client address may create per hour.
+    #[serde(default = "default_signups_per_hour")]
+    pub signups_per_address_per_hour: u64,
 }
 
 impl Default for RawLimits {
@@ -217,8 +275,34 @@ impl Default for RawLimits {
             max_inflight_uploads: default_inflight(),
             max_json_body: default_json_body(),
             idle_request_timeout: default_request_timeout(),
+            max_uploads_per_user: None,
+            min_upload_rate: default_min_upload_rate(),
+            upload_rate_grace: default_upload_rate_grace(),
+            max_open_uploads_per_user: default_open_uploads(),
+            max_upload_metadata: default_upload_metadata(),
+            signups_per_address_per_hour: default_signups_per_hour(),
         }
     }
+}
+
+fn default_min_upload_rate() -> RawSize {
+    RawSize::Text("1KiB".into())
+}
+
+fn default_upload_rate_grace() -> RawDuration {
+    "30s".into()
+}
+
+fn default_open_uploads() -> u64 {
+    100
+}
+
+fn default_upload_metadata() -> RawSize {
+    RawSize::Text("4KiB".into())
+}
+
+fn default_signups_per_hour() -> u64 {
+    20
 }
 
 fn default_max_file() -> RawSize {
@@ -252,6 +336,9 @@ pub struct RawAccounts {
     pub open_signup: bool,
     #[serde(default = "default_token_ttl")]
     pub token_ttl: RawDuration,
+    /// No longer used: admin rights never come from a user name. Accepted
+    /// so that configs written by earlier versions still load; a node that
+    /// finds it non-empty says it is ignored.
     #[serde(default)]
     pub admins: Vec<String>,
 }
@@ -281,4 +368,7 @@ pub struct RawSecrets {
     /// If set, the password of the `admin` account the cluster creates
     /// when it starts for the first time.
     pub admin_password_file: Option<String>,
+    /// If set, a token that lets a metrics scraper read `/metrics` and the
+    /// details of `/readyz` (`Authorization: Bearer <token>`).
+    pub metrics_token_file: Option<String>,
 }

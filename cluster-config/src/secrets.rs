@@ -123,9 +123,81 @@ pub fn check_private(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Makes a data directory (metadata, shards) private to the service user:
+/// created 0700 if missing; if the group or others may enter it, it and
+/// everything under it are set to 0700 (directories) and 0600 (files).
+/// The Raft log holds every user's password hash and the shard packs every
+/// block: nobody else on the host reads them. Returns how many entries
+/// were tightened.
+pub fn secure_data_dir(path: &Path) -> Result<usize, ConfigError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| ConfigError::Io { path: p, source }
+    };
+    if !path.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(io(path))?;
+        return Ok(0);
+    }
+    let mut tightened = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let meta = fs::symlink_metadata(&dir).map_err(io(&dir))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+            tightened += 1;
+        }
+        for e in fs::read_dir(&dir).map_err(io(&dir))? {
+            let e = e.map_err(io(&dir))?;
+            let p = e.path();
+            let ft = e.file_type().map_err(io(&p))?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                let m = e.metadata().map_err(io(&p))?;
+                if m.permissions().mode() & 0o077 != 0 {
+                    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).map_err(io(&p))?;
+                    tightened += 1;
+                }
+            }
+        }
+    }
+    Ok(tightened)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_dirs_are_made_private_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh/meta");
+        assert_eq!(secure_data_dir(&fresh).unwrap(), 0);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), 0o700);
+        // A directory an earlier version left open.
+        let old = dir.path().join("old");
+        fs::create_dir_all(old.join("packs")).unwrap();
+        fs::write(old.join("packs/1.pack"), b"x").unwrap();
+        for (p, m) in [
+            (old.clone(), 0o755),
+            (old.join("packs"), 0o755),
+            (old.join("packs/1.pack"), 0o644),
+        ] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(m)).unwrap();
+        }
+        assert_eq!(secure_data_dir(&old).unwrap(), 3);
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&old.join("packs")), 0o700);
+        assert_eq!(mode(&old.join("packs/1.pack")), 0o600);
+        assert_eq!(secure_data_dir(&old).unwrap(), 0);
+    }
 
     #[test]
     fn round_trip_and_permissions() {

@@ -25,6 +25,10 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub cluster_secret_file: PathBuf,
     pub admin_password_file: Option<PathBuf>,
+    pub metrics_token_file: Option<PathBuf>,
+    /// Shards on distinct disks a block needs before it is acknowledged
+    /// (`None`: K+1 of the profile in force).
+    pub min_write_shards: Option<u8>,
     pub zone: Option<String>,
     /// `None` on a single-node drive.
     pub cluster: Option<ClusterConfig>,
@@ -71,6 +75,10 @@ pub struct ApiConfig {
     /// `None` only when `insecure_http` is set.
     pub tls: Option<TlsFiles>,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connection_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -128,13 +136,21 @@ pub struct Limits {
     pub max_inflight_uploads: usize,
     pub max_json_body_bytes: u64,
     pub idle_request_timeout: Duration,
+    pub max_uploads_per_user: usize,
+    pub min_upload_bytes_per_s: u64,
+    pub upload_rate_grace: Duration,
+    pub max_open_uploads_per_user: usize,
+    pub max_upload_metadata_bytes: usize,
+    pub signups_per_address_per_hour: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct AccountsConfig {
     pub open_signup: bool,
     pub token_ttl: Duration,
-    pub admins: Vec<String>,
+    /// Names found under the retired `accounts.admins` key (ignored; the
+    /// node says so at start).
+    pub ignored_admins: Vec<String>,
 }
 
 impl Config {
@@ -223,6 +239,37 @@ impl Config {
         }
 
         let erasure = ErasureProfile::validate(raw.erasure.data_shards, raw.erasure.parity_shards)?;
+        if raw.cluster.is_none() && raw.storage.shard_dirs.len() < erasure.total() {
+            return Err(ConfigError::InvalidValue {
+                key: "storage.shard_dirs",
+                value: raw.storage.shard_dirs.len().to_string(),
+                reason: format!(
+                    "a single node keeps each of a block's {} shards on its own disk: list at \
+                     least {} shard directories (one per disk)",
+                    erasure.total(),
+                    erasure.total()
+                ),
+            });
+        }
+        let min_write_shards = match raw.erasure.min_write_shards {
+            None => None,
+            Some(n) => {
+                let (k, m) = (erasure.data as u64, erasure.parity as u64);
+                if n < k + 1 || n > k + m {
+                    return Err(ConfigError::InvalidValue {
+                        key: "erasure.min_write_shards",
+                        value: n.to_string(),
+                        reason: format!(
+                            "must be between K+1 = {} and K+M = {} (a block acknowledged with \
+                             K shards has no spare)",
+                            k + 1,
+                            k + m
+                        ),
+                    });
+                }
+                Some(n as u8)
+            }
+        };
 
         let max_file_bytes = parse_size("limits.max_file_size", &raw.limits.max_file_size)?;
         if max_file_bytes == 0 || max_file_bytes > MAX_FILE_SIZE_CEILING {
@@ -253,6 +300,76 @@ impl Config {
                 value: max_json_body_bytes.to_string(),
                 reason: "must be between 1 KiB and 64 MiB".into(),
             });
+        }
+
+        let per_user = raw
+            .limits
+            .max_uploads_per_user
+            .unwrap_or((raw.limits.max_inflight_uploads / 4).max(1));
+        if per_user == 0 || per_user > raw.limits.max_inflight_uploads {
+            return Err(ConfigError::InvalidValue {
+                key: "limits.max_uploads_per_user",
+                value: per_user.to_string(),
+                reason: "must be between 1 and limits.max_inflight_uploads".into(),
+            });
+        }
+        let min_upload_bytes_per_s =
+            parse_size("limits.min_upload_rate", &raw.limits.min_upload_rate)?;
+        let upload_rate_grace =
+            parse_duration("limits.upload_rate_grace", &raw.limits.upload_rate_grace)?;
+        let max_upload_metadata_bytes = parse_size(
+            "limits.max_upload_metadata",
+            &raw.limits.max_upload_metadata,
+        )?;
+        if !(64..=64 * 1024).contains(&max_upload_metadata_bytes) {
+            return Err(ConfigError::InvalidValue {
+                key: "limits.max_upload_metadata",
+                value: max_upload_metadata_bytes.to_string(),
+                reason: "must be between 64 bytes and 64 KiB".into(),
+            });
+        }
+        if raw.limits.max_open_uploads_per_user == 0
+            || raw.limits.max_open_uploads_per_user > 100_000
+        {
+            return Err(ConfigError::InvalidValue {
+                key: "limits.max_open_uploads_per_user",
+                value: raw.limits.max_open_uploads_per_user.to_string(),
+                reason: "must be between 1 and 100000".into(),
+            });
+        }
+        if raw.limits.signups_per_address_per_hour > 1_000_000 {
+            return Err(ConfigError::InvalidValue {
+                key: "limits.signups_per_address_per_hour",
+                value: raw.limits.signups_per_address_per_hour.to_string(),
+                reason: "must be at most 1000000".into(),
+            });
+        }
+        if raw.api.max_connections_per_address == 0
+            || raw.api.max_connections_per_address > raw.api.max_connections
+        {
+            return Err(ConfigError::InvalidValue {
+                key: "api.max_connections_per_address",
+                value: raw.api.max_connections_per_address.to_string(),
+                reason: "must be between 1 and api.max_connections".into(),
+            });
+        }
+        let first_byte_timeout =
+            parse_duration("api.first_byte_timeout", &raw.api.first_byte_timeout)?;
+        let idle_timeout = parse_duration("api.idle_timeout", &raw.api.idle_timeout)?;
+        let max_connection_age =
+            parse_duration("api.max_connection_age", &raw.api.max_connection_age)?;
+        for (key, d) in [
+            ("api.first_byte_timeout", first_byte_timeout),
+            ("api.idle_timeout", idle_timeout),
+            ("api.max_connection_age", max_connection_age),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::InvalidValue {
+                    key,
+                    value: "0".into(),
+                    reason: "must be more than zero".into(),
+                });
+            }
         }
 
         let token_ttl = parse_duration("accounts.token_ttl", &raw.accounts.token_ttl)?;
@@ -286,6 +403,10 @@ impl Config {
                 listen,
                 tls,
                 max_connections: raw.api.max_connections as usize,
+                max_connections_per_address: raw.api.max_connections_per_address as usize,
+                first_byte_timeout,
+                idle_timeout,
+                max_connection_age,
             },
             storage: StorageConfig {
                 meta_dir,
@@ -299,14 +420,22 @@ impl Config {
                 max_inflight_uploads: raw.limits.max_inflight_uploads as usize,
                 max_json_body_bytes,
                 idle_request_timeout,
+                max_uploads_per_user: per_user as usize,
+                min_upload_bytes_per_s,
+                upload_rate_grace,
+                max_open_uploads_per_user: raw.limits.max_open_uploads_per_user as usize,
+                max_upload_metadata_bytes: max_upload_metadata_bytes as usize,
+                signups_per_address_per_hour: raw.limits.signups_per_address_per_hour as u32,
             },
             accounts: crate::validated::AccountsConfig {
                 open_signup: raw.accounts.open_signup,
                 token_ttl,
-                admins: raw.accounts.admins,
+                ignored_admins: raw.accounts.admins,
             },
             cluster_secret_file: resolve(&raw.secrets.cluster_secret_file),
             admin_password_file: raw.secrets.admin_password_file.as_deref().map(resolve),
+            metrics_token_file: raw.secrets.metrics_token_file.as_deref().map(resolve),
+            min_write_shards,
             zone: raw.node.zone,
             cluster,
             repair,

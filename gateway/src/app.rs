@@ -17,9 +17,19 @@ pub struct App {
     pub blocks: Arc<BlockStore>,
     pub config: Arc<Config>,
     pub clock: SharedClock,
-    /// Request bodies being turned into blocks at once.
-    pub upload_slots: Arc<Semaphore>,
+    /// Request bodies being turned into blocks at once, shared per account.
+    pub upload_slots: Arc<crate::limits::UploadSlots>,
     pub password_slots: Semaphore,
+    /// Password checks waiting for a slot (bounded: see `accounts`).
+    pub password_queue: std::sync::atomic::AtomicUsize,
+    /// Password checks per client address.
+    pub password_waiters: Arc<crate::limits::PerAddress>,
+    /// Back-off for failed logins.
+    pub logins: crate::limits::LoginThrottle,
+    /// Accounts created per address.
+    pub signups: crate::limits::SignupLimit,
+    /// Session tokens, hashed with a key from the cluster secret.
+    pub tokens: crate::auth::Tokens,
     pub upload_locks: UploadLocks,
     pub metrics: Metrics,
     /// A hash to verify against when a username is unknown, so a login for
@@ -32,6 +42,8 @@ pub struct App {
     pub cluster: Option<crate::cluster::Cluster>,
     /// Long polls and presence.
     pub hub: Arc<crate::notify::Hub>,
+    /// The scrape credential for `/metrics` and `/readyz` details.
+    pub metrics_token: Option<String>,
 }
 
 impl App {
@@ -41,9 +53,21 @@ impl App {
         config: Arc<Config>,
         clock: SharedClock,
     ) -> Self {
-        let upload_slots = Arc::new(Semaphore::new(config.limits.max_inflight_uploads));
+        let upload_slots = crate::limits::UploadSlots::new(
+            config.limits.max_inflight_uploads,
+            config.limits.max_uploads_per_user,
+        );
         let dummy_password_hash =
             crate::auth::hash_password(&crate::auth::random_token_secret_hex()).unwrap_or_default();
+        let signups = crate::limits::SignupLimit::new(
+            config.limits.signups_per_address_per_hour,
+            std::time::Duration::from_secs(3600),
+        );
+        let tokens = crate::auth::Tokens::new(
+            blocks
+                .key_ring()
+                .purpose_key("strata 2026-12 session token hash key v2"),
+        );
         Self {
             meta,
             blocks,
@@ -51,17 +75,38 @@ impl App {
             clock,
             upload_slots,
             password_slots: Semaphore::new(PASSWORD_SLOTS),
+            password_queue: std::sync::atomic::AtomicUsize::new(0),
+            password_waiters: Arc::default(),
+            logins: crate::limits::LoginThrottle::default(),
+            signups,
+            tokens,
             upload_locks: UploadLocks::default(),
             metrics: Metrics::default(),
             dummy_password_hash,
             tasks: tokio_util::task::TaskTracker::new(),
             cluster: None,
             hub: Arc::new(crate::notify::Hub::default()),
+            metrics_token: None,
         }
     }
 }
 
 impl App {
+    /// An upload slot for `user`, or `429` when the account holds its share.
+    pub async fn upload_slot(
+        &self,
+        user: cluster_config::UserId,
+    ) -> Result<crate::limits::UploadSlot, crate::error::ApiError> {
+        match self.upload_slots.acquire(user).await {
+            Ok(Some(slot)) => Ok(slot),
+            Ok(None) => Err(crate::error::ApiError::too_many_requests(
+                "this account is already uploading as much as it may at once; retry when one finishes",
+                2,
+            )),
+            Err(()) => Err(crate::error::ApiError::unavailable("shutting down")),
+        }
+    }
+
     /// Metadata for answering a read: on a cluster node, current as of the
     /// leader (a write acknowledged through any node is visible); on a
     /// single node, the local state machine, which is the leader's.

@@ -1,9 +1,10 @@
 //! Passwords (argon2id), session tokens, and authenticating a request.
 //!
 //! A token is `st1_` + base64url(user id ‖ 32 random bytes). The store keeps
-//! only BLAKE3 of the random part, keyed under the user id, so a stolen
-//! metadata copy holds no usable token and the token itself says which
-//! user's shard of metadata to look in.
+//! only BLAKE3 of the random part, keyed with a key derived from the
+//! cluster secret, so a stolen metadata copy holds no usable token (nor a
+//! way to test guesses without the secret), and the token itself says
+//! which user's shard of metadata to look in.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use argon2::{PasswordHasher, PasswordVerifier};
@@ -17,8 +18,77 @@ use crate::error::{ApiError, ApiResult};
 
 const TOKEN_PREFIX: &str = "st1_";
 
-pub const MIN_PASSWORD_LEN: usize = 8;
+pub const MIN_PASSWORD_LEN: usize = 10;
 pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Passwords so common that guessing tries them first.
+const COMMON: &[&str] = &[
+    "1234567890",
+    "12345678910",
+    "0123456789",
+    "1111111111",
+    "0000000000",
+    "1q2w3e4r5t",
+    "qwertyuiop",
+    "1qaz2wsx3edc",
+    "qwerty1234",
+    "qwerty123456",
+    "password12",
+    "password123",
+    "password1234",
+    "passw0rd123",
+    "iloveyou12",
+    "abcdefghij",
+    "abc1234567",
+    "letmein123",
+    "welcome123",
+    "admin12345",
+    "administrator",
+    "changeme123",
+    "sunshine12",
+    "football12",
+    "baseball12",
+    "princess12",
+    "monkey1234",
+    "dragon1234",
+    "superman12",
+    "trustno1234",
+    "starwars12",
+    "whatever12",
+    "michael123",
+    "asdfghjkl1",
+    "zxcvbnm123",
+    "q1w2e3r4t5",
+    "987654321a",
+    "a123456789",
+    "1234qwer!@",
+    "strata1234",
+    "strata-drive",
+];
+
+/// Refuses a password that is too short, too long, made of one repeated
+/// character, a well-known one, or one containing the username.
+pub fn check_strength(username: &str, password: &str) -> Result<(), String> {
+    let n = password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&n) {
+        return Err(format!(
+            "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+        ));
+    }
+    let lower = password.to_lowercase();
+    let mut chars = lower.chars();
+    let first = chars.next();
+    if chars.all(|c| Some(c) == first) {
+        return Err("password must not be one character repeated".into());
+    }
+    if COMMON.contains(&lower.as_str()) {
+        return Err("this password is one of the most common ones; choose another".into());
+    }
+    if username.len() >= 3 && lower.contains(&username.to_lowercase()) {
+        return Err("password must not contain the username".into());
+    }
+    Ok(())
+}
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -50,32 +120,46 @@ pub fn random_token_secret_hex() -> String {
     cluster_config::ids::to_hex(&rand::random::<[u8; 32]>())
 }
 
-/// A new token for `user` and the hash the store keeps.
-pub fn new_token(user: &UserId) -> (String, [u8; 32]) {
-    let secret: [u8; 32] = rand::random();
-    let mut raw = [0u8; 48];
-    raw[..16].copy_from_slice(user.as_bytes());
-    raw[16..].copy_from_slice(&secret);
-    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
-    (token, token_hash(&secret))
+/// Makes and reads session tokens; holds the key their stored hash is
+/// keyed with.
+pub struct Tokens {
+    key: [u8; 32],
 }
 
-fn token_hash(secret: &[u8]) -> [u8; 32] {
-    *blake3::keyed_hash(blake3::hash(b"strata session token v1").as_bytes(), secret).as_bytes()
-}
+impl Tokens {
+    /// The hash key comes from the cluster secret, so every node computes
+    /// the same hash for a token.
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
 
-/// Splits a token into its user id and stored hash.
-pub fn parse_token(token: &str) -> Option<(UserId, [u8; 32])> {
-    let body = token.strip_prefix(TOKEN_PREFIX)?;
-    if body.len() != 64 {
-        return None;
+    /// A new token for `user` and the hash the store keeps.
+    pub fn new_token(&self, user: &UserId) -> (String, [u8; 32]) {
+        let secret: [u8; 32] = rand::random();
+        let mut raw = [0u8; 48];
+        raw[..16].copy_from_slice(user.as_bytes());
+        raw[16..].copy_from_slice(&secret);
+        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        (token, self.hash(&secret))
     }
-    let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
-    if raw.len() != 48 {
-        return None;
+
+    fn hash(&self, secret: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.key, secret).as_bytes()
     }
-    let user = UserId::from_slice(&raw[..16])?;
-    Some((user, token_hash(&raw[16..])))
+
+    /// Splits a token into its user id and stored hash.
+    pub fn parse(&self, token: &str) -> Option<(UserId, [u8; 32])> {
+        let body = token.strip_prefix(TOKEN_PREFIX)?;
+        if body.len() != 64 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
+        if raw.len() != 48 {
+            return None;
+        }
+        let user = UserId::from_slice(&raw[..16])?;
+        Some((user, self.hash(&raw[16..])))
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -87,7 +171,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Checks the bearer token of a request against the session table.
 pub async fn authenticate(app: &App, headers: &HeaderMap) -> ApiResult<Caller> {
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-    let (user, hash) = parse_token(token).ok_or_else(ApiError::unauthorized)?;
+    let (user, hash) = app.tokens.parse(token).ok_or_else(ApiError::unauthorized)?;
     let mut session = app.meta.local().session(&user, &hash)?;
     if session.is_none() {
         // A login through another node may not have reached this one yet.
@@ -110,18 +194,36 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_garbage() {
+        let tokens = Tokens::new([9; 32]);
         let user = UserId([4; 16]);
-        let (token, hash) = new_token(&user);
-        assert_eq!(parse_token(&token), Some((user, hash)));
-        assert!(parse_token("st1_short").is_none());
-        assert!(parse_token(&token.replace("st1_", "st2_")).is_none());
+        let (token, hash) = tokens.new_token(&user);
+        assert_eq!(tokens.parse(&token), Some((user, hash)));
+        assert!(tokens.parse("st1_short").is_none());
+        assert!(tokens.parse(&token.replace("st1_", "st2_")).is_none());
         let mut bad = token.clone();
         bad.push('A');
-        assert!(parse_token(&bad).is_none());
+        assert!(tokens.parse(&bad).is_none());
         // A different secret with the same user gives a different hash.
-        let (other, other_hash) = new_token(&user);
+        let (other, other_hash) = tokens.new_token(&user);
         assert_ne!(token, other);
         assert_ne!(hash, other_hash);
+        // Another cluster's key stores another hash for the same token.
+        let (_, elsewhere) = Tokens::new([8; 32]).parse(&token).unwrap();
+        assert_ne!(elsewhere, hash);
+    }
+
+    #[test]
+    fn weak_passwords_are_refused() {
+        assert!(check_strength("ann", "correct horse battery").is_ok());
+        for bad in [
+            "short",
+            "aaaaaaaaaaaa",
+            "password123",
+            "ann-is-great-2026",
+            &"x".repeat(1025),
+        ] {
+            assert!(check_strength("ann", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cluster_config::{Config, Peer};
 use raft_meta::records::{LayoutMember, LayoutRecord, MemberState};
+use raft_meta::types::BootstrapAdmin;
 use raft_meta::{Command, CommandError, MetaClient, MetaError};
 use strata_node::health::Health;
 use strata_node::net::{PeerAddr, SharedNet};
@@ -119,6 +120,7 @@ pub async fn watch_layout(
                     .collect()
             })
             .unwrap_or_default();
+        let disks = health.disks();
         placement.update(|v| {
             if let Some(l) = &layout {
                 v.profile = cluster_config::ErasureProfile {
@@ -128,19 +130,20 @@ pub async fn watch_layout(
             }
             v.layout = layout;
             v.healthy = healthy;
+            v.disks = disks;
+            v.min_write = config.min_write_shards;
         });
     }
 }
 
-/// On the leader: write the first layout, create the bootstrap admin
-/// account, and steer Raft membership after the layout.
+/// On the leader: set the drive up (first layout and the operator's admin,
+/// in one command), and steer Raft membership after the layout.
 pub async fn leader_duties(
     meta: MetaClient,
     health: Arc<Health>,
     config: Arc<Config>,
     stop: CancellationToken,
 ) {
-    let mut admin_done = config.admin_password_file.is_none();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -149,79 +152,126 @@ pub async fn leader_duties(
         if !meta.is_leader() {
             continue;
         }
+        match meta.local().bootstrap() {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                match bootstrap(&meta, &config, initial_layout(&config)).await {
+                    Ok(()) => tracing::info!("drive set up: first layout and admin account"),
+                    Err(e) => tracing::error!(error = %e, "setting the drive up"),
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the bootstrap record");
+                continue;
+            }
+        }
         let layout = match meta.local().layout() {
-            Ok(l) => l,
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the layout");
                 continue;
             }
         };
-        let Some(layout) = layout else {
-            if let Some(first) = initial_layout(&config) {
-                match meta
-                    .write(Command::SetLayout {
-                        expected_version: 0,
-                        layout: first,
-                    })
-                    .await
-                {
-                    Ok(_) => tracing::info!("first cluster layout written"),
-                    Err(e) => tracing::warn!(error = %e, "writing the first layout"),
-                }
-            }
-            continue;
-        };
-        if !admin_done {
-            admin_done = ensure_admin(&meta, &config).await;
-        }
         if let Err(e) = strata_node::membership::sync(&meta, &layout, &health).await {
             tracing::warn!(error = %e, "Raft membership change");
         }
     }
 }
 
-async fn ensure_admin(meta: &MetaClient, config: &Config) -> bool {
+/// The name of the operator's admin account.
+pub const ADMIN_USERNAME: &str = "admin";
+
+/// Why the drive could not be set up, or why its admin account is not the
+/// operator's.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Config(#[from] cluster_config::ConfigError),
+    #[error("hashing the admin password: {0}")]
+    Hash(String),
+    #[error(
+        "the account {ADMIN_USERNAME:?} exists without admin rights (it was signed up before the \
+         drive was set up); the operator's admin account cannot be created. Rename or remove it \
+         with a release that still has it, or start from an empty drive"
+    )]
+    AdminNameTaken,
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// The operator's password from the bootstrap file, trimmed.
+pub fn admin_password(config: &Config) -> Result<Option<String>, cluster_config::ConfigError> {
     let Some(path) = &config.admin_password_file else {
-        return true;
+        return Ok(None);
     };
-    match meta.local().user_by_name("admin") {
-        Ok(Some(_)) => return true,
-        Ok(None) => {}
-        Err(_) => return false,
+    cluster_config::secrets::check_private(path)?;
+    let text = std::fs::read_to_string(path).map_err(|source| cluster_config::ConfigError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(text.trim().to_string()))
+}
+
+/// Sets the drive up: proposes `Bootstrap` with `layout` and the admin of
+/// the config's password file. Nothing happens if it is set up already.
+pub async fn bootstrap(
+    meta: &MetaClient,
+    config: &Config,
+    layout: Option<LayoutRecord>,
+) -> Result<(), BootstrapError> {
+    let admin = match admin_password(config)? {
+        None => None,
+        Some(password) => {
+            let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+                .await
+                .map_err(|e| BootstrapError::Hash(e.to_string()))?
+                .map_err(|e| BootstrapError::Hash(e.message))?;
+            Some(BootstrapAdmin {
+                user: cluster_config::UserId::random(),
+                username: ADMIN_USERNAME.into(),
+                password_hash: hash,
+                quota_bytes: config.limits.default_quota_bytes,
+            })
+        }
+    };
+    match meta.write(Command::Bootstrap { layout, admin }).await {
+        Ok(_) => Ok(()),
+        Err(MetaError::Command(CommandError::AdminNameTaken(_))) => {
+            Err(BootstrapError::AdminNameTaken)
+        }
+        Err(e) => Err(e.into()),
     }
-    let password = match cluster_config::secrets::check_private(path).and_then(|_| {
-        std::fs::read_to_string(path).map_err(|source| cluster_config::ConfigError::Io {
-            path: path.clone(),
-            source,
-        })
-    }) {
-        Ok(p) => p.trim().to_string(),
-        Err(e) => {
-            tracing::warn!(error = %e, "admin password file");
-            return true;
-        }
+}
+
+/// At start: an account with the admin's name that is not the operator's
+/// (taken by a sign-up on a drive set up before bootstrap records) is a
+/// hard error; a bootstrap password that no longer logs in (changed
+/// through the API since) is said once. Returns whether the file's
+/// password logs in as the admin.
+pub fn check_admin(meta: &MetaClient, config: &Config) -> Result<bool, BootstrapError> {
+    let Some(password) = admin_password(config)? else {
+        return Ok(false);
     };
-    let Ok(hash) = crate::auth::hash_password(&password) else {
-        return false;
+    let reader = meta.local();
+    let boot = reader.bootstrap()?;
+    let Some((id, rec)) = reader.user_by_name(ADMIN_USERNAME)? else {
+        return Ok(false);
     };
-    match meta
-        .write(Command::CreateUser {
-            user: cluster_config::UserId::random(),
-            username: "admin".into(),
-            password_hash: hash,
-            quota_bytes: config.limits.default_quota_bytes,
-            admin: true,
-        })
-        .await
-    {
-        Ok(_) => {
-            tracing::info!("admin account created");
-            true
-        }
-        Err(MetaError::Command(CommandError::UsernameTaken)) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "creating the admin account");
-            false
-        }
+    let operator = match &boot {
+        Some(b) => b.admin == Some(id),
+        None => rec.admin,
+    };
+    if !operator {
+        return Err(BootstrapError::AdminNameTaken);
     }
+    let works = crate::auth::verify_password(&password, &rec.password_hash);
+    if !works {
+        tracing::warn!(
+            file = %config.admin_password_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "the admin password was changed through the API; the bootstrap file no longer logs in"
+        );
+    }
+    Ok(works)
 }

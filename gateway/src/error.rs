@@ -35,6 +35,7 @@ impl ApiError {
             "unauthorized",
             "missing or invalid credentials",
         )
+        .with_header("www-authenticate", "Bearer realm=\"strata\"")
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -64,6 +65,12 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             .with_header("retry-after", "1")
+    }
+
+    /// `429` with `Retry-After`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_s: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+            .with_header("retry-after", retry_after_s.max(1).to_string())
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -135,6 +142,11 @@ impl From<CommandError> for ApiError {
             CommandError::LayoutChanged { current } => ApiError::conflict(format!(
                 "the layout changed meanwhile (now version {current}); retry"
             )),
+            CommandError::AdminNameTaken(name) => {
+                ApiError::conflict(format!("the account {name:?} exists"))
+            }
+            CommandError::Forbidden(m) => ApiError::forbidden(m),
+            CommandError::Limit(m) => ApiError::conflict(m),
         }
     }
 }
@@ -144,6 +156,9 @@ impl From<MetaError> for ApiError {
         match e {
             MetaError::Command(c) => c.into(),
             MetaError::Unavailable(m) => ApiError::unavailable(m),
+            MetaError::TooLarge { .. } => ApiError::too_large(
+                "the request would make a metadata change larger than the drive takes",
+            ),
             MetaError::Storage(m) | MetaError::Corrupt(m) => {
                 tracing::error!(error = %m, "metadata store failure");
                 ApiError::internal("metadata store failure")
@@ -155,7 +170,18 @@ impl From<MetaError> for ApiError {
 impl From<BlockError> for ApiError {
     fn from(e: BlockError) -> Self {
         match e {
-            BlockError::Unavailable { .. } => ApiError::unavailable(e.to_string()),
+            BlockError::Unavailable { .. } => {
+                tracing::warn!(error = %e, "read refused");
+                ApiError::unavailable(
+                    "part of this file is on storage nodes that cannot be reached right now; try again shortly",
+                )
+            }
+            BlockError::TooFewDisks { .. } => {
+                tracing::warn!(error = %e, "write refused");
+                ApiError::unavailable(
+                    "too few storage nodes are up to store this safely; nothing was saved, try again shortly",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "block store failure");
                 ApiError::internal("block store failure")

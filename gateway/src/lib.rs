@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod limits;
 pub mod notify;
 pub mod request;
 pub mod routes;

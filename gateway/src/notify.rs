@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a presence report stays without being refreshed.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
+/// Presence reports kept per user (devices × paths); past it the oldest
+/// go, so one account's posts cannot grow memory or answers without end.
+pub const MAX_PRESENCE_PER_USER: usize = 64;
 pub const PRESENCE_TOPIC: &str = "presence";
 
 /// One device's presence on one path.
@@ -109,6 +112,10 @@ impl Hub {
             });
             if p.editing {
                 list.push((p, Instant::now()));
+                if list.len() > MAX_PRESENCE_PER_USER {
+                    let excess = list.len() - MAX_PRESENCE_PER_USER;
+                    list.drain(..excess);
+                }
             }
         }
         let w = self.watch(&user);
@@ -177,5 +184,36 @@ pub fn encode_presence(p: &Presence) -> Vec<u8> {
 }
 
 fn decode_presence(b: &[u8]) -> Result<Presence, serde_json::Error> {
-    serde_json::from_slice(b)
+    let p: Presence = serde_json::from_slice(b)?;
+    // A peer's report is bounded like a local one.
+    if p.path.len() > raft_meta::path::MAX_PATH_BYTES || p.device_name.len() > 256 {
+        return Err(serde::de::Error::custom("presence report too long"));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_per_user_is_bounded() {
+        let hub = Hub::default();
+        let user = UserId([1; 16]);
+        for i in 0..4000 {
+            hub.record_presence(Presence {
+                user,
+                device: DeviceId([2; 16]),
+                device_name: "d".into(),
+                path: format!("/file-{i}"),
+                editing: true,
+                at_ms: i,
+            });
+        }
+        let kept = hub.presence_of(&user, None);
+        assert_eq!(kept.len(), MAX_PRESENCE_PER_USER);
+        // The newest are kept.
+        assert!(kept.iter().any(|p| p.path == "/file-3999"));
+        assert!(!kept.iter().any(|p| p.path == "/file-0"));
+    }
 }

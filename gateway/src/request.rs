@@ -22,6 +22,59 @@ pub struct Req {
     pub request_id: String,
     /// Longest wait for the next piece of a request body.
     pub idle_timeout: Duration,
+    /// The client's address (absent only in tests that build requests).
+    pub remote: Option<std::net::IpAddr>,
+    /// A HEAD request routed as GET: answer with headers only.
+    pub head: bool,
+    /// The slowest a body may arrive.
+    pub pace: Pace,
+    /// The pace of this body so far (from its first read).
+    pub pace_check: Option<PaceCheck>,
+}
+
+/// The slowest pace a request body may keep: after `grace`, its average
+/// rate must stay at or above `min_bytes_per_s`. A body that trickles a
+/// byte now and then to hold an upload slot is cut off.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub min_bytes_per_s: u64,
+    pub grace: Duration,
+}
+
+/// Checks one body against its `Pace` as its pieces arrive.
+pub struct PaceCheck {
+    pace: Pace,
+    started: std::time::Instant,
+    bytes: u64,
+}
+
+impl PaceCheck {
+    pub fn new(pace: Pace) -> Self {
+        Self {
+            pace,
+            started: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` more bytes; an error once the body is too slow.
+    pub fn add(&mut self, n: usize) -> Result<(), std::io::Error> {
+        self.bytes += n as u64;
+        let elapsed = self.started.elapsed();
+        if elapsed > self.pace.grace {
+            let want = (self.pace.min_bytes_per_s as f64 * elapsed.as_secs_f64()) as u64;
+            if self.bytes < want {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "request body slower than {} bytes/s",
+                        self.pace.min_bytes_per_s
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Req {
@@ -73,9 +126,17 @@ impl Req {
         }
     }
 
-    /// The next piece of the body, failing if the client stalls.
+    /// The next piece of the body, failing if the client stalls or the
+    /// body arrives slower than its pace.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        let check = self
+            .pace_check
+            .get_or_insert_with(|| PaceCheck::new(self.pace));
         match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+            Ok(Some(Ok(piece))) => match check.add(piece.len()) {
+                Ok(()) => Some(Ok(piece)),
+                Err(e) => Some(Err(e)),
+            },
             Ok(item) => item,
             Err(_) => Some(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -50,6 +50,13 @@ pub fn filter(
                     body,
                     request_id: request_id.clone(),
                     idle_timeout: app.config.limits.idle_request_timeout,
+                    remote: remote.map(|r| r.0.ip()),
+                    head: false,
+                    pace: crate::request::Pace {
+                        min_bytes_per_s: app.config.limits.min_upload_bytes_per_s,
+                        grace: app.config.limits.upload_rate_grace,
+                    },
+                    pace_check: None,
                 };
                 let span = tracing::info_span!(
                     "request",
@@ -82,6 +89,7 @@ fn to_bytes<B: Buf>(r: Result<B, warp::Error>) -> Result<bytes::Bytes, std::io::
 async fn respond(app: Arc<App>, req: Req) -> Response {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = req.request_id.clone();
+    let head = req.method == Method::HEAD;
     let mut resp = match dispatch(&app, req).await {
         Ok(r) => r,
         Err(e) => {
@@ -105,16 +113,68 @@ async fn respond(app: Arc<App>, req: Req) -> Response {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    if head {
+        // A HEAD answer has the headers of the GET answer and no body, on
+        // every status: a body there is a protocol error over HTTP/2.
+        *resp.body_mut() = Vec::<u8>::new().into();
+    }
     tracing::debug!(status = resp.status().as_u16(), "done");
     resp
 }
 
-fn method_not_allowed() -> ApiError {
+fn method_not_allowed(allow: &[Method]) -> ApiError {
+    let mut list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+    if allow.contains(&Method::GET) {
+        list.push("HEAD");
+    }
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "method not allowed on this path",
+        format!("this path takes {}", list.join(", ")),
     )
+    .with_header("allow", list.join(", "))
+}
+
+fn no_such_endpoint() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+use Method as M;
+
+/// The methods each path answers, for `405` and its `Allow` (HEAD goes
+/// wherever GET does).
+fn allowed(segs: &[&str]) -> Option<&'static [Method]> {
+    Some(match segs {
+        ["healthz"] | ["readyz"] | ["metrics"] | ["api", "openapi.json"] => &[M::GET],
+        ["api", "v1", rest @ ..] => match rest {
+            ["auth", "signup" | "login" | "logout"] => &[M::POST],
+            ["account"] => &[M::GET, M::PATCH],
+            ["account", "sessions"] => &[M::GET],
+            ["account", "sessions", _] => &[M::DELETE],
+            ["account", "password"] => &[M::POST],
+            ["files"] => &[M::POST, M::DELETE],
+            ["files", "content" | "metadata" | "list" | "history" | "blocks"] => &[M::GET],
+            ["files", "restore" | "move" | "commit"] => &[M::POST],
+            ["folders"] => &[M::POST],
+            ["uploads"] => &[M::POST, M::OPTIONS],
+            ["uploads", _] => &[M::HEAD, M::PATCH, M::PUT, M::POST, M::DELETE, M::OPTIONS],
+            ["changes"] | ["changes", "latest" | "poll"] | ["cluster", "nodes"] => &[M::GET],
+            ["presence"] => &[M::GET, M::POST],
+            ["blocks", "missing"] => &[M::POST],
+            ["blocks", _] => &[M::GET, M::PUT],
+            ["blocks", _, "signature"] => &[M::GET],
+            ["shares"] => &[M::GET, M::POST],
+            ["shares", _] => &[M::DELETE],
+            ["shares", _, "accept"] => &[M::POST],
+            ["admin", "cluster" | "verify"] => &[M::GET],
+            ["admin", "nodes"] => &[M::POST],
+            ["admin", "nodes", _] => &[M::DELETE],
+            ["admin", "users"] => &[M::GET],
+            ["admin", "users", _] => &[M::PATCH],
+            _ => return None,
+        },
+        _ => return None,
+    })
 }
 
 async fn dispatch(app: &Arc<App>, mut req: Req) -> ApiResult<Response> {
@@ -131,105 +191,89 @@ async fn dispatch(app: &Arc<App>, mut req: Req) -> ApiResult<Response> {
     }
     let path = req.path.clone();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some(allow) = allowed(&segs) else {
+        return Err(no_such_endpoint());
+    };
+    // HEAD is GET without the body (the tus upload URL has a HEAD of its own).
+    if req.method == Method::HEAD && !allow.contains(&Method::HEAD) {
+        req.method = Method::GET;
+        req.head = true;
+    }
+    if !allow.contains(&req.method) {
+        return Err(method_not_allowed(allow));
+    }
     match segs.as_slice() {
-        ["healthz"] => return only_get(&req).map(|_| ops::healthz()),
-        ["readyz"] => return only_get(&req).map(|_| ops::readyz(app)),
-        ["metrics"] => return only_get(&req).map(|_| ops::metrics(app)),
-        ["api", "openapi.json"] => return only_get(&req).map(|_| ops::openapi()),
-        ["api", "v1", "auth", "signup"] if req.method == Method::POST => {
-            return accounts::signup(app, req).await
-        }
-        ["api", "v1", "auth", "login"] if req.method == Method::POST => {
-            return accounts::login(app, req).await
-        }
+        ["healthz"] => return Ok(ops::healthz()),
+        ["readyz"] => return ops::readyz(app, &req).await,
+        ["metrics"] => return ops::metrics(app, &req).await,
+        ["api", "openapi.json"] => return Ok(ops::openapi()),
+        ["api", "v1", "auth", "signup"] => return accounts::signup(app, req).await,
+        ["api", "v1", "auth", "login"] => return accounts::login(app, req).await,
         ["api", "v1", "uploads"] | ["api", "v1", "uploads", _] if req.method == Method::OPTIONS => {
             return Ok(resumable::options(app))
         }
-        ["api", "v1", ..] => {}
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ))
-        }
+        _ => {}
     }
     let caller = authenticate(app, &req.headers).await?;
     authed(app, &caller, req, &segs[2..]).await
 }
 
-fn only_get(req: &Req) -> ApiResult<()> {
-    if req.method == Method::GET || req.method == Method::HEAD {
-        Ok(())
-    } else {
-        Err(method_not_allowed())
-    }
-}
-
 async fn authed(app: &Arc<App>, caller: &Caller, req: Req, segs: &[&str]) -> ApiResult<Response> {
     let m = req.method.clone();
-    match segs {
-        ["auth", "logout"] if m == Method::POST => accounts::logout(app, caller).await,
-        ["account"] if m == Method::GET => accounts::account(app, caller).await,
-        ["files"] if m == Method::POST => match req.param("uploadType").unwrap_or("simple") {
+    match (segs, m) {
+        (["auth", "logout"], _) => accounts::logout(app, caller).await,
+        (["account"], M::GET) => accounts::account(app, caller).await,
+        (["account"], _) => accounts::patch_account(app, caller, req).await,
+        (["account", "sessions"], _) => accounts::sessions(app, caller).await,
+        (["account", "sessions", id], _) => accounts::end_session(app, caller, id).await,
+        (["account", "password"], _) => accounts::change_password(app, caller, req).await,
+        (["files"], M::POST) => match req.param("uploadType").unwrap_or("simple") {
             "simple" | "media" => simple::upload(app, caller, req).await,
             "resumable" => resumable::create_from_files(app, caller, req).await,
             _ => Err(ApiError::bad_request(
                 "uploadType must be simple or resumable",
             )),
         },
-        ["files"] if m == Method::DELETE => files::delete(app, caller, &req).await,
-        ["files", "content"] if m == Method::GET => download::content(app, caller, &req).await,
-        ["files", "metadata"] if m == Method::GET => files::get_metadata(app, caller, &req).await,
-        ["files", "list"] if m == Method::GET => files::list(app, caller, &req).await,
-        ["files", "history"] if m == Method::GET => files::history(app, caller, &req).await,
-        ["files", "restore"] if m == Method::POST => files::restore(app, caller, req).await,
-        ["files", "move"] if m == Method::POST => files::move_entry(app, caller, req).await,
-        ["folders"] if m == Method::POST => files::create_folder(app, caller, req).await,
-        ["uploads"] if m == Method::POST => resumable::create_tus(app, caller, req).await,
-        ["changes", "latest"] if m == Method::GET => sync::latest_cursor(app, caller).await,
-        ["changes"] if m == Method::GET => sync::changes(app, caller, &req).await,
-        ["changes", "poll"] if m == Method::GET => sync::poll(app, caller, &req).await,
-        ["presence"] if m == Method::POST => sync::set_presence(app, caller, req).await,
-        ["presence"] if m == Method::GET => sync::get_presence(app, caller, &req).await,
-        ["blocks", "missing"] if m == Method::POST => sync::missing(app, caller, req).await,
-        ["blocks", hash] if m == Method::PUT => sync::put_block(app, caller, hash, req).await,
-        ["blocks", hash] if m == Method::GET => sync::get_block(app, caller, hash).await,
-        ["blocks", hash, "signature"] if m == Method::GET => {
-            sync::block_signature(app, caller, hash).await
-        }
-        ["files", "commit"] if m == Method::POST => sync::commit(app, caller, req).await,
-        ["files", "blocks"] if m == Method::GET => sync::file_blocks(app, caller, &req).await,
-        ["cluster", "nodes"] if m == Method::GET => sync::nodes(app).await,
-        ["shares"] if m == Method::POST => shares::create(app, caller, req).await,
-        ["shares"] if m == Method::GET => shares::list(app, caller).await,
-        ["shares", id] if m == Method::DELETE => shares::delete(app, caller, id).await,
-        ["admin", "cluster"] if m == Method::GET => admin::cluster(app, caller).await,
-        ["admin", "verify"] if m == Method::GET => admin::verify(app, caller).await,
-        ["admin", "nodes"] if m == Method::POST => admin::add_node(app, caller, req).await,
-        ["admin", "nodes", id] if m == Method::DELETE => admin::remove_node(app, caller, id).await,
-        ["uploads", id] => {
+        (["files"], _) => files::delete(app, caller, &req).await,
+        (["files", "content"], _) => download::content(app, caller, &req).await,
+        (["files", "metadata"], _) => files::get_metadata(app, caller, &req).await,
+        (["files", "list"], _) => files::list(app, caller, &req).await,
+        (["files", "history"], _) => files::history(app, caller, &req).await,
+        (["files", "restore"], _) => files::restore(app, caller, req).await,
+        (["files", "move"], _) => files::move_entry(app, caller, req).await,
+        (["files", "commit"], _) => sync::commit(app, caller, req).await,
+        (["files", "blocks"], _) => sync::file_blocks(app, caller, &req).await,
+        (["folders"], _) => files::create_folder(app, caller, req).await,
+        (["uploads"], _) => resumable::create_tus(app, caller, req).await,
+        (["uploads", id], m) => {
             let id = id.to_string();
             match m {
-                Method::HEAD => resumable::head(app, caller, &id).await,
-                Method::PATCH => resumable::patch(app, caller, &id, req).await,
-                Method::PUT | Method::POST => resumable::put(app, caller, &id, req).await,
-                Method::DELETE => resumable::delete(app, caller, &id).await,
-                _ => Err(method_not_allowed()),
+                M::HEAD => resumable::head(app, caller, &id).await,
+                M::PATCH => resumable::patch(app, caller, &id, req).await,
+                M::DELETE => resumable::delete(app, caller, &id).await,
+                _ => resumable::put(app, caller, &id, req).await,
             }
         }
-        ["auth", "logout"]
-        | ["account"]
-        | ["files"]
-        | ["files", "content" | "metadata" | "list" | "history" | "restore" | "move"]
-        | ["folders"]
-        | ["shares"]
-        | ["shares", _]
-        | ["uploads"] => Err(method_not_allowed()),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint",
-        )),
+        (["changes", "latest"], _) => sync::latest_cursor(app, caller).await,
+        (["changes"], _) => sync::changes(app, caller, &req).await,
+        (["changes", "poll"], _) => sync::poll(app, caller, &req).await,
+        (["presence"], M::POST) => sync::set_presence(app, caller, req).await,
+        (["presence"], _) => sync::get_presence(app, caller, &req).await,
+        (["blocks", "missing"], _) => sync::missing(app, caller, req).await,
+        (["blocks", hash], M::PUT) => sync::put_block(app, caller, hash, req).await,
+        (["blocks", hash], _) => sync::get_block(app, caller, hash).await,
+        (["blocks", hash, "signature"], _) => sync::block_signature(app, caller, hash).await,
+        (["cluster", "nodes"], _) => sync::nodes(app).await,
+        (["shares"], M::POST) => shares::create(app, caller, req).await,
+        (["shares"], _) => shares::list(app, caller).await,
+        (["shares", id], _) => shares::delete(app, caller, id).await,
+        (["shares", id, "accept"], _) => shares::accept(app, caller, id).await,
+        (["admin", "cluster"], _) => admin::cluster(app, caller).await,
+        (["admin", "verify"], _) => admin::verify(app, caller).await,
+        (["admin", "nodes"], _) => admin::add_node(app, caller, req).await,
+        (["admin", "nodes", id], _) => admin::remove_node(app, caller, id).await,
+        (["admin", "users"], _) => admin::users(app, caller, &req).await,
+        (["admin", "users", name], _) => admin::update_user(app, caller, name, req).await,
+        _ => Err(no_such_endpoint()),
     }
 }

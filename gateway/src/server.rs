@@ -50,6 +50,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("p2p: {0}")]
     P2p(String),
+    #[error("setting the drive up: {0}")]
+    Bootstrap(#[from] crate::cluster::BootstrapError),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -74,8 +76,20 @@ impl NodeServer {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        // 1. Secrets and local disks.
+        if !config.accounts.ignored_admins.is_empty() {
+            tracing::warn!(
+                names = ?config.accounts.ignored_admins,
+                "accounts.admins is ignored: admin rights come from the bootstrap admin or another admin"
+            );
+        }
+        // 1. Secrets and local disks, private to the service user.
         let secret = ClusterSecret::load(&config.cluster_secret_file)?;
+        for dir in std::iter::once(&config.storage.meta_dir).chain(&config.storage.shard_dirs) {
+            let n = cluster_config::secrets::secure_data_dir(dir)?;
+            if n > 0 {
+                tracing::warn!(dir = %dir.display(), entries = n, "data directory was readable by others; made private to this user");
+            }
+        }
         let shards = LocalShards::open(&config.storage.shard_dirs)?;
         if !shards.replaced_disks().is_empty() {
             tracing::info!(disks = ?shards.replaced_disks(), "new or replaced shard directories");
@@ -110,11 +124,11 @@ impl NodeServer {
             Arc<Placement>,
             Arc<dyn RaftTransport>,
         ) = match &config.cluster {
-            None => (
-                None,
-                Arc::new(Placement::new(View::single(me, config.erasure))),
-                Arc::new(NoPeers),
-            ),
+            None => {
+                let mut view = View::single(me, config.erasure, config.storage.shard_dirs.len());
+                view.min_write = config.min_write_shards;
+                (None, Arc::new(Placement::new(view)), Arc::new(NoPeers))
+            }
             Some(cluster) => {
                 let key = load_node_key(&cluster.key_file)?;
                 let layout = crate::cluster::initial_layout(&config);
@@ -127,9 +141,12 @@ impl NodeServer {
                         p2p_addr: p.p2p_addr.clone(),
                     })
                     .collect();
+                let psk = strata_node::KeyRing::new(secret.clone())
+                    .purpose_key(strata_node::net::secure::PSK_CONTEXT);
                 let (p2p, task) = P2pNet::start(
                     me,
                     key,
+                    psk,
                     &cluster.p2p_listen,
                     peers,
                     Arc::new(handler.clone()),
@@ -145,6 +162,8 @@ impl NodeServer {
                     layout,
                     profile: config.erasure,
                     healthy: std::collections::HashSet::from([me]),
+                    disks: std::collections::HashMap::from([(me, config.storage.shard_dirs.len())]),
+                    min_write: config.min_write_shards,
                 };
                 (
                     Some(net.clone()),
@@ -207,9 +226,18 @@ impl NodeServer {
             }
             Err(e) => return Err(e.into()),
         }
+        // An admin account that is not the operator's stops the node here.
+        crate::cluster::check_admin(&meta.client(), &config)?;
+        if config.cluster.is_none() {
+            // A single node sets itself up before it serves a request, so
+            // nobody can sign up before the operator's admin exists.
+            crate::cluster::bootstrap(&meta.client(), &config, None).await?;
+        }
 
         // 5. Health, repair, the layout watcher and the leader's duties.
         let health = Arc::new(Health::new(me, config.repair.health_timeout));
+        let disk_count = u16::try_from(config.storage.shard_dirs.len()).unwrap_or(u16::MAX);
+        health.update_mine(|h| h.disks = disk_count);
         let repair = Repair::new(
             blocks.clone(),
             meta.client(),
@@ -249,6 +277,7 @@ impl NodeServer {
         // 6. The API.
         let mut app = App::new(meta.client(), blocks, config.clone(), clock);
         app.cluster = cluster;
+        app.metrics_token = load_metrics_token(&config)?;
         let app = Arc::new(app);
         tasks.spawn(app.hub.clone().run(meta.client(), stop.clone()));
         if let Some(net) = &net {
@@ -262,7 +291,7 @@ impl NodeServer {
             listener,
             tls,
             app.clone(),
-            config.api.max_connections,
+            http::ConnLimits::from_config(&config.api),
             stop.clone(),
         ));
         tasks.spawn(sweep_uploads(app.clone(), stop.clone()));
@@ -289,29 +318,9 @@ impl NodeServer {
         &self.app
     }
 
-    /// Creates an account unless the username exists (for `strata dev`).
-    pub async fn ensure_user(
-        &self,
-        username: &str,
-        password: &str,
-        admin: bool,
-    ) -> Result<bool, ServerError> {
-        if self.app.meta.local().user_by_name(username)?.is_some() {
-            return Ok(false);
-        }
-        let password_hash = crate::auth::hash_password(password)
-            .map_err(|e| ServerError::Meta(MetaError::Storage(e.message)))?;
-        self.app
-            .meta
-            .write(Command::CreateUser {
-                user: cluster_config::UserId::random(),
-                username: username.to_string(),
-                password_hash,
-                quota_bytes: self.app.config.limits.default_quota_bytes,
-                admin,
-            })
-            .await?;
-        Ok(true)
+    /// Whether the bootstrap file's password logs in as the admin now.
+    pub fn admin_password_works(&self) -> bool {
+        crate::cluster::check_admin(&self.app.meta, &self.app.config).unwrap_or(false)
     }
 
     /// Stops in order; every acknowledged write is already durable.
@@ -334,6 +343,27 @@ impl NodeServer {
         }
         tracing::info!("node stopped");
     }
+}
+
+/// The scrape credential, from a file only the service user may read.
+fn load_metrics_token(config: &Config) -> Result<Option<String>, ServerError> {
+    let Some(path) = &config.metrics_token_file else {
+        return Ok(None);
+    };
+    cluster_config::secrets::check_private(path)?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let token = text.trim().to_string();
+    if token.len() < 16 {
+        return Err(ConfigError::BadSecretFile {
+            path: path.clone(),
+            reason: "a metrics token needs at least 16 characters".into(),
+        }
+        .into());
+    }
+    Ok(Some(token))
 }
 
 /// Drops expired upload sessions and their references, on the leader only.

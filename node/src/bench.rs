@@ -273,7 +273,7 @@ pub async fn whole(
         KeyRing::new(ClusterSecret::from_bytes([9; 32])),
         shards,
         Arc::new(crate::placement::Placement::new(
-            crate::placement::View::single(1, profile),
+            crate::placement::View::single(1, profile, disks.len()),
         )),
         None,
         2 * cores + 2,

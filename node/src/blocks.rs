@@ -36,6 +36,14 @@ pub enum BlockError {
         have: usize,
         needed: usize,
     },
+    /// Too few disks of live nodes took the block's shards to keep it safe
+    /// (K+1 on distinct disks): nothing was acknowledged.
+    #[error("block {block} not stored: {have} shards written, {needed} needed on distinct disks")]
+    TooFewDisks {
+        block: BlockId,
+        have: usize,
+        needed: usize,
+    },
     #[error("block {block} corrupt: {source}")]
     Corrupt {
         block: BlockId,
@@ -116,6 +124,10 @@ impl BlockStore {
 
     pub fn user_keys(&self, user: &UserId) -> UserKeys {
         self.keys.user(user)
+    }
+
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.keys
     }
 
     pub fn stats(&self) -> &BlockStats {
@@ -236,11 +248,14 @@ impl BlockStore {
         })
     }
 
-    /// Writes shard i to target i: this node's shards through its disk
-    /// writers, the others to their nodes, all at once; each is durable
-    /// when its write answers. Fails below the write quorum; otherwise
-    /// shards that could not be written are recorded as 0 and left to
-    /// repair. `shards` hold their payload after `HEADER_LEN` free bytes.
+    /// Writes shard i where the block's write plan puts it: this node's
+    /// shards through its disk writers, the others to their nodes, all at
+    /// once; each is durable when its write answers, and no two shards of
+    /// the block share a disk. Fails below the write quorum (K+1 shards
+    /// on distinct disks, so an acknowledged block always has a spare);
+    /// otherwise shards that could not be written are recorded as 0 and
+    /// left to repair. `shards` hold their payload after `HEADER_LEN` free
+    /// bytes.
     async fn write_shards(
         &self,
         view: &View,
@@ -248,11 +263,11 @@ impl BlockStore {
         stored: &StoredBlock,
         shards: Vec<Vec<u8>>,
     ) -> Result<Vec<NodeId>, BlockError> {
-        let targets = view.write_targets(id);
+        let plan = view.write_plan(id);
         let mut nodes = vec![0u64; shards.len()];
         let writes = futures::future::join_all(shards.into_iter().enumerate().filter_map(
             |(i, mut record)| {
-                let target = *targets.get(i)?;
+                let target = (*plan.get(i)?)?;
                 let meta = Self::shard_meta(id, stored, i);
                 shard::fill_header(&meta, &mut record);
                 let record = Bytes::from(record);
@@ -279,7 +294,7 @@ impl BlockStore {
         }
         let written = nodes.iter().filter(|n| **n != 0).count();
         if written < view.write_quorum() {
-            return Err(BlockError::Unavailable {
+            return Err(BlockError::TooFewDisks {
                 block: *id,
                 have: written,
                 needed: view.write_quorum(),
@@ -577,7 +592,7 @@ mod tests {
             KeyRing::new(ClusterSecret::from_bytes([7; 32])),
             shards,
             Arc::new(crate::placement::Placement::new(
-                crate::placement::View::single(1, profile),
+                crate::placement::View::single(1, profile, 3),
             )),
             None,
             4,
@@ -738,6 +753,67 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_block_that_cannot_reach_k_plus_one_disks_is_refused() {
+        // One node with two disks and 2+1: the third shard has no disk of
+        // its own, so the block would be acknowledged without a spare.
+        let dir = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("d{i}"))).collect();
+        let store = Arc::new(BlockStore::new(
+            1,
+            KeyRing::new(ClusterSecret::from_bytes([7; 32])),
+            LocalShards::open(&dirs).unwrap(),
+            Arc::new(crate::placement::Placement::new(
+                crate::placement::View::single(1, ErasureProfile { data: 2, parity: 1 }, 2),
+            )),
+            None,
+            4,
+        ));
+        let keys = store.user_keys(&UserId([1; 16]));
+        let r = store
+            .store_chunk(keys, Bytes::from(noise(300_000, 1)), Arc::new(|_| false))
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(BlockError::TooFewDisks {
+                    have: 2,
+                    needed: 3,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // With a third disk every shard has its own.
+        let e = env();
+        let keys = e.store.user_keys(&UserId([1; 16]));
+        let data = noise(300_000, 2);
+        let stored = e
+            .store
+            .store_chunk(keys, Bytes::from(data), Arc::new(|_| false))
+            .await
+            .unwrap();
+        let id = stored.reference.id;
+        assert_eq!(held(&e, &id), 3);
+        let disks: std::collections::HashSet<PathBuf> = (0..3u8)
+            .map(|i| e.store.local().record_place(&id, i).unwrap().0)
+            .map(|p| p.parent().unwrap().parent().unwrap().to_path_buf())
+            .collect();
+        assert_eq!(disks.len(), 3, "two shards of one block on one disk");
+        // A shard written again (a retried upload) lands where it was.
+        let again = e
+            .store
+            .store_chunk(
+                e.store.user_keys(&UserId([1; 16])),
+                Bytes::from(noise(300_000, 2)),
+                Arc::new(|_| false),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.reference.id, id);
+        assert_eq!(e.store.local().len(), 3);
     }
 
     #[tokio::test]

@@ -27,12 +27,15 @@ pub struct Heartbeat {
     pub shards_rebuilt: u64,
     /// Set by the repair coordinator (the leader).
     pub repair: Option<RepairStatus>,
+    /// Shard disks of this node (writes put at most one shard of a block on
+    /// each).
+    pub disks: u16,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RepairStatus {
     /// Shards misplaced or missing as of the last full scan, minus those
-    /// fixed since.
+    /// fixed since. Meaningless until `scans_completed` is above zero.
     pub backlog: u64,
     pub repaired_total: u64,
     pub moved_total: u64,
@@ -40,7 +43,22 @@ pub struct RepairStatus {
     pub blocks_scanned: u64,
     /// The layout version the last completed scan planned against.
     pub layout_version: u64,
+    /// Blocks with fewer than K+M shards on live nodes, as of the last scan.
+    pub blocks_short: u64,
+    /// Blocks with fewer than K shards on live nodes: unreadable until
+    /// their nodes return, lost if they do not.
+    pub blocks_unreadable: u64,
+    /// Files that use an unreadable block (`user:/path`), at most
+    /// `MAX_NAMED_FILES`.
+    pub unreadable_files: Vec<String>,
+    /// When the coordinator last planned or finished a repair (Unix
+    /// milliseconds): figures older than a few scan intervals are not
+    /// taken as current.
+    pub last_progress_ms: u64,
 }
+
+/// Files named in a repair status at most.
+pub const MAX_NAMED_FILES: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct PeerHealth {
@@ -103,6 +121,18 @@ impl Health {
             Some((t, _)) => t.elapsed(),
             None => self.started.elapsed(),
         }
+    }
+
+    /// Shard disks of every node heard from within the health timeout.
+    pub fn disks(&self) -> HashMap<NodeId, usize> {
+        let mut out: HashMap<NodeId, usize> = self
+            .seen()
+            .iter()
+            .filter(|(_, (t, _))| t.elapsed() < self.timeout)
+            .map(|(id, (_, b))| (*id, b.disks as usize))
+            .collect();
+        out.insert(self.me, self.mine().disks as usize);
+        out
     }
 
     pub fn peer(&self, id: NodeId) -> PeerHealth {

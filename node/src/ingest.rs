@@ -86,6 +86,14 @@ impl Ingest {
         }
     }
 
+    /// Stores every chunk as a new block, even one the user already has:
+    /// for writes into someone else's tree through a share, so that the
+    /// writer learns nothing of what the owner stores.
+    pub fn without_dedup(mut self) -> Self {
+        self.exists = Arc::new(|_: &BlockId| false);
+        self
+    }
+
     /// Makes room for a body of `len` bytes (up to what is buffered before
     /// a cut), so the buffer does not grow by copying as the body arrives.
     pub fn expect(&mut self, len: u64) {

@@ -28,6 +28,12 @@ impl KeyRing {
         Self { secret }
     }
 
+    /// A key for one purpose of the whole cluster (session tokens, the
+    /// node channel), derived from the secret under `context`.
+    pub fn purpose_key(&self, context: &'static str) -> [u8; 32] {
+        blake3::derive_key(context, self.secret.expose())
+    }
+
     pub fn user(&self, user: &UserId) -> UserKeys {
         let mut material = [0u8; 48];
         material[..32].copy_from_slice(self.secret.expose());

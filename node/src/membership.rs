@@ -10,13 +10,7 @@ use raft_meta::{MemberNode, MetaClient, MetaError};
 use crate::health::Health;
 
 /// How many voters a cluster of `n` active nodes wants.
-pub fn voter_target(n: usize) -> usize {
-    match n {
-        0..=2 => n,
-        3 | 4 => 3,
-        _ => 5,
-    }
-}
+pub use cluster_config::generate::voter_target;
 
 /// One step towards the membership the layout asks for; returns whether
 /// anything changed.

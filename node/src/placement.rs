@@ -3,9 +3,12 @@
 //!
 //! Every block's K+M shards go to K+M distinct nodes. New blocks go to the
 //! first K+M *healthy* nodes of the block's ranking (so writes go on while a
-//! node is down); the repair coordinator later moves shards towards the
-//! block's *desired* set, the top K+M active nodes regardless of health,
-//! moving only the shards whose node left that set.
+//! node is down); the shards meant for nodes that are down go meanwhile to
+//! other disks of the live nodes (never two shards of a block on one
+//! disk), so an acknowledged block always has its spare. The repair
+//! coordinator later moves shards towards the block's *desired* set, the
+//! top K+M active nodes regardless of health: the shards whose node left
+//! that set, and the extra shards live nodes held for nodes that were down.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -21,6 +24,11 @@ pub struct View {
     pub layout: Option<LayoutRecord>,
     pub profile: ErasureProfile,
     pub healthy: HashSet<NodeId>,
+    /// Shard disks of each node, as its heartbeats say (1 when unknown).
+    pub disks: HashMap<NodeId, usize>,
+    /// Shards, on distinct disks, a new block needs before it is
+    /// acknowledged (`None`: K+1).
+    pub min_write: Option<u8>,
 }
 
 fn score(block: &BlockId, node: NodeId) -> u64 {
@@ -34,13 +42,20 @@ fn score(block: &BlockId, node: NodeId) -> u64 {
 }
 
 impl View {
-    pub fn single(me: NodeId, profile: ErasureProfile) -> Self {
+    /// A single-node drive with `disks` shard disks.
+    pub fn single(me: NodeId, profile: ErasureProfile, disks: usize) -> Self {
         Self {
             me,
             layout: None,
             profile,
             healthy: HashSet::from([me]),
+            disks: HashMap::from([(me, disks)]),
+            min_write: None,
         }
+    }
+
+    fn disks_of(&self, node: NodeId) -> usize {
+        self.disks.get(&node).copied().unwrap_or(1).max(1)
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -106,17 +121,51 @@ impl View {
         self.ranking(block).into_iter().take(total).collect()
     }
 
-    /// Shards that must be written for a block to count as durable.
+    /// The node of each shard of a new block (`None`: nowhere to put it
+    /// now). Shard i goes to the i-th healthy node of the block's ranking;
+    /// the shards left over when fewer than K+M nodes are up (on a single
+    /// node: all but the first) go to other disks of those nodes, best
+    /// ranked first. A node keeps shard i on its disk `i mod disks` (in
+    /// the block's order of its disks, `LocalShards::disk_for`), so a node
+    /// takes another shard only if its index lands on a disk that holds
+    /// none of the block: two shards of a block never share a disk.
+    pub fn write_plan(&self, block: &BlockId) -> Vec<Option<NodeId>> {
+        let n = self.profile.total();
+        let targets = if self.is_cluster() {
+            self.write_targets(block)
+        } else {
+            vec![self.me]
+        };
+        let mut plan: Vec<Option<NodeId>> = (0..n).map(|i| targets.get(i).copied()).collect();
+        // The disks (index residues) each target uses.
+        let mut used: Vec<(NodeId, usize, Vec<usize>)> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let d = self.disks_of(*t);
+                (*t, d, vec![i % d])
+            })
+            .collect();
+        for (i, slot) in plan.iter_mut().enumerate().skip(targets.len()) {
+            if let Some((node, d, residues)) = used
+                .iter_mut()
+                .find(|(_, d, residues)| !residues.contains(&(i % *d)))
+            {
+                residues.push(i % *d);
+                *slot = Some(*node);
+            }
+        }
+        plan
+    }
+
+    /// Shards, each on its own disk, that must be durable for a block to
+    /// be acknowledged: K+1 (a spare against one more failure), or the
+    /// configured number, never more than K+M.
     pub fn write_quorum(&self) -> usize {
         let (k, m) = (self.profile.data as usize, self.profile.parity as usize);
-        if !self.is_cluster() {
-            return k + m;
-        }
-        if m < k {
-            k
-        } else {
-            k + 1
-        }
+        let floor = if m >= 1 { k + 1 } else { k };
+        let want = self.min_write.map(usize::from).unwrap_or(floor);
+        want.clamp(floor, k + m)
     }
 }
 
@@ -170,6 +219,8 @@ mod tests {
             layout: Some(layout(n, zones)),
             profile: ErasureProfile { data: 2, parity: 1 },
             healthy: (1..=n).collect(),
+            disks: HashMap::new(),
+            min_write: None,
         }
     }
 
@@ -267,16 +318,78 @@ mod tests {
     }
 
     #[test]
-    fn quorum() {
-        assert_eq!(view(3, false).write_quorum(), 2);
+    fn quorum_keeps_a_spare() {
+        assert_eq!(view(3, false).write_quorum(), 3);
         let mut v = view(6, false);
         v.profile = ErasureProfile { data: 4, parity: 2 };
-        assert_eq!(v.write_quorum(), 4);
+        assert_eq!(v.write_quorum(), 5);
+        v.min_write = Some(6);
+        assert_eq!(v.write_quorum(), 6);
+        // Never below K+1, never above K+M.
+        v.min_write = Some(2);
+        assert_eq!(v.write_quorum(), 5);
+        v.min_write = Some(9);
+        assert_eq!(v.write_quorum(), 6);
         v.profile = ErasureProfile { data: 1, parity: 1 };
+        v.min_write = None;
         assert_eq!(v.write_quorum(), 2);
         assert_eq!(
-            View::single(1, ErasureProfile { data: 2, parity: 1 }).write_quorum(),
+            View::single(1, ErasureProfile { data: 2, parity: 1 }, 3).write_quorum(),
             3
         );
+    }
+
+    #[test]
+    fn shards_of_down_nodes_go_to_spare_disks_of_live_ones() {
+        // Five nodes, 3+2, two down, two disks each: every shard has a
+        // place, three on the live nodes' first disks and two on second
+        // disks, no node taking more than its disks.
+        let mut v = view(5, false);
+        v.profile = ErasureProfile { data: 3, parity: 2 };
+        v.healthy = HashSet::from([1, 3, 5]);
+        v.disks = (1..=5).map(|n| (n, 2)).collect();
+        for i in 0..300 {
+            let plan = v.write_plan(&block(i));
+            assert_eq!(plan.len(), 5);
+            assert!(plan.iter().all(|p| p.is_some()), "{plan:?}");
+            let mut per: HashMap<u64, usize> = HashMap::new();
+            for n in plan.iter().flatten() {
+                assert!(v.healthy.contains(n));
+                *per.entry(*n).or_default() += 1;
+            }
+            assert!(per.values().all(|c| *c <= 2), "{plan:?}");
+            assert_eq!(per.len(), 3);
+        }
+        // Each node's shards land on distinct disks (index mod disks).
+        for i in 0..300 {
+            let plan = v.write_plan(&block(i));
+            for node in [1u64, 3, 5] {
+                let residues: Vec<usize> = plan
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n == Some(node))
+                    .map(|(i, _)| i % 2)
+                    .collect();
+                let distinct: HashSet<_> = residues.iter().collect();
+                assert_eq!(distinct.len(), residues.len(), "{plan:?}");
+            }
+        }
+        // A single node keeps as many shards as it has disks.
+        let mut single = View::single(1, ErasureProfile { data: 2, parity: 1 }, 2);
+        assert_eq!(single.write_plan(&block(1)), vec![Some(1), Some(1), None]);
+        single.disks.insert(1, 3);
+        assert_eq!(single.write_plan(&block(1)), vec![Some(1); 3]);
+        // One disk each: two shards have no place; the write stops short
+        // of K+1 = 4 and is refused by the block store.
+        v.disks = (1..=5).map(|n| (n, 1)).collect();
+        let plan = v.write_plan(&block(7));
+        assert_eq!(plan.iter().flatten().count(), 3);
+        assert!(plan.iter().flatten().count() < v.write_quorum());
+        // All up: one shard per node, as before.
+        let mut all = view(5, false);
+        all.profile = ErasureProfile { data: 3, parity: 2 };
+        all.disks = (1..=5).map(|n| (n, 2)).collect();
+        let plan = all.write_plan(&block(7));
+        assert_eq!(plan.iter().flatten().collect::<HashSet<_>>().len(), 5);
     }
 }

@@ -12,7 +12,7 @@
 //! rebuilds any whose checksum fails.
 
 use futures::StreamExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,10 +24,12 @@ use raft_meta::{BlockEntry, Command, MetaClient};
 use tokio_util::sync::CancellationToken;
 
 use crate::blocks::BlockStore;
-use crate::health::{Health, RepairStatus};
+use crate::health::{Health, RepairStatus, MAX_NAMED_FILES};
 use crate::net::{NetRequest, SharedNet};
 
 const PAGE: usize = 512;
+/// Unreadable blocks remembered per user to name their files, at most.
+const MAX_TRACKED_UNREADABLE: usize = 10_000;
 /// Repairs in flight at once (a sliding window), so user traffic keeps a
 /// share of the bandwidth while the disk stays busy.
 const PARALLEL_REPAIRS: usize = 8;
@@ -54,6 +56,16 @@ struct Task {
     /// The shard on `from` is intact and can be copied (a move), rather
     /// than rebuilt from the others.
     copy: bool,
+    /// Shards of the block on live nodes when planned: the fewest go first.
+    live: usize,
+}
+
+/// What one block's placement says about its safety now.
+struct Safety {
+    /// Shards on live nodes (healthy, not gone).
+    live: usize,
+    total: usize,
+    data: usize,
 }
 
 impl Repair {
@@ -132,11 +144,24 @@ impl Repair {
             .collect()
     }
 
+    fn safety(&self, entry: &BlockEntry, gone: &HashSet<NodeId>) -> Safety {
+        let nodes = &entry.record.stored.nodes;
+        Safety {
+            live: nodes
+                .iter()
+                .filter(|n| **n != 0 && !gone.contains(n) && self.health.is_healthy(**n))
+                .count(),
+            total: nodes.len(),
+            data: entry.record.stored.data_shards as usize,
+        }
+    }
+
     fn plan(&self, entry: &BlockEntry, gone: &HashSet<NodeId>) -> (Vec<Task>, u64) {
         let view = self.blocks.placement().view();
         let Some(layout) = &view.layout else {
             return (Vec::new(), 0);
         };
+        let live = self.safety(entry, gone).live;
         let nodes = &entry.record.stored.nodes;
         let total = nodes.len();
         let desired = view.desired(&entry.block, total);
@@ -158,10 +183,15 @@ impl Repair {
                 nodes[i] == 0 || gone.contains(&nodes[i]) || layout.member(nodes[i]).is_none()
             })
             .collect();
-        // Shards to move: on a live node outside the desired set, when a
-        // desired node holds nothing of this block.
+        // Shards to move: on a live node outside the desired set, or a
+        // second shard a live node took while the block's own node was
+        // down; each goes when a desired node holding nothing of the block
+        // is up.
         let mut movable: Vec<usize> = (0..total)
-            .filter(|&i| !lost.contains(&i) && !desired.contains(&nodes[i]))
+            .filter(|&i| {
+                !lost.contains(&i)
+                    && (!desired.contains(&nodes[i]) || nodes[..i].contains(&nodes[i]))
+            })
             .collect();
         let mut free: Vec<NodeId> = desired
             .iter()
@@ -191,19 +221,26 @@ impl Repair {
                     from: nodes[i],
                     to,
                     copy: false,
+                    live,
                 }),
                 None => stuck += 1,
             }
         }
         for i in movable.drain(..) {
-            if let Some(to) = pick(&mut holding, &mut free) {
-                tasks.push(Task {
+            match pick(&mut holding, &mut free) {
+                Some(to) => tasks.push(Task {
                     entry: entry.clone(),
                     index: i,
                     from: nodes[i],
                     to,
                     copy: true,
-                });
+                    live,
+                }),
+                // A second shard on one node waits for its home to come
+                // up: until then the block has less spread than it should,
+                // which the backlog says.
+                None if nodes[..i].contains(&nodes[i]) => stuck += 1,
+                None => {}
             }
         }
         (tasks, stuck)
@@ -219,17 +256,37 @@ impl Repair {
             .as_ref()
             .map(|l| l.version)
             .unwrap_or(0);
-        let reader = self.meta.local().clone();
+        // Current as of the leader's commit: a leader that just took over
+        // may not have applied everything yet, and a scan of less would
+        // report a backlog it does not know.
+        let reader = self.meta.linearizable().await?.clone();
         let mut after: Option<Vec<u8>> = None;
         let mut found = 0u64;
         let mut stuck = 0u64;
         let mut scanned = 0u64;
+        let mut short = 0u64;
+        let mut unreadable_by_user: HashMap<
+            cluster_config::UserId,
+            HashSet<cluster_config::BlockId>,
+        > = HashMap::new();
+        let mut unreadable_count = 0u64;
         let mut all = Vec::new();
         loop {
             let page = reader.blocks_after(after.as_deref(), PAGE)?;
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             for entry in &page {
+                let safety = self.safety(entry, &gone);
+                if safety.live < safety.total {
+                    short += 1;
+                }
+                if safety.live < safety.data {
+                    unreadable_count += 1;
+                    let set = unreadable_by_user.entry(entry.user).or_default();
+                    if set.len() < MAX_TRACKED_UNREADABLE {
+                        set.insert(entry.block);
+                    }
+                }
                 let (tasks, s) = self.plan(entry, &gone);
                 found += tasks.len() as u64;
                 stuck += s;
@@ -237,10 +294,42 @@ impl Repair {
             }
             scanned += page.len() as u64;
         }
+        // The files behind unreadable blocks, named for the operator.
+        let mut files = Vec::new();
+        for (user, blocks) in &unreadable_by_user {
+            if files.len() >= MAX_NAMED_FILES {
+                break;
+            }
+            let name = reader
+                .user(user)?
+                .map(|u| u.username)
+                .unwrap_or_else(|| user.to_string());
+            for path in reader.files_using(user, blocks, MAX_NAMED_FILES - files.len())? {
+                files.push(format!("{name}:{path}"));
+            }
+        }
+        if unreadable_count > 0 {
+            tracing::error!(blocks = unreadable_count, files = ?files, "blocks below K shards on live nodes: unreadable until their nodes return");
+        }
+        // The most endangered blocks first: those with the fewest shards.
+        all.sort_by_key(|t: &Task| t.live);
+        tracing::debug!(
+            scanned,
+            tasks = all.len(),
+            stuck,
+            short,
+            unreadable = unreadable_count,
+            gone = ?gone,
+            "repair scan planned"
+        );
         {
             let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
             st.backlog = found + stuck;
             st.blocks_scanned = scanned;
+            st.blocks_short = short;
+            st.blocks_unreadable = unreadable_count;
+            st.unreadable_files = files;
+            st.last_progress_ms = self.meta.now_ms();
         }
         self.publish();
         // A sliding window: a new task starts as soon as one finishes (their
@@ -262,6 +351,7 @@ impl Repair {
             };
             {
                 let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                st.last_progress_ms = self.meta.now_ms();
                 match r {
                     Ok(true) => {
                         st.backlog = st.backlog.saturating_sub(1);
@@ -284,6 +374,7 @@ impl Repair {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         st.scans_completed += 1;
         st.layout_version = layout_version;
+        st.last_progress_ms = self.meta.now_ms();
         Ok(())
     }
 

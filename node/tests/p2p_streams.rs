@@ -69,6 +69,7 @@ fn start(id: u64, key: &libp2p::identity::Keypair, peers: &[PeerAddr]) -> Node {
     let (net, task) = P2pNet::start(
         id,
         key.clone(),
+        [5; 32],
         &peers[id as usize - 1].p2p_addr,
         peers.to_vec(),
         echo.clone(),

@@ -21,6 +21,14 @@ use crate::types::{Command, LogId, MemberNode, Output, Raft, Request, Response};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Commands folded into one log entry at most.
 const MAX_BATCH: usize = 256;
+/// Encoded bytes of one command at most: the largest a gateway makes is
+/// the commit of a 10 GiB file cut into the smallest chunks (~4 MB).
+/// Anything larger is refused before it reaches Raft.
+pub const MAX_COMMAND_BYTES: usize = 8 << 20;
+/// Encoded bytes folded into one log entry at most (a command larger than
+/// this goes alone): one user's burst of large commands cannot make an
+/// entry that takes replication and elections down with it.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Batches proposed at once; while they are in flight, new writes queue
 /// up and go out together in the next one. Two, so that one batch
 /// replicates while the one before it is applied: with four, batches were
@@ -30,6 +38,8 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// A write waiting for the batcher.
 struct Pending {
     req: Request,
+    /// Its encoded size.
+    bytes: usize,
     reply: tokio::sync::oneshot::Sender<Result<Response, MetaError>>,
 }
 
@@ -40,17 +50,34 @@ async fn run_batcher(
     slots: Arc<tokio::sync::Semaphore>,
     mut rx: tokio::sync::mpsc::Receiver<Pending>,
 ) {
-    while let Some(first) = rx.recv().await {
+    // A write that did not fit in the last batch opens the next one.
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         // Holding the client only per batch lets it (and this task) go away.
         let Some(inner) = inner.upgrade() else { return };
         let client = MetaClient { inner };
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) if bytes + p.bytes > MAX_BATCH_BYTES => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.bytes;
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
@@ -288,6 +315,9 @@ impl MetaClient {
                         Err(Attempt::Retry("leader changed".into()))
                     }
                     Err(ForwardError::Unavailable(e)) => Err(Attempt::Retry(e)),
+                    Err(e @ (ForwardError::NotMember(_) | ForwardError::Refused(_))) => {
+                        Err(Attempt::Fail(MetaError::Unavailable(e.to_string())))
+                    }
                 }
             }
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
@@ -333,6 +363,13 @@ impl MetaClient {
             at_ms: self.now_ms(),
             cmd,
         };
+        let bytes = crate::records::encoded_len(&req);
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(MetaError::TooLarge {
+                bytes,
+                limit: MAX_COMMAND_BYTES,
+            });
+        }
         let Some(batcher) = self.inner.batcher.get() else {
             return self.submit(&req).await?.map_err(MetaError::Command);
         };
@@ -348,7 +385,7 @@ impl MetaClient {
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
         batcher
-            .send(Pending { req, reply })
+            .send(Pending { req, bytes, reply })
             .await
             .map_err(|_| MetaError::Unavailable("metadata writer stopped".into()))?;
         rx.await
@@ -413,6 +450,9 @@ impl MetaClient {
                     }
                     Err(ForwardError::Unavailable(e)) => {
                         Err(Attempt::Fail(MetaError::Unavailable(e)))
+                    }
+                    Err(e @ (ForwardError::NotMember(_) | ForwardError::Refused(_))) => {
+                        Err(Attempt::Fail(MetaError::Unavailable(e.to_string())))
                     }
                 }
             }

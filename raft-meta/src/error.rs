@@ -17,6 +17,9 @@ pub enum MetaError {
     /// A stored record could not be decoded.
     #[error("metadata corrupt: {0}")]
     Corrupt(String),
+    /// The command is larger than any the metadata takes.
+    #[error("a metadata change of {bytes} bytes is over the {limit}-byte limit")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 impl MetaError {

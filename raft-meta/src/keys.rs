@@ -25,6 +25,12 @@ pub const SHARE: u8 = 0x0e;
 pub const SHARE_OUT: u8 = 0x0f;
 /// Index of shares by the user they are given to: `sharee ++ share id`.
 pub const SHARE_IN: u8 = 0x10;
+/// The bootstrap record: the drive is set up (first layout, first admin).
+pub const BOOTSTRAP: u8 = 0x11;
+/// Per-user settings kept beside the user record: `user`.
+pub const USER_SETTINGS: u8 = 0x12;
+/// A share offered and not accepted yet: `share id`.
+pub const SHARE_PENDING: u8 = 0x13;
 /// Raft bookkeeping kept in the same tree so it commits with the data.
 pub const SM_META: u8 = 0xf0;
 
@@ -48,6 +54,26 @@ pub fn username(name: &str) -> Vec<u8> {
 
 pub fn session(u: &UserId, token_hash: &[u8; 32]) -> Vec<u8> {
     key(SESSION, &[u.as_bytes(), token_hash])
+}
+
+pub fn sessions_of(u: &UserId) -> Vec<u8> {
+    key(SESSION, &[u.as_bytes()])
+}
+
+pub fn users() -> Vec<u8> {
+    vec![USER]
+}
+
+pub fn user_settings(u: &UserId) -> Vec<u8> {
+    key(USER_SETTINGS, &[u.as_bytes()])
+}
+
+pub fn bootstrap() -> Vec<u8> {
+    key(BOOTSTRAP, &[b"done"])
+}
+
+pub fn share_pending(id: &ShareId) -> Vec<u8> {
+    key(SHARE_PENDING, &[id.as_bytes()])
 }
 
 pub fn device(u: &UserId, d: &DeviceId) -> Vec<u8> {
@@ -74,6 +100,10 @@ pub fn version(u: &UserId, e: &EntryId, v: u64) -> Vec<u8> {
     key(VERSION, &[u.as_bytes(), e.as_bytes(), &v.to_be_bytes()])
 }
 
+pub fn versions_of_user(u: &UserId) -> Vec<u8> {
+    key(VERSION, &[u.as_bytes()])
+}
+
 pub fn versions_of(u: &UserId, e: &EntryId) -> Vec<u8> {
     key(VERSION, &[u.as_bytes(), e.as_bytes()])
 }
@@ -92,6 +122,10 @@ pub fn journal_of(u: &UserId) -> Vec<u8> {
 
 pub fn upload(u: &UserId, id: &UploadId) -> Vec<u8> {
     key(UPLOAD, &[u.as_bytes(), id.as_bytes()])
+}
+
+pub fn uploads_of(u: &UserId) -> Vec<u8> {
+    key(UPLOAD, &[u.as_bytes()])
 }
 
 pub fn upload_expiry(expires_ms: u64, u: &UserId, id: &UploadId) -> Vec<u8> {

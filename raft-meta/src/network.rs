@@ -43,6 +43,38 @@ pub enum ForwardError {
     NotLeader { leader: Option<u64> },
     #[error("{0}")]
     Unavailable(String),
+    /// The forwarding node is not in the Raft membership: its writes and
+    /// reads are not taken.
+    #[error("node {0} is not a member of the metadata group")]
+    NotMember(u64),
+    /// A command no gateway forwards.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Whether `from` is a voter or a learner of the membership `raft` knows.
+fn is_member(raft: &Raft, from: u64) -> bool {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let known = m
+        .membership_config
+        .membership()
+        .nodes()
+        .any(|(id, _)| *id == from);
+    known
+}
+
+/// Commands a gateway never forwards: an account with admin rights is made
+/// only by the drive's bootstrap on the leader itself.
+fn forwardable(cmd: &crate::types::Command) -> Result<(), String> {
+    use crate::types::Command;
+    match cmd {
+        Command::CreateUser { admin: true, .. } => {
+            Err("an admin account is never created through another node".into())
+        }
+        Command::Batch(reqs) => reqs.iter().try_for_each(|r| forwardable(&r.cmd)),
+        _ => Ok(()),
+    }
 }
 
 /// Delivery failed; the peer may be down.
@@ -81,6 +113,20 @@ impl RaftTransport for NoPeers {
                 reason: "this node has no peers".into(),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn appends_are_cut_by_bytes_but_never_to_nothing() {
+        let small = vec![vec![0u8; 1000]; 10];
+        assert_eq!(super::entries_that_fit(&small), 10);
+        let big = vec![vec![0u8; 6 << 20]; 10];
+        assert_eq!(super::entries_that_fit(&big), 2);
+        let huge = vec![vec![0u8; 40 << 20]; 3];
+        assert_eq!(super::entries_that_fit(&huge), 1);
+        assert_eq!(super::entries_that_fit::<Vec<u8>>(&[]), 0);
     }
 }
 
@@ -149,10 +195,29 @@ impl PeerNetwork {
     }
 }
 
+/// Encoded entries in one AppendEntries message at most (a single larger
+/// entry still goes, alone). openraft counts entries, not bytes; a run of
+/// large entries is sent as several messages, each acknowledged as a
+/// partial success, so no message outgrows its timeout or the lane.
+pub const MAX_APPEND_BYTES: usize = 16 << 20;
+
+/// How many of `entries` fit in one message of `MAX_APPEND_BYTES`.
+fn entries_that_fit<T: Serialize>(entries: &[T]) -> usize {
+    let mut total = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        let n = crate::records::encoded_len(e);
+        if i > 0 && total.saturating_add(n) > MAX_APPEND_BYTES {
+            return i;
+        }
+        total = total.saturating_add(n);
+    }
+    entries.len()
+}
+
 impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
         if let (Some(durable), Some(commit)) = (&self.durable, rpc.leader_commit) {
@@ -161,7 +226,18 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 .await
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         }
-        self.rpc(RaftRpcKind::AppendEntries, &rpc).await
+        let fit = entries_that_fit(&rpc.entries);
+        let partial = fit < rpc.entries.len();
+        if partial {
+            rpc.entries.truncate(fit);
+        }
+        let last = rpc.entries.last().map(|e| e.log_id);
+        match self.rpc(RaftRpcKind::AppendEntries, &rpc).await? {
+            AppendEntriesResponse::Success if partial => {
+                Ok(AppendEntriesResponse::PartialSuccess(last))
+            }
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -184,13 +260,26 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     }
 }
 
-/// Serves one inbound RPC on the local Raft node; the answer is encoded
-/// whatever happens, so the caller always gets a typed reply.
+/// Serves one inbound RPC from node `from` on the local Raft node; the
+/// answer is encoded whatever happens, so the caller always gets a typed
+/// reply. Forwarded writes and read indexes are taken only from members
+/// of the metadata group (a key that is merely listed as a peer is not
+/// enough), and never for commands no gateway forwards.
 pub async fn handle_raft_rpc(
     raft: &Raft,
+    from: u64,
     kind: RaftRpcKind,
     payload: &[u8],
 ) -> Result<Vec<u8>, String> {
+    if matches!(kind, RaftRpcKind::ClientWrite | RaftRpcKind::ReadIndex) && !is_member(raft, from) {
+        tracing::warn!(
+            from,
+            ?kind,
+            "forwarded request from a node outside the membership refused"
+        );
+        let answer: Result<(), ForwardError> = Err(ForwardError::NotMember(from));
+        return Ok(encode(&answer));
+    }
     match kind {
         RaftRpcKind::AppendEntries => {
             let req: AppendEntriesRequest<TypeConfig> =
@@ -209,6 +298,16 @@ pub async fn handle_raft_rpc(
         RaftRpcKind::ClientWrite => {
             let req: crate::types::Request =
                 decode("client write", payload).map_err(|e| e.to_string())?;
+            if let Err(why) = forwardable(&req.cmd) {
+                tracing::warn!(
+                    from,
+                    command = req.cmd.name(),
+                    "forwarded write refused: {why}"
+                );
+                let answer: Result<crate::types::Response, ForwardError> =
+                    Err(ForwardError::Refused(why));
+                return Ok(encode(&answer));
+            }
             let answer: Result<crate::types::Response, ForwardError> =
                 match raft.client_write(req).await {
                     Ok(r) => Ok(r.data),

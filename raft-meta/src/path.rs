@@ -30,6 +30,15 @@ pub enum PathError {
     SegmentTooLong,
     #[error("this operation needs a path below the root")]
     IsRoot,
+    #[error("path has an invisible or direction-changing character (U+200B-U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF)")]
+    InvisibleCharacter,
+}
+
+/// Characters that make a name look like another: zero-width ones and
+/// bidirectional overrides (`Invoice\u{202E}lmth.exe` shows as
+/// `Invoiceexe.html`).
+pub fn is_deceptive(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// A validated, NFC-normalised absolute path. The root has no segments.
@@ -65,6 +74,12 @@ impl DrivePath {
         let mut segments = Vec::new();
         for seg in text[1..].split('/') {
             check_segment(seg)?;
+            // Only paths from clients: names stored before this rule stay
+            // reachable through the tree, and the state machine replays
+            // old commands as they were.
+            if seg.chars().any(is_deceptive) {
+                return Err(PathError::InvisibleCharacter);
+            }
             segments.push(seg.to_string());
         }
         Ok(Self { segments })
@@ -208,6 +223,11 @@ mod tests {
             ("/a\0b", ControlCharacter),
             ("/a\nb", ControlCharacter),
             ("/a\u{7f}", ControlCharacter),
+            ("/Invoice\u{202e}lmth.exe", InvisibleCharacter),
+            ("/a\u{200b}b", InvisibleCharacter),
+            ("/\u{feff}x", InvisibleCharacter),
+            ("/x/\u{2067}y", InvisibleCharacter),
+            ("/\u{200f}", InvisibleCharacter),
         ];
         for (raw, want) in cases {
             assert_eq!(DrivePath::parse(raw), Err(want), "{raw:?}");

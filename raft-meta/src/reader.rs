@@ -9,8 +9,8 @@ use crate::keys;
 use crate::kv::{self, KvRead, Resolved};
 use crate::path::DrivePath;
 use crate::records::{
-    decode, BlockRecord, ChangeRecord, DeviceRecord, EntryKind, EntryRecord, SessionRecord,
-    ShareRecord, UploadRecord, UserRecord, VersionRecord,
+    decode, BlockRecord, BootstrapRecord, ChangeRecord, DeviceRecord, EntryKind, EntryRecord,
+    SessionRecord, ShareRecord, UploadRecord, UserRecord, UserSettings, VersionRecord,
 };
 
 #[derive(Clone)]
@@ -65,6 +65,66 @@ impl MetaReader {
 
     pub fn session(&self, user: &UserId, token_hash: &[u8; 32]) -> R<Option<SessionRecord>> {
         self.get("session", &keys::session(user, token_hash))
+    }
+
+    /// Every session of a user: its token hash and record.
+    pub fn sessions(&self, user: &UserId) -> R<Vec<([u8; 32], SessionRecord)>> {
+        let prefix = keys::sessions_of(user);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let Ok(hash) = <[u8; 32]>::try_from(&k[prefix.len()..]) else {
+                return Err(MetaError::Corrupt("session key".into()));
+            };
+            out.push((hash, decode("session", &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Whether the drive was set up, and by whom.
+    pub fn bootstrap(&self) -> R<Option<BootstrapRecord>> {
+        self.get("bootstrap", &keys::bootstrap())
+    }
+
+    pub fn user_settings(&self, user: &UserId) -> R<UserSettings> {
+        Ok(self
+            .get("user settings", &keys::user_settings(user))?
+            .unwrap_or_default())
+    }
+
+    /// Accounts in id order after `after` (exclusive), at most `limit`.
+    pub fn users_after(
+        &self,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> R<Vec<(UserId, UserRecord)>> {
+        let start = match after {
+            Some(u) => {
+                let mut k = keys::user(u);
+                k.push(0);
+                k
+            }
+            None => keys::users(),
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range_from(start) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            if k.first() != Some(&keys::USER) {
+                break;
+            }
+            let id =
+                UserId::from_slice(&k[1..]).ok_or_else(|| MetaError::Corrupt("user key".into()))?;
+            out.push((id, decode("user", &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Whether a share waits for its sharee to accept it.
+    pub fn share_pending(&self, id: &ShareId) -> R<bool> {
+        Ok(KvRead::get_raw(&self.tree, &keys::share_pending(id))?.is_some())
     }
 
     pub fn device(&self, user: &UserId, id: &DeviceId) -> R<Option<DeviceRecord>> {
@@ -203,6 +263,20 @@ impl MetaReader {
         self.get("upload", &keys::upload(user, id))
     }
 
+    /// Upload sessions of `user` still open at `now_ms` (unfinished and not
+    /// expired).
+    pub fn uploads_of(&self, user: &UserId, now_ms: u64) -> R<usize> {
+        let mut n = 0;
+        for kv in self.tree.scan_prefix(keys::uploads_of(user)) {
+            let (_, v) = kv?;
+            let rec: UploadRecord = decode("upload", &v)?;
+            if rec.finished.is_none() && rec.expires_ms > now_ms {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn layout(&self) -> R<Option<crate::records::LayoutRecord>> {
         self.get("layout", &keys::layout())
     }
@@ -241,6 +315,40 @@ impl MetaReader {
                 block,
                 record,
             });
+        }
+        Ok(out)
+    }
+
+    /// Paths of `user`'s files with a version that uses one of `blocks`,
+    /// at most `limit` (a scan of the user's versions: for reports on
+    /// damaged blocks, not for hot paths).
+    pub fn files_using(
+        &self,
+        user: &UserId,
+        blocks: &std::collections::HashSet<BlockId>,
+        limit: usize,
+    ) -> R<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        let prefix = keys::versions_of_user(user);
+        for kv in self.tree.scan_prefix(&prefix) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            let v: VersionRecord = decode("version", &v)?;
+            if !v.blocks.iter().any(|b| blocks.contains(&b.id)) {
+                continue;
+            }
+            let Some(entry) = k
+                .get(prefix.len()..prefix.len() + 16)
+                .and_then(EntryId::from_slice)
+            else {
+                continue;
+            };
+            let path = self.entry_path(user, &entry)?;
+            if !out.contains(&path) {
+                out.push(path);
+            }
         }
         Ok(out)
     }

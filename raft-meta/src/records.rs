@@ -29,6 +29,12 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     }
 }
 
+/// The length of `value`'s postcard encoding, without making it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .unwrap_or(usize::MAX)
+}
+
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
     match bytes.split_first() {
         Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| DecodeError {
@@ -227,6 +233,34 @@ pub struct ShareRecord {
     /// The name it is mounted under for the sharee (unique per owner).
     pub name: String,
     pub created_ms: u64,
+}
+
+/// The drive was set up: its first layout and its first admin exist.
+/// Written once, by `Command::Bootstrap`; until then nobody can sign up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapRecord {
+    /// The operator's admin account (none on a drive without one).
+    pub admin: Option<UserId>,
+    pub at_ms: u64,
+}
+
+/// Whose shares a user takes without accepting each one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum AcceptFrom {
+    /// Every share waits for the user to accept it.
+    #[default]
+    Nobody,
+    Anyone,
+    Users(Vec<UserId>),
+}
+
+/// Settings of a user kept beside the user record (which has a fixed
+/// layout): absent means every field at its default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UserSettings {
+    /// An administrator disabled the account: no login, no session works.
+    pub disabled: bool,
+    pub accept_shares_from: AcceptFrom,
 }
 
 /// A resumable upload in progress. Its finished chunks are stored under

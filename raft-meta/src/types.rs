@@ -122,6 +122,17 @@ pub struct FinishUpload {
     pub id_seed: [u8; 16],
 }
 
+/// The operator's admin account, created with the drive's first layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapAdmin {
+    pub user: UserId,
+    pub username: String,
+    pub password_hash: String,
+    pub quota_bytes: u64,
+}
+
+/// New variants go at the end: log entries written by earlier versions
+/// must keep decoding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     CreateUser {
@@ -213,6 +224,58 @@ pub enum Command {
     /// Several writers' commands in one log entry (group commit), applied
     /// in order, each with its own time and its own result. Never nested.
     Batch(Vec<Request>),
+    /// Sets the drive up, once: the first layout (a cluster) and the
+    /// operator's admin account, in one entry, so no request can be served
+    /// between them. Signups wait for it. Applying it again changes nothing.
+    Bootstrap {
+        layout: Option<LayoutRecord>,
+        admin: Option<BootstrapAdmin>,
+    },
+    /// An administrator changes an account (the gateway checks the caller).
+    UpdateUser {
+        user: UserId,
+        quota_bytes: Option<u64>,
+        disabled: Option<bool>,
+        admin: Option<bool>,
+    },
+    /// A user's new password; every session but `keep` ends.
+    ChangePassword {
+        user: UserId,
+        password_hash: String,
+        keep: Option<[u8; 32]>,
+    },
+    /// Offers `path` of `owner`'s tree to `sharee`: pending until the
+    /// sharee accepts it, unless the sharee takes shares from the owner
+    /// without asking. Offering it again changes the role.
+    OfferShare {
+        owner: UserId,
+        path: Vec<String>,
+        sharee: UserId,
+        role: crate::records::ShareRole,
+        share: ShareId,
+        device: DeviceId,
+    },
+    /// The sharee accepts a pending share: it appears under `/Shared`.
+    AcceptShare {
+        sharee: UserId,
+        share: ShareId,
+        device: DeviceId,
+    },
+    /// Whose shares `user` takes without accepting each one.
+    SetShareAcceptance {
+        user: UserId,
+        from: crate::records::AcceptFrom,
+    },
+    /// A write that `sharee` makes in the owner's tree through an editor
+    /// share: applied only if the share still exists, is accepted, lets
+    /// the sharee edit, and every path of `cmd` lies inside the shared
+    /// entry. Checked when it applies, so a share revoked while an upload
+    /// was in flight stops its commit.
+    ViaShare {
+        share: ShareId,
+        sharee: UserId,
+        cmd: Box<Command>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +309,13 @@ impl Command {
             Command::RegisterBlocks { .. } => "register_blocks",
             Command::CreateShare { .. } => "create_share",
             Command::DeleteShare { .. } => "delete_share",
+            Command::Bootstrap { .. } => "bootstrap",
+            Command::UpdateUser { .. } => "update_user",
+            Command::ChangePassword { .. } => "change_password",
+            Command::OfferShare { .. } => "offer_share",
+            Command::AcceptShare { .. } => "accept_share",
+            Command::SetShareAcceptance { .. } => "set_share_acceptance",
+            Command::ViaShare { .. } => "via_share",
         }
     }
 }
@@ -279,6 +349,11 @@ pub enum Output {
     Share(ShareId),
     /// The result of each command of a batch, in order.
     Batch(Vec<Response>),
+    /// A share was offered: its id, and whether it waits for the sharee.
+    Offered {
+        share: ShareId,
+        pending: bool,
+    },
 }
 
 /// Why a command was refused. Deterministic: every node computes the same.
@@ -312,6 +387,16 @@ pub enum CommandError {
     MissingBlocks(Vec<BlockId>),
     #[error("the layout changed: it is at version {current}")]
     LayoutChanged { current: u64 },
+    /// The bootstrap admin's name belongs to an account without admin
+    /// rights (taken before the drive was set up): the operator decides.
+    #[error("the account {0:?} exists and is not the operator's admin account")]
+    AdminNameTaken(String),
+    /// The caller may not do this (a share ended, a viewer role, ...).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A per-user cap on stored things was reached.
+    #[error("{0}")]
+    Limit(String),
 }
 
 pub type Response = Result<Output, CommandError>;

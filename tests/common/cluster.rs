@@ -46,6 +46,16 @@ impl Cluster {
 
     /// `start`, with more `strata init-cluster` arguments.
     pub fn start_with(nodes: usize, spare: usize, ec: &str, init_args: &[&str]) -> Self {
+        let mut c = Self::generate(nodes, spare, ec, init_args);
+        for i in 1..=nodes as u64 {
+            c.launch(i);
+        }
+        c
+    }
+
+    /// Writes the cluster's files with `strata init-cluster` and starts
+    /// nothing.
+    pub fn generate(nodes: usize, spare: usize, ec: &str, init_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("cluster");
         let base = free_base_port(nodes + spare);
@@ -85,15 +95,11 @@ impl Cluster {
         }
         let manifest: Value =
             serde_json::from_slice(&std::fs::read(out.join("cluster.json")).unwrap()).unwrap();
-        let mut c = Cluster {
+        Cluster {
             dir,
             manifest,
             procs: BTreeMap::new(),
-        };
-        for i in 1..=nodes as u64 {
-            c.launch(i);
         }
-        c
     }
 
     pub fn out(&self) -> PathBuf {
@@ -256,7 +262,13 @@ impl Cluster {
             let v = self.verify(admin).await;
             let s = self.status(admin).await;
             let scanned = s["repair"]["layout_version"].as_u64().unwrap_or(0) >= version;
-            if scanned && v["shards_present"] == v["shards_expected"] && s["repair_backlog"] == 0 {
+            // Idle: a completed scan found nothing to rebuild or move and
+            // every block has all its shards on live nodes.
+            if scanned
+                && v["shards_present"] == v["shards_expected"]
+                && s["repair_backlog"] == 0
+                && s["repair_state"] == "idle"
+            {
                 return v;
             }
             assert!(

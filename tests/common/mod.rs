@@ -143,12 +143,35 @@ impl Drive {
         self.launch();
     }
 
+    /// Stops, edits the dev node config with `edit`, and runs it with
+    /// `strata serve --config`.
+    pub fn reconfigure_text(&mut self, edit: impl FnOnce(String) -> String) {
+        self.stop();
+        let cfg = self.data().join("node-1").join("node.toml");
+        let text = edit(std::fs::read_to_string(&cfg).expect("node.toml"));
+        let custom = self.data().join("node-1").join("custom.toml");
+        std::fs::write(&custom, text).expect("write config");
+        self.mode = Mode::Serve(custom);
+        self.launch();
+    }
+
     pub fn ca(&self) -> Vec<u8> {
         std::fs::read(self.data().join("tls").join("cert.pem")).expect("cert")
     }
 
     pub fn client(&self) -> Client {
         Client::new(&self.url, Some(&self.ca())).expect("client")
+    }
+
+    /// The operator's admin account, logged in.
+    pub async fn admin(&self) -> Client {
+        let pw =
+            std::fs::read_to_string(self.data().join("admin-password")).expect("admin password");
+        let mut c = self.client();
+        c.login("admin", pw.trim(), Some("admin"))
+            .await
+            .expect("admin login");
+        c
     }
 
     /// A new account, logged in.
@@ -235,6 +258,22 @@ pub fn noise_stream_hash(len: u64, seed: u64) -> blake3::Hash {
         sent += n as u64;
     }
     h.finalize()
+}
+
+/// A counter of `/metrics`, read with `c` (an admin's session): the read
+/// must succeed and the counter be there.
+pub async fn metric(c: &Client, name: &str) -> u64 {
+    let r = c
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(r.status(), 200, "GET /metrics");
+    let text = r.text().await.expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
 pub fn status_of<T: std::fmt::Debug>(r: Result<T, strata_client::ClientError>) -> u16 {

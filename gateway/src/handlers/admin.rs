@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Req;
 
-async fn require_admin(app: &App, caller: &Caller) -> ApiResult<()> {
+pub async fn require_admin(app: &App, caller: &Caller) -> ApiResult<()> {
     let user = app
         .meta
         .local()
@@ -55,6 +55,13 @@ struct RepairView {
     layout_version: u64,
     /// Share of the known repair work done, 0..1.
     progress: f64,
+    /// Blocks with fewer than K+M shards on live nodes.
+    blocks_short: u64,
+    /// Blocks with fewer than K shards on live nodes: unreadable until
+    /// their nodes return, lost if they do not.
+    blocks_unreadable: u64,
+    /// Files using such blocks (`user:/path`), the first 100.
+    unreadable_files: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -65,7 +72,11 @@ struct ClusterStatus {
     layout_version: u64,
     erasure: String,
     members: Vec<MemberStatus>,
-    repair_backlog: u64,
+    /// Shards to rebuild or move; `null` while no repair scan has completed
+    /// since this leader took over (it is not known yet).
+    repair_backlog: Option<u64>,
+    /// `scanning` (no scan completed yet), `repairing` or `idle`.
+    repair_state: &'static str,
     repair: RepairView,
 }
 
@@ -145,6 +156,12 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
     let repair = leader_repair.unwrap_or_default();
     let backlog = repair.backlog + local_missing;
     let done = repair.repaired_total + repair.moved_total;
+    // No figures yet, or figures older than a few scans (the coordinator
+    // is busy or failing): what is known now is that nothing is known.
+    let stale_after = (app.config.repair.scan_interval * 5).max(Duration::from_secs(15));
+    let stale =
+        app.meta.now_ms().saturating_sub(repair.last_progress_ms) > stale_after.as_millis() as u64;
+    let scanning = app.cluster.is_some() && (repair.scans_completed == 0 || stale);
     let status = ClusterStatus {
         node_id: me,
         leader: metrics.current_leader,
@@ -152,8 +169,18 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
         layout_version: layout.as_ref().map(|l| l.version).unwrap_or(0),
         erasure: format!("{}+{}", view.profile.data, view.profile.parity),
         members,
-        repair_backlog: backlog,
+        repair_backlog: (!scanning).then_some(backlog),
+        repair_state: if scanning {
+            "scanning"
+        } else if backlog > 0 || repair.blocks_short > 0 {
+            "repairing"
+        } else {
+            "idle"
+        },
         repair: RepairView {
+            blocks_short: repair.blocks_short,
+            blocks_unreadable: repair.blocks_unreadable,
+            unreadable_files: repair.unreadable_files.clone(),
             repaired_total: repair.repaired_total,
             moved_total: repair.moved_total,
             scans_completed: repair.scans_completed,
@@ -273,6 +300,12 @@ struct Census {
     shards_present: u64,
     shards_unplaced: u64,
     blocks_complete: u64,
+    /// Blocks with fewer than K+M intact shards.
+    blocks_short: u64,
+    /// Blocks with fewer than K intact shards: unreadable.
+    blocks_lost: u64,
+    /// Files using such blocks (`user:/path`), the first 100.
+    lost_files: Vec<String>,
     /// Shards per node, as the metadata places them.
     per_node: BTreeMap<u64, u64>,
 }
@@ -282,6 +315,10 @@ pub async fn verify(app: &App, caller: &Caller) -> ApiResult<Response> {
     require_admin(app, caller).await?;
     let reader = app.meta.linearizable().await?.clone();
     let mut census = Census::default();
+    let mut lost: BTreeMap<
+        cluster_config::UserId,
+        std::collections::HashSet<cluster_config::BlockId>,
+    > = BTreeMap::new();
     let mut after: Option<Vec<u8>> = None;
     let me = app.meta.node_id();
     loop {
@@ -339,8 +376,108 @@ pub async fn verify(app: &App, caller: &Caller) -> ApiResult<Response> {
         for (bi, e) in page.iter().enumerate() {
             if present[bi] == e.record.stored.nodes.len() {
                 census.blocks_complete += 1;
+            } else {
+                census.blocks_short += 1;
+            }
+            if present[bi] < e.record.stored.data_shards as usize {
+                census.blocks_lost += 1;
+                let set = lost.entry(e.user).or_default();
+                if set.len() < 10_000 {
+                    set.insert(e.block);
+                }
             }
         }
     }
+    for (user, blocks) in &lost {
+        if census.lost_files.len() >= strata_node::health::MAX_NAMED_FILES {
+            break;
+        }
+        let name = reader
+            .user(user)?
+            .map(|u| u.username)
+            .unwrap_or_else(|| user.to_string());
+        let room = strata_node::health::MAX_NAMED_FILES - census.lost_files.len();
+        for path in reader.files_using(user, blocks, room)? {
+            census.lost_files.push(format!("{name}:{path}"));
+        }
+    }
     Ok(json(StatusCode::OK, &census))
+}
+
+/// Accounts per page of `GET /api/v1/admin/users`.
+const USERS_PAGE: usize = 500;
+
+/// `GET /api/v1/admin/users?after=<id>`: every account, a page at a time.
+pub async fn users(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
+    require_admin(app, caller).await?;
+    let after = match req.param("after") {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<cluster_config::UserId>()
+                .map_err(|_| ApiError::bad_request("`after` is the `next` of a previous page"))?,
+        ),
+    };
+    let reader = app.read().await?;
+    let page = reader.users_after(after.as_ref(), USERS_PAGE + 1)?;
+    let next = (page.len() > USERS_PAGE).then(|| page[USERS_PAGE - 1].0.to_string());
+    let mut users = Vec::new();
+    for (id, u) in page.into_iter().take(USERS_PAGE) {
+        users.push(strata_api::AdminUser {
+            disabled: reader.user_settings(&id)?.disabled,
+            username: u.username,
+            admin: u.admin,
+            quota_bytes: u.quota_bytes,
+            used_bytes: u.used_bytes,
+            created_at: super::rfc3339(u.created_ms),
+        });
+    }
+    Ok(json(
+        StatusCode::OK,
+        &strata_api::AdminUserList { users, next },
+    ))
+}
+
+/// `PATCH /api/v1/admin/users/{username}`: quota, disabled, admin rights.
+/// Admin rights come from another admin (or the bootstrap), never from a
+/// name chosen at sign-up.
+pub async fn update_user(
+    app: &App,
+    caller: &Caller,
+    username: &str,
+    mut req: Req,
+) -> ApiResult<Response> {
+    require_admin(app, caller).await?;
+    let body: strata_api::AdminUserPatch = req.json(app.config.limits.max_json_body_bytes).await?;
+    if body == strata_api::AdminUserPatch::default() {
+        return Err(ApiError::bad_request(
+            "give at least one of quota_bytes, disabled, admin",
+        ));
+    }
+    let (user, _) = app
+        .read()
+        .await?
+        .user_by_name(username)?
+        .ok_or_else(|| ApiError::not_found_msg("no such user"))?;
+    app.meta
+        .write(Command::UpdateUser {
+            user,
+            quota_bytes: body.quota_bytes,
+            disabled: body.disabled,
+            admin: body.admin,
+        })
+        .await?;
+    tracing::info!(by = %caller.user, user = %user, admin = ?body.admin, disabled = ?body.disabled, quota = ?body.quota_bytes, "account changed by an admin");
+    let reader = app.read().await?;
+    let u = reader.user(&user)?.ok_or_else(ApiError::not_found)?;
+    Ok(json(
+        StatusCode::OK,
+        &strata_api::AdminUser {
+            disabled: reader.user_settings(&user)?.disabled,
+            username: u.username,
+            admin: u.admin,
+            quota_bytes: u.quota_bytes,
+            used_bytes: u.used_bytes,
+            created_at: super::rfc3339(u.created_ms),
+        },
+    ))
 }

@@ -202,13 +202,16 @@ pub async fn restore(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Resp
     let t = shares::write_target(shares::reader_for(app, &path).await?, caller, &path)?;
     let out = app
         .meta
-        .write(Command::Restore {
-            user: t.user,
-            path: t.path.segments().to_vec(),
-            version: body.version,
-            device: caller.device,
-            id_seed: seed(),
-        })
+        .write(t.command(
+            caller,
+            Command::Restore {
+                user: t.user,
+                path: t.path.segments().to_vec(),
+                version: body.version,
+                device: caller.device,
+                id_seed: seed(),
+            },
+        ))
         .await?;
     entry_response(app, &t, StatusCode::CREATED, out)
 }
@@ -220,11 +223,14 @@ pub async fn delete(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response
     }
     let t = shares::inner_write_target(shares::reader_for(app, &path).await?, caller, &path)?;
     app.meta
-        .write(Command::Delete {
-            user: t.user,
-            path: t.path.segments().to_vec(),
-            device: caller.device,
-        })
+        .write(t.command(
+            caller,
+            Command::Delete {
+                user: t.user,
+                path: t.path.segments().to_vec(),
+                device: caller.device,
+            },
+        ))
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -249,15 +255,23 @@ pub async fn move_entry(app: &App, caller: &Caller, mut req: Req) -> ApiResult<R
             "a move stays within one person's files; copy instead",
         ));
     }
+    if src.is_shared() != dst.is_shared() {
+        return Err(ApiError::bad_request(
+            "a move stays within one person's files; copy instead",
+        ));
+    }
     let out = app
         .meta
-        .write(Command::Move {
-            user: src.user,
-            from: src.path.segments().to_vec(),
-            to: dst.path.segments().to_vec(),
-            device: caller.device,
-            id_seed: seed(),
-        })
+        .write(src.command(
+            caller,
+            Command::Move {
+                user: src.user,
+                from: src.path.segments().to_vec(),
+                to: dst.path.segments().to_vec(),
+                device: caller.device,
+                id_seed: seed(),
+            },
+        ))
         .await?;
     entry_response(app, &dst, StatusCode::OK, out)
 }
@@ -271,12 +285,15 @@ pub async fn create_folder(app: &App, caller: &Caller, mut req: Req) -> ApiResul
     let t = shares::write_target(shares::reader_for(app, &path).await?, caller, &path)?;
     let out = app
         .meta
-        .write(Command::CreateFolder {
-            user: t.user,
-            path: t.path.segments().to_vec(),
-            device: caller.device,
-            id_seed: seed(),
-        })
+        .write(t.command(
+            caller,
+            Command::CreateFolder {
+                user: t.user,
+                path: t.path.segments().to_vec(),
+                device: caller.device,
+                id_seed: seed(),
+            },
+        ))
         .await?;
     entry_response(app, &t, StatusCode::CREATED, out)
 }

@@ -5,8 +5,12 @@ use std::sync::atomic::Ordering;
 
 use http::{HeaderValue, StatusCode};
 
+use subtle::ConstantTimeEq;
+
 use super::{json, Response};
 use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+use crate::request::Req;
 
 pub fn healthz() -> Response {
     let mut r = Response::new("ok\n".into());
@@ -15,26 +19,53 @@ pub fn healthz() -> Response {
     r
 }
 
-pub fn readyz(app: &App) -> Response {
+/// Who may read operational details: a scraper with the metrics token of
+/// the node config, or an admin's session.
+async fn privileged(app: &App, req: &Req) -> ApiResult<()> {
+    let bearer = req
+        .header("authorization")
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let Some(token) = bearer else {
+        return Err(ApiError::unauthorized());
+    };
+    if let Some(want) = &app.metrics_token {
+        if bool::from(want.as_bytes().ct_eq(token.as_bytes())) {
+            return Ok(());
+        }
+    }
+    let caller = crate::auth::authenticate(app, &req.headers).await?;
+    super::admin::require_admin(app, &caller).await
+}
+
+/// `/readyz`: whether this node is in a quorum, for load balancers; the
+/// details (node, leader, term) only for a scraper or an admin.
+pub async fn readyz(app: &App, req: &Req) -> ApiResult<Response> {
     let m = app.meta.raft_metrics();
     let ready = m.current_leader.is_some() && m.running_state.is_ok();
-    let body = serde_json::json!({
-        "ready": ready,
-        "node_id": app.meta.node_id(),
-        "leader": m.current_leader,
-        "term": m.current_term,
-    });
-    json(
+    let body = if privileged(app, req).await.is_ok() {
+        serde_json::json!({
+            "ready": ready,
+            "node_id": app.meta.node_id(),
+            "leader": m.current_leader,
+            "term": m.current_term,
+        })
+    } else {
+        serde_json::json!({ "ready": ready })
+    };
+    Ok(json(
         if ready {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         },
         &body,
-    )
+    ))
 }
 
-pub fn metrics(app: &App) -> Response {
+pub async fn metrics(app: &App, req: &Req) -> ApiResult<Response> {
+    privileged(app, req).await?;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {
         let _ = writeln!(
@@ -134,7 +165,7 @@ pub fn metrics(app: &App) -> Response {
         "content-type",
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
-    resp
+    Ok(resp)
 }
 
 pub fn openapi() -> Response {
@@ -181,6 +212,12 @@ mod tests {
             "/api/v1/admin/verify",
             "/api/v1/admin/nodes",
             "/api/v1/admin/nodes/{id}",
+            "/api/v1/admin/users",
+            "/api/v1/admin/users/{username}",
+            "/api/v1/account/sessions",
+            "/api/v1/account/sessions/{id}",
+            "/api/v1/account/password",
+            "/api/v1/shares/{id}/accept",
             "/healthz",
             "/readyz",
             "/metrics",

@@ -39,6 +39,8 @@ pub struct Target {
     /// For a shared path: the shared entry's path in the owner's tree and
     /// where the caller sees it.
     mount: Option<(String, String)>,
+    /// The share the path is reached through.
+    share: Option<ShareId>,
 }
 
 impl Target {
@@ -65,6 +67,20 @@ impl Target {
         }
     }
 
+    /// The command as this caller may propose it: a write in someone
+    /// else's tree goes through the share, which the state machine checks
+    /// again when it applies it (a share ended meanwhile stops it).
+    pub fn command(&self, caller: &Caller, cmd: Command) -> Command {
+        match self.share {
+            Some(share) => Command::ViaShare {
+                share,
+                sharee: caller.user,
+                cmd: Box::new(cmd),
+            },
+            None => cmd,
+        }
+    }
+
     /// Refuses a write through a viewer share.
     pub fn writable(&self) -> ApiResult<()> {
         match self.access {
@@ -85,13 +101,16 @@ pub enum Place {
     SharedOwner(UserId, String),
 }
 
-/// The shares given to `caller`, with their owners' names.
+/// The shares given to `caller` and accepted, with their owners' names.
 fn incoming(
     reader: &MetaReader,
     caller: &UserId,
 ) -> ApiResult<Vec<(ShareId, ShareRecord, String)>> {
     let mut out = Vec::new();
     for (id, s) in reader.shares_in(caller)? {
+        if reader.share_pending(&id)? {
+            continue;
+        }
         if let Some(owner) = reader.user(&s.owner)? {
             out.push((id, s, owner.username));
         }
@@ -107,6 +126,7 @@ pub fn resolve(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiRes
             path: path.clone(),
             access: Access::Own,
             mount: None,
+            share: None,
         }));
     }
     if segs.len() == 1 {
@@ -120,7 +140,7 @@ pub fn resolve(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiRes
             None => Err(ApiError::not_found()),
         };
     }
-    let Some((_, share, _)) = shares
+    let Some((share_id, share, _)) = shares
         .iter()
         .find(|(_, s, o)| o == owner_name && s.name == segs[2])
     else {
@@ -146,6 +166,7 @@ pub fn resolve(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiRes
             ShareRole::Editor => Access::Editor,
         },
         mount: Some((root, shown)),
+        share: Some(*share_id),
     }))
 }
 
@@ -251,6 +272,10 @@ pub fn shared_ids(reader: &MetaReader, user: &UserId) -> ApiResult<Vec<cluster_c
         .collect())
 }
 
+fn state_name(pending: bool) -> String {
+    if pending { "pending" } else { "active" }.to_string()
+}
+
 fn role_name(r: ShareRole) -> String {
     match r {
         ShareRole::Viewer => "viewer",
@@ -279,7 +304,7 @@ pub async fn create(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
     };
     let out = app
         .meta
-        .write(Command::CreateShare {
+        .write(Command::OfferShare {
             owner: caller.user,
             path: path.segments().to_vec(),
             sharee,
@@ -288,14 +313,15 @@ pub async fn create(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
             device: caller.device,
         })
         .await?;
-    let Output::Share(id) = out else {
+    let Output::Offered { share: id, pending } = out else {
         return Err(ApiError::internal("unexpected share result"));
     };
-    tracing::info!(user = %caller.user, share = %id, "share created");
+    tracing::info!(user = %caller.user, share = %id, pending, "share offered");
     Ok(json(
         StatusCode::CREATED,
         &ShareCreated {
             share_id: id.to_string(),
+            state: state_name(pending),
         },
     ))
 }
@@ -329,13 +355,15 @@ pub async fn list(app: &App, caller: &Caller) -> ApiResult<Response> {
             role: role_name(s.role),
             kind,
             created_at: rfc3339(s.created_ms),
+            state: state_name(reader.share_pending(&id)?),
         });
     }
     let mut with_me = Vec::new();
-    for (id, s, owner) in incoming(reader, &caller.user)? {
+    for (id, s) in reader.shares_in(&caller.user)? {
         let Some(kind) = kind_of(&s.owner, &s)? else {
             continue;
         };
+        let owner = name_of(&s.owner)?;
         with_me.push(ShareInfo {
             share_id: id.to_string(),
             path: format!("/{SHARED_ROOT}/{owner}/{}", s.name),
@@ -344,6 +372,7 @@ pub async fn list(app: &App, caller: &Caller) -> ApiResult<Response> {
             role: role_name(s.role),
             kind,
             created_at: rfc3339(s.created_ms),
+            state: state_name(reader.share_pending(&id)?),
         });
     }
     Ok(json(
@@ -355,8 +384,22 @@ pub async fn list(app: &App, caller: &Caller) -> ApiResult<Response> {
     ))
 }
 
+/// `POST /api/v1/shares/{id}/accept`: the sharee mounts a pending share.
+pub async fn accept(app: &App, caller: &Caller, id: &str) -> ApiResult<Response> {
+    let id: ShareId = id.parse().map_err(|_| ApiError::not_found())?;
+    app.meta
+        .write(Command::AcceptShare {
+            sharee: caller.user,
+            share: id,
+            device: caller.device,
+        })
+        .await?;
+    tracing::info!(user = %caller.user, share = %id, "share accepted");
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
 /// `DELETE /api/v1/shares/{id}`: by the owner (revoke) or the sharee
-/// (leave).
+/// (leave, or decline a pending one).
 pub async fn delete(app: &App, caller: &Caller, id: &str) -> ApiResult<Response> {
     let id: ShareId = id.parse().map_err(|_| ApiError::not_found())?;
     app.meta

@@ -140,11 +140,13 @@ pub async fn poll(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> 
         .await?
         .user(&caller.user)?
         .ok_or_else(ApiError::unauthorized)?;
-    if cursor + 1 < u.journal_floor {
-        return Err(gone());
-    }
+    // Ahead first: a cursor past the journal is a client's mistake (400),
+    // whatever its size, never an overflow into "gone".
     if cursor > latest(&u) {
         return Err(ApiError::bad_request("the cursor is ahead of the journal"));
+    }
+    if cursor + 1 < u.journal_floor {
+        return Err(gone());
     }
     let answer = |changes: bool, presence: bool| {
         json(
@@ -314,6 +316,7 @@ pub async fn put_block(
 ) -> ApiResult<Response> {
     let id = parse_block_id(hash)?;
     let max = strata_api::chunking::MAX_CHUNK * 2;
+    let _slot = app.upload_slot(caller.user).await?;
     let mut body = Vec::new();
     while let Some(piece) = req.next_chunk().await {
         let piece = piece.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;

@@ -40,6 +40,8 @@ const CHECKSUM_ALGORITHMS: &str = "sha1,blake3";
 /// Below this much tail, a request's bytes are appended as a piece instead
 /// of re-chunking (keeps small `PATCH`es cheap).
 const RECHUNK_AT: u64 = 8 * 1024 * 1024;
+/// Pieces a tail holds at most before it is re-chunked.
+const MAX_TAIL_PIECES: usize = 16;
 /// How long a request waits for another one on the same upload to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 const STATUS_CHECKSUM_MISMATCH: u16 = 460;
@@ -68,9 +70,15 @@ fn check_tus_version(req: &Req, required: bool) -> ApiResult<()> {
     match req.header("tus-resumable") {
         Some(TUS_VERSION) => Ok(()),
         None if !required => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "the Tus-Resumable header is required; this server speaks 1.0.0",
+        )
+        .with_header("tus-version", TUS_VERSION)),
         _ => Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
-            "bad_request",
+            "precondition_failed",
             "unsupported tus version; this server speaks 1.0.0",
         )
         .with_header("tus-version", TUS_VERSION)),
@@ -89,6 +97,23 @@ pub fn options(app: &App) -> Response {
     );
     set(&mut r, "tus-checksum-algorithm", CHECKSUM_ALGORITHMS);
     r
+}
+
+/// The `Upload-Metadata` header, kept with the session: bounded in size
+/// before anything reaches the metadata (`413` past the limit).
+fn upload_metadata(app: &App, req: &Req) -> ApiResult<Option<String>> {
+    let Some(raw) = req.header("upload-metadata") else {
+        return Ok(None);
+    };
+    let max = app.config.limits.max_upload_metadata_bytes;
+    if raw.len() > max {
+        return Err(ApiError::too_large(format!(
+            "Upload-Metadata is {} bytes; at most {max} are kept",
+            raw.len()
+        )));
+    }
+    parse_metadata(raw)?;
+    Ok(Some(raw.to_string()))
 }
 
 /// `Upload-Metadata`: `key base64,key base64`.
@@ -123,10 +148,7 @@ pub async fn create_from_files(app: &App, caller: &Caller, req: Req) -> ApiResul
         .or(req.header_u64("x-upload-content-length")?)
         .ok_or_else(|| ApiError::bad_request("Upload-Length header is required"))?;
     let (base, on_conflict) = conflict_params(&req)?;
-    let metadata = req.header("upload-metadata").map(str::to_string);
-    if let Some(m) = &metadata {
-        parse_metadata(m)?;
-    }
+    let metadata = upload_metadata(app, &req)?;
     create(app, caller, path, length, metadata, base, on_conflict).await
 }
 
@@ -141,7 +163,7 @@ pub async fn create_tus(app: &App, caller: &Caller, req: Req) -> ApiResult<Respo
     let length = req
         .header_u64("upload-length")?
         .ok_or_else(|| ApiError::bad_request("Upload-Length header is required"))?;
-    let raw = req.header("upload-metadata").map(str::to_string);
+    let raw = upload_metadata(app, &req)?;
     let meta = match &raw {
         Some(m) => parse_metadata(m)?,
         None => Vec::new(),
@@ -181,6 +203,18 @@ async fn create(
         ));
     }
     check_quota(app, &caller.user, &path, length)?;
+    let open = app
+        .meta
+        .local()
+        .uploads_of(&caller.user, app.clock.now_ms())?;
+    if open >= app.config.limits.max_open_uploads_per_user {
+        return Err(ApiError::too_many_requests(
+            format!(
+                "{open} resumable uploads are open; finish or cancel some (DELETE the upload URL) first"
+            ),
+            60,
+        ));
+    }
     let id = UploadId::random();
     let expires_ms = app.clock.now_ms() + app.config.limits.upload_session_ttl.as_millis() as u64;
     app.meta
@@ -345,6 +379,7 @@ struct Job {
     rec: UploadRecord,
     body: BodyStream,
     idle: Duration,
+    pace: crate::request::Pace,
     declared: Option<u64>,
     /// Leading body bytes the session already has (a resent range).
     skip: u64,
@@ -370,13 +405,15 @@ impl Job {
         let hasher = TreeHasher::resume(rec.length, rec.hash_state.clone())
             .map_err(|e| ApiError::internal(format!("upload hash state: {e}")))?;
         let app = self.app.clone();
-        let _slot = app
-            .upload_slots
-            .acquire()
-            .await
-            .map_err(|_| ApiError::unavailable("shutting down"))?;
+        let _slot = app.upload_slot(self.caller.user).await?;
+        // Small requests add a piece to the tail; every `MAX_TAIL_PIECES`
+        // pieces (or 8 MiB) the tail is cut into chunks again, so what each
+        // request writes to the metadata stays bounded however small the
+        // requests are.
         let append_only = self.declared.is_some_and(|l| {
-            tail_bytes + l < RECHUNK_AT && rec.offset + l.saturating_sub(self.skip) < rec.length
+            tail_bytes + l < RECHUNK_AT
+                && rec.tail.len() < MAX_TAIL_PIECES
+                && rec.offset + l.saturating_sub(self.skip) < rec.length
         });
 
         let mut ingest = Ingest::new(
@@ -409,6 +446,7 @@ impl Job {
         let mut received = 0u64;
         let mut interrupted = false;
         let mut to_skip = self.skip;
+        let mut pace = crate::request::PaceCheck::new(self.pace);
         loop {
             let next =
                 match tokio::time::timeout(self.idle, futures::StreamExt::next(&mut self.body))
@@ -420,6 +458,13 @@ impl Job {
                         "stalled",
                     ))),
                 };
+            let next = match next {
+                Some(Ok(p)) => match pace.add(p.len()) {
+                    Ok(()) => Some(Ok(p)),
+                    Err(e) => Some(Err(e)),
+                },
+                other => other,
+            };
             let mut piece: Bytes = match next {
                 None => break,
                 Some(Ok(p)) => p,
@@ -597,6 +642,7 @@ pub async fn patch(app: &Arc<App>, caller: &Caller, id: &str, mut req: Req) -> A
         rec,
         body: take_body(&mut req),
         idle: req.idle_timeout,
+        pace: req.pace,
         declared,
         skip: 0,
         checksum,
@@ -734,6 +780,7 @@ pub async fn put(app: &Arc<App>, caller: &Caller, id: &str, mut req: Req) -> Api
         rec,
         body: take_body(&mut req),
         idle: req.idle_timeout,
+        pace: req.pace,
         declared,
         checksum: None,
     };

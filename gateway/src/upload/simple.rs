@@ -29,17 +29,19 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         check_quota(app, &owner, path, len)?;
     }
     let max = app.config.limits.max_file_bytes;
-    let _slot = app
-        .upload_slots
-        .acquire()
-        .await
-        .map_err(|_| ApiError::unavailable("shutting down"))?;
+    let _slot = app.upload_slot(caller.user).await?;
     let mut ingest = Ingest::new(
         app.blocks.clone(),
         app.meta.local().clone(),
         owner,
         WholeHash::Plain(Box::default()),
     );
+    if target.is_shared() {
+        // Through a share, every block is sealed and written as if new:
+        // whether the owner already stores a chunk never shows (no dedup
+        // across the share boundary, so nothing to time or count).
+        ingest = ingest.without_dedup();
+    }
     if let Some(len) = declared {
         ingest.expect(len);
     }
@@ -68,23 +70,21 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
     let content_hash = done
         .content_hash
         .ok_or_else(|| ApiError::internal("content hash missing"))?;
-    let out = app
-        .meta
-        .write(Command::CommitFile(CommitFile {
-            user: owner,
-            path: path.segments().to_vec(),
-            device: caller.device,
-            content: FileContent {
-                size: done.size,
-                content_hash,
-                blocks: done.chunks,
-            },
-            new_blocks: done.new_blocks,
-            base_version,
-            on_conflict,
-            id_seed: rand::random(),
-        }))
-        .await?;
+    let commit = Command::CommitFile(CommitFile {
+        user: owner,
+        path: path.segments().to_vec(),
+        device: caller.device,
+        content: FileContent {
+            size: done.size,
+            content_hash,
+            blocks: done.chunks,
+        },
+        new_blocks: done.new_blocks,
+        base_version,
+        on_conflict,
+        id_seed: rand::random(),
+    });
+    let out = app.meta.write(target.command(caller, commit)).await?;
     app.metrics
         .uploads_committed
         .fetch_add(1, Ordering::Relaxed);

@@ -4,27 +4,31 @@
 //! Frame (all integers little-endian):
 //! ```text
 //! 0..4   magic "SBLK"
-//! 4      format version (3; 1 and 2 are still read)
+//! 4      format version (4; 1, 2 and 3 are still read)
 //! 5      flags (bit 0: snap-compressed)
 //! 6      key version
 //! 7      reserved (0)
 //! 8..12  plaintext length
-//! 12..   ciphertext, then the 16-byte authentication tag
+//! 12..24 nonce (version 4 only)
+//! ..     ciphertext, then the 16-byte authentication tag
 //! ```
-//! Version 3 encrypts with AES-256-GCM (ring's assembly, AES-NI/VAES and
+//! Version 4 encrypts with AES-256-GCM (ring's assembly, AES-NI/VAES and
 //! carry-less multiply where the CPU has them, constant-time otherwise)
 //! under a key of its own per block, derived from the owner's encryption
-//! key and the block id with keyed BLAKE3. Each such key seals one content
-//! only, but that content has two possible bodies (compressed or not: the
-//! choice follows the file's name), so the nonce is the flags byte followed
-//! by zeros, and a key never seals two different bodies under one nonce.
-//! This relies on snap's output for a given input being fixed, which a
-//! test pins. On CPUs with AES instructions this costs about a third of
-//! what ChaCha20-Poly1305 does per byte (see BENCHMARKS.md). Every node seals with the same cipher, so two gateways
-//! storing the same block at once write the same shards. Version 2 was the
-//! same scheme with ChaCha20-Poly1305 (RFC 8439); version 1 used
+//! key and the block id with keyed BLAKE3. Such a key seals one content
+//! only, but that content has more than one possible body: plain, or
+//! compressed by whichever snap version the sealing node runs. The nonce
+//! is therefore derived from the body itself (a synthetic nonce): zeros
+//! for the plain body (which the block id fixes), and for a compressed one
+//! its flags byte then 11 bytes of keyed BLAKE3 of the body. Two different
+//! bodies never share a nonce under one key, whatever mix of versions
+//! seals them; the same body always seals to the same bytes. The nonce
+//! travels in the frame. Version 3 was the same cipher with the nonce
+//! fixed by the flags byte (sound only while every node's snap compresses
+//! alike); version 2 used ChaCha20-Poly1305 (RFC 8439); version 1
 //! XChaCha20-Poly1305 under the owner's key with a nonce derived from the
-//! block id.
+//! block id. On CPUs with AES instructions AES-256-GCM costs about a third
+//! of what ChaCha20-Poly1305 does per byte (see BENCHMARKS.md).
 //! The header and the block id are the AEAD's associated data, so a frame
 //! moved to another block id, or with a flipped flag, fails to open. The
 //! same (user, content) always seals to the same bytes, which keeps shard
@@ -43,7 +47,10 @@ pub const MAGIC: &[u8; 4] = b"SBLK";
 pub const FORMAT_V1: u8 = 1;
 pub const FORMAT_V2: u8 = 2;
 pub const FORMAT_V3: u8 = 3;
+pub const FORMAT_V4: u8 = 4;
 pub const HEADER_LEN: usize = 12;
+/// The nonce a version 4 frame carries after its header.
+pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 const FLAG_SNAPPY: u8 = 1;
 /// Largest plaintext a frame may claim; bounds decompression.
@@ -91,6 +98,7 @@ fn block_key(keys: &UserKeys, id: &BlockId, version: u8) -> Result<LessSafeKey, 
     let (context, algorithm): (&[u8], &'static Algorithm) = match version {
         FORMAT_V2 => (b"strata block key v2", &CHACHA20_POLY1305),
         FORMAT_V3 => (b"strata block key v3 aes-256-gcm", &AES_256_GCM),
+        FORMAT_V4 => (b"strata block key v4 aes-256-gcm siv", &AES_256_GCM),
         v => return Err(CodecError::UnknownVersion(v)),
     };
     let mut h = blake3::Hasher::new_keyed(keys.encryption_key());
@@ -106,6 +114,23 @@ fn v3_nonce(flags: u8) -> Nonce {
     let mut n = [0u8; 12];
     n[0] = flags;
     Nonce::assume_unique_for_key(n)
+}
+
+/// The nonce of a version 4 frame, from its body: zeros for the plain body
+/// (the block id fixes it), else the flags byte then keyed BLAKE3 of the
+/// body, so different bodies of one block never share a nonce.
+fn v4_nonce(keys: &UserKeys, id: &BlockId, flags: u8, body: &[u8]) -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    if flags == 0 {
+        return n;
+    }
+    let mut h = blake3::Hasher::new_keyed(keys.encryption_key());
+    h.update(b"strata block nonce v4");
+    h.update(id.as_bytes());
+    h.update(body);
+    n[0] = flags;
+    n[1..].copy_from_slice(&h.finalize().as_bytes()[..NONCE_LEN - 1]);
+    n
 }
 
 /// Bytes sampled to judge whether a chunk compresses.
@@ -140,33 +165,41 @@ pub fn seal(
     if plain.len() > MAX_PLAIN {
         return Err(CodecError::TooLarge(plain.len()));
     }
-    let mut flags = 0;
-    let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[FORMAT_V3, 0, KEY_VERSION, 0]);
-    out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-    let mut body_written = false;
-    if try_compress && plain.len() >= 64 && compresses(plain, &mut Vec::new()) {
-        let max = snap::raw::max_compress_len(plain.len());
-        out.resize(HEADER_LEN + max, 0);
-        if let Ok(n) = snap::raw::Encoder::new().compress(plain, &mut out[HEADER_LEN..]) {
+    let mut scratch = Vec::new();
+    if try_compress && plain.len() >= 64 && compresses(plain, &mut scratch) {
+        scratch.resize(snap::raw::max_compress_len(plain.len()), 0);
+        if let Ok(n) = snap::raw::Encoder::new().compress(plain, &mut scratch) {
             if n <= plain.len() - plain.len() / 8 {
-                out.truncate(HEADER_LEN + n);
-                flags |= FLAG_SNAPPY;
-                body_written = true;
+                return seal_body(keys, id, plain.len(), FLAG_SNAPPY, &scratch[..n]);
             }
         }
-        if !body_written {
-            out.truncate(HEADER_LEN);
-        }
     }
-    if !body_written {
-        out.extend_from_slice(plain);
-    }
-    out[5] = flags;
-    let (header, body) = out.split_at_mut(HEADER_LEN);
-    let tag = block_key(keys, id, FORMAT_V3)?
-        .seal_in_place_separate_tag(v3_nonce(flags), Aad::from(aad(header, id)), body)
+    seal_body(keys, id, plain.len(), 0, plain)
+}
+
+/// A version 4 frame of `body` (the plaintext, or its snap compression
+/// with `FLAG_SNAPPY`) for `plain_len` bytes of content.
+fn seal_body(
+    keys: &UserKeys,
+    id: &BlockId,
+    plain_len: usize,
+    flags: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, CodecError> {
+    let nonce = v4_nonce(keys, id, flags, body);
+    let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + body.len() + TAG_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[FORMAT_V4, flags, KEY_VERSION, 0]);
+    out.extend_from_slice(&(plain_len as u32).to_le_bytes());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(body);
+    let (header, rest) = out.split_at_mut(HEADER_LEN);
+    let tag = block_key(keys, id, FORMAT_V4)?
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(header, id)),
+            &mut rest[NONCE_LEN..],
+        )
         .map_err(|_| CodecError::Malformed("encryption failed"))?;
     out.extend_from_slice(tag.as_ref());
     Ok(out)
@@ -181,8 +214,16 @@ pub fn open(keys: &UserKeys, id: &BlockId, mut sealed: Vec<u8>) -> Result<Vec<u8
         return Err(CodecError::Malformed("bad magic"));
     }
     let version = sealed[4];
-    if !matches!(version, FORMAT_V1 | FORMAT_V2 | FORMAT_V3) {
+    if !matches!(version, FORMAT_V1 | FORMAT_V2 | FORMAT_V3 | FORMAT_V4) {
         return Err(CodecError::UnknownVersion(version));
+    }
+    let body_at = if version == FORMAT_V4 {
+        HEADER_LEN + NONCE_LEN
+    } else {
+        HEADER_LEN
+    };
+    if sealed.len() < body_at + TAG_LEN {
+        return Err(CodecError::Malformed("shorter than header, nonce and tag"));
     }
     if sealed[6] != KEY_VERSION {
         return Err(CodecError::UnknownKey(sealed[6]));
@@ -202,16 +243,21 @@ pub fn open(keys: &UserKeys, id: &BlockId, mut sealed: Vec<u8>) -> Result<Vec<u8
             .map_err(|_| CodecError::Authentication)?;
     } else {
         let (header, rest) = sealed.split_at_mut(HEADER_LEN);
-        let nonce = if version == FORMAT_V3 {
-            v3_nonce(flags)
-        } else {
-            Nonce::assume_unique_for_key([0; 12])
+        let (nonce, rest) = match version {
+            FORMAT_V4 => {
+                let (n, rest) = rest.split_at_mut(NONCE_LEN);
+                let mut nonce = [0u8; NONCE_LEN];
+                nonce.copy_from_slice(n);
+                (Nonce::assume_unique_for_key(nonce), rest)
+            }
+            FORMAT_V3 => (v3_nonce(flags), rest),
+            _ => (Nonce::assume_unique_for_key([0; 12]), rest),
         };
         block_key(keys, id, version)?
             .open_in_place(nonce, Aad::from(aad(header, id)), rest)
             .map_err(|_| CodecError::Authentication)?;
     }
-    let body = &sealed[HEADER_LEN..tag_at];
+    let body = &sealed[body_at..tag_at];
     let plain = if flags & FLAG_SNAPPY != 0 {
         let n =
             snap::raw::decompress_len(body).map_err(|_| CodecError::Malformed("snappy length"))?;
@@ -226,7 +272,7 @@ pub fn open(keys: &UserKeys, id: &BlockId, mut sealed: Vec<u8>) -> Result<Vec<u8
             return Err(CodecError::Malformed("length differs from header"));
         }
         sealed.truncate(tag_at);
-        sealed.drain(..HEADER_LEN);
+        sealed.drain(..body_at);
         sealed
     };
     if keys.block_id(&plain) != *id {
@@ -323,9 +369,9 @@ mod tests {
         let n = bad.len();
         bad[n - 20] ^= 1;
         assert_eq!(open(&k, &id, bad), Err(CodecError::Authentication));
-        // New frames are version 3, and differ per block key.
+        // New frames are version 4, and differ per block key.
         let new = seal(&k, &id, &data, false).unwrap();
-        assert_eq!(new[4], FORMAT_V3);
+        assert_eq!(new[4], FORMAT_V4);
         let other = keys(4);
         let id2 = other.block_id(&data);
         assert_ne!(seal(&other, &id2, &data, false).unwrap()[12..], new[12..]);
@@ -362,7 +408,7 @@ mod tests {
             let old = seal_v2(&k, &id, &text, compress);
             assert_eq!(open(&k, &id, old.clone()).unwrap(), text);
             let new = seal(&k, &id, &text, compress).unwrap();
-            assert_eq!(new.len(), old.len());
+            assert_eq!(new.len(), old.len() + NONCE_LEN);
             assert_ne!(new[HEADER_LEN..], old[HEADER_LEN..]);
             // A version 2 body under a version 3 header (or the reverse)
             // fails to open: the version picks the cipher and the key.
@@ -378,10 +424,10 @@ mod tests {
             assert_eq!(open(&k, &id, bad), Err(CodecError::Authentication));
         }
         let mut unknown = seal(&k, &k.block_id(b"x"), b"x", false).unwrap();
-        unknown[4] = 4;
+        unknown[4] = 5;
         assert_eq!(
             open(&k, &k.block_id(b"x"), unknown),
-            Err(CodecError::UnknownVersion(4))
+            Err(CodecError::UnknownVersion(5))
         );
     }
 
@@ -399,17 +445,92 @@ mod tests {
         assert_eq!(plain[5], 0);
         let body = snap::raw::Encoder::new().compress_vec(&text).unwrap();
         let n = body.len().min(64);
+        let at = HEADER_LEN + NONCE_LEN;
         let stream = |sealed: &[u8], body: &[u8]| -> Vec<u8> {
-            (0..n).map(|i| sealed[HEADER_LEN + i] ^ body[i]).collect()
+            (0..n).map(|i| sealed[at + i] ^ body[i]).collect()
         };
         assert_ne!(stream(&packed, &body), stream(&plain, &text));
         assert_eq!(open(&k, &id, packed).unwrap(), text);
         assert_eq!(open(&k, &id, plain).unwrap(), text);
     }
 
-    /// A compressed body must be a function of the content alone: a block
-    /// key seals it under one nonce forever. A snap release that compresses
-    /// differently fails here, and needs a new frame version.
+    /// Another valid snappy encoding of `plain`: literals only, as a snap
+    /// release that compresses differently could produce.
+    fn literal_snappy(plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut n = plain.len();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+        for piece in plain.chunks(60) {
+            out.push(((piece.len() - 1) as u8) << 2);
+            out.extend_from_slice(piece);
+        }
+        out
+    }
+
+    #[test]
+    fn two_encodings_of_one_content_never_share_a_nonce() {
+        // Two nodes whose snap compresses one content differently seal it
+        // under the same block key: the nonces differ, both frames open.
+        let k = keys(7);
+        let text = b"mixed versions in one cluster ".repeat(2000);
+        let id = k.block_id(&text);
+        let ours = seal(&k, &id, &text, true).unwrap();
+        let theirs_body = literal_snappy(&text);
+        assert_eq!(
+            snap::raw::Decoder::new()
+                .decompress_vec(&theirs_body)
+                .unwrap(),
+            text
+        );
+        let theirs = seal_body(&k, &id, text.len(), FLAG_SNAPPY, &theirs_body).unwrap();
+        let nonce = |f: &[u8]| f[HEADER_LEN..HEADER_LEN + NONCE_LEN].to_vec();
+        assert_ne!(nonce(&ours), nonce(&theirs));
+        assert_ne!(nonce(&ours), nonce(&seal(&k, &id, &text, false).unwrap()));
+        assert_eq!(open(&k, &id, ours.clone()).unwrap(), text);
+        assert_eq!(open(&k, &id, theirs).unwrap(), text);
+        // The nonce is authenticated: changed, the frame fails to open.
+        let mut bad = ours;
+        bad[HEADER_LEN + 3] ^= 1;
+        assert_eq!(open(&k, &id, bad), Err(CodecError::Authentication));
+    }
+
+    /// A frame as version 3 wrote it: AES-256-GCM under the version 3 key,
+    /// the nonce the flags byte.
+    #[test]
+    fn version_three_frames_still_open() {
+        let k = keys(8);
+        let text = b"sealed by version three ".repeat(500);
+        let id = k.block_id(&text);
+        for compress in [false, true] {
+            let body = if compress {
+                snap::raw::Encoder::new().compress_vec(&text).unwrap()
+            } else {
+                text.clone()
+            };
+            let flags = u8::from(compress);
+            let mut out = frame(FORMAT_V3, flags, text.len(), &body);
+            let (header, body) = out.split_at_mut(HEADER_LEN);
+            let tag = block_key(&k, &id, FORMAT_V3)
+                .unwrap()
+                .seal_in_place_separate_tag(v3_nonce(flags), Aad::from(aad(header, &id)), body)
+                .unwrap();
+            out.extend_from_slice(tag.as_ref());
+            assert_eq!(open(&k, &id, out).unwrap(), text);
+        }
+    }
+
+    /// The content of a block must seal to the same bytes on every node
+    /// of one version, so concurrent stores write the same shards: snap's
+    /// output is pinned here. A release that compresses differently fails
+    /// this test (its frames still open, with their own nonces).
     #[test]
     fn snap_output_is_pinned() {
         let mut text = Vec::new();

@@ -953,10 +953,8 @@ impl LocalShards {
         self.disks.len()
     }
 
-    /// The local disk for shard `index` of `block`: disks are ranked by a
-    /// rendezvous hash of the block, shard i goes to the i-th (wrapping when
-    /// there are fewer disks than shards).
-    pub fn disk_for(&self, block: &BlockId, index: usize) -> usize {
+    /// The disks in the order `block` prefers them (a rendezvous hash).
+    fn ranked_disks(&self, block: &BlockId) -> Vec<usize> {
         let mut ranked: Vec<(u64, usize)> = (0..self.disks.len())
             .map(|d| {
                 let mut h = blake3::Hasher::new();
@@ -969,7 +967,18 @@ impl LocalShards {
             })
             .collect();
         ranked.sort_unstable_by(|a, b| b.cmp(a));
-        ranked[index % ranked.len()].1
+        ranked.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// The disk of shard `index` of `block`: disks are ranked by a
+    /// rendezvous hash of the block, shard i goes to the i-th (wrapping when
+    /// there are fewer disks than shards). Writers give a node two shards
+    /// of one block only when their indices land on different disks
+    /// (`placement::View::write_plan`); a shard written again lands where
+    /// it was.
+    pub fn disk_for(&self, block: &BlockId, index: usize) -> usize {
+        let ranked = self.ranked_disks(block);
+        ranked[index % ranked.len()]
     }
 
     fn legacy_path(&self, disk: usize, block: &BlockId, index: u8) -> PathBuf {

@@ -39,8 +39,12 @@ const COMMAND_QUEUE: usize = 1024;
 /// Connections to cluster peers are kept, not idled away.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 const REDIAL_EVERY: Duration = Duration::from_secs(1);
-/// Streams per peer besides lane 0.
+/// Streams per peer besides lane 0 and the Raft bulk lane.
 const DATA_LANES: usize = 4;
+/// The lane of large Raft messages.
+const RAFT_BULK_LANE: usize = DATA_LANES + 1;
+/// A Raft message up to this size stays on lane 0.
+const SMALL_RAFT_MESSAGE: usize = 64 * 1024;
 /// Requests waiting for their answer on one lane, at most.
 const PENDING_PER_LANE: usize = 256;
 /// Requests one inbound stream serves at the same time, at most.
@@ -53,8 +57,17 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 const GREETING_TIMEOUT: Duration = Duration::from_secs(2);
 const OPEN_ATTEMPTS: u32 = 5;
 
+/// Inbound connections still in their handshake, at most: a flood of
+/// half-open connections costs a bounded amount, and listed peers get in.
+const MAX_PENDING_INCOMING: u32 = 32;
+/// Connections one peer may hold (both may dial at once, and a restart
+/// leaves one behind for a moment).
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+const MAX_ESTABLISHED_INCOMING: u32 = 512;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     streams: libp2p_stream::Behaviour,
     gossip: gossipsub::Behaviour,
@@ -361,13 +374,22 @@ impl Links {
         Err(unreachable(format!("stream not taken up: {last}")))
     }
 
+    /// Lane 0 carries what must never wait behind bulk: votes, heartbeats
+    /// and small appends, read indexes, small shard requests. Large Raft
+    /// messages (appends with many entries, forwarded writes) have a lane
+    /// of their own, so a burst of them cannot hold up an election; shard
+    /// transfers and snapshots spread over the data lanes.
     fn lane_for(&self, req: &NetRequest) -> usize {
+        use raft_meta::network::RaftRpcKind;
         match req {
-            NetRequest::Raft { kind, .. }
-                if *kind != raft_meta::network::RaftRpcKind::InstallSnapshot =>
-            {
-                0
-            }
+            NetRequest::Raft { kind, payload } => match kind {
+                RaftRpcKind::InstallSnapshot => {
+                    1 + self.next_data.fetch_add(1, Ordering::Relaxed) % DATA_LANES
+                }
+                RaftRpcKind::ClientWrite => RAFT_BULK_LANE,
+                RaftRpcKind::AppendEntries if payload.len() > SMALL_RAFT_MESSAGE => RAFT_BULK_LANE,
+                _ => 0,
+            },
             NetRequest::HasShards { .. } | NetRequest::DeleteShard { .. } => 0,
             _ => 1 + self.next_data.fetch_add(1, Ordering::Relaxed) % DATA_LANES,
         }
@@ -492,10 +514,13 @@ async fn accept(
 
 impl P2pNet {
     /// Starts the swarm on `listen` and returns its handle and the task
-    /// that runs it (stopped by `stop`).
+    /// that runs it (stopped by `stop`). `psk` is the channel's pre-shared
+    /// key, derived from the cluster secret (`secure::PSK_CONTEXT`): peers
+    /// must hold it as well as a listed identity key.
     pub fn start(
         me: NodeId,
         key: Keypair,
+        psk: [u8; 32],
         listen: &str,
         peers: Vec<PeerAddr>,
         handler: Arc<dyn InboundHandler>,
@@ -518,7 +543,7 @@ impl P2pNet {
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
-                super::secure::Config::new,
+                move |k: &Keypair| super::secure::Config::new(k, psk),
                 yamux::Config::default,
             )
             .map_err(|e| P2pError::Setup(e.to_string()))?
@@ -527,7 +552,12 @@ impl P2pNet {
                     MessageAuthenticity::Signed(key.clone()),
                     gossip_config,
                 )?;
+                let limits = libp2p::connection_limits::ConnectionLimits::default()
+                    .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                    .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
                 Ok(Behaviour {
+                    limits: libp2p::connection_limits::Behaviour::new(limits),
                     allow: allow_block_list::Behaviour::default(),
                     streams: libp2p_stream::Behaviour::new(),
                     gossip,

@@ -75,11 +75,11 @@ impl RaftSlot {
         let _ = self.0.set(raft);
     }
 
-    pub async fn handle(&self, kind: RaftRpcKind, payload: bytes::Bytes) -> NetResponse {
+    pub async fn handle(&self, from: u64, kind: RaftRpcKind, payload: bytes::Bytes) -> NetResponse {
         let Some(raft) = self.0.get() else {
             return NetResponse::Error("raft not started yet".into());
         };
-        match handle_raft_rpc(raft, kind, &payload).await {
+        match handle_raft_rpc(raft, from, kind, &payload).await {
             Ok(bytes) => NetResponse::Raft(bytes.into()),
             Err(e) => NetResponse::Error(e),
         }

@@ -14,12 +14,22 @@
 //! (its `PeerId`) is therefore proven, and the swarm's allow list then
 //! decides whether the connection may stay.
 //!
+//! Both sides must also hold the cluster secret: a key derived from it is
+//! the handshake's pre-shared key (`XXpsk2`: mixed in at the end of the
+//! second message, so each side proves it before the handshake ends). A
+//! key that was only listed (added to the layout by whoever held the admin
+//! API) is not enough to become a peer.
+//!
 //! After the handshake, the stream is a sequence of frames: a 4-byte
-//! big-endian length, then that many bytes of AES-256-GCM ciphertext with
-//! its 16-byte tag. Each direction has its own key (the Noise split) and
-//! a frame counter as its nonce (32 zero bits, then the counter big-endian,
-//! as Noise numbers its messages). Frames are sealed and opened in place:
-//! the only copies are into the write buffer and out of the read buffer.
+//! big-endian header (the length, and in its top bit the rekey flag), then
+//! that many bytes of AES-256-GCM ciphertext with its 16-byte tag; the
+//! header is the frame's associated data. Each direction has its own key
+//! (the Noise split) and a frame counter as its nonce (32 zero bits, then
+//! the counter big-endian, as Noise numbers its messages). A sender moves
+//! to a new key, derived one-way from the old, after `REKEY_BYTES` or
+//! `REKEY_AFTER`, and flags the first frame under it; the counter starts
+//! again. Frames are sealed and opened in place: the only copies are into
+//! the write buffer and out of the read buffer.
 
 use std::io;
 use std::pin::Pin;
@@ -37,8 +47,18 @@ use zeroize::Zeroize;
 
 /// The protocol name, negotiated by multistream-select before the
 /// handshake.
-pub const PROTOCOL: &str = "/strata/noise-aes/1";
-const PARAMS: &str = "Noise_XX_25519_AESGCM_SHA256";
+pub const PROTOCOL: &str = "/strata/noise-aes/2";
+const PARAMS: &str = "Noise_XXpsk2_25519_AESGCM_SHA256";
+/// Where the pre-shared key is mixed in (the end of the second message).
+const PSK_LOCATION: u8 = 2;
+/// The derivation context of the pre-shared key from the cluster secret.
+pub const PSK_CONTEXT: &str = "strata 2026-12 p2p channel psk v1";
+/// A direction moves to a new key after this many plaintext bytes...
+pub const REKEY_BYTES: u64 = 1 << 30;
+/// ...or this long under one key, whichever comes first.
+pub const REKEY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+/// The header bit that says a frame is the first under a new key.
+const REKEY_FLAG: u32 = 1 << 31;
 const PROLOGUE: &[u8] = b"strata p2p secure channel 1";
 /// What an identity key signs: this prefix, then its Noise static key.
 const SIGNED_PREFIX: &[u8] = b"strata-noise-static-key:";
@@ -77,14 +97,16 @@ pub enum SecureError {
 #[derive(Clone)]
 pub struct Config {
     identity: Keypair,
+    psk: [u8; 32],
 }
 
 impl Config {
-    /// The signature `SwarmBuilder::with_tcp` expects of a security
-    /// upgrade's constructor.
-    pub fn new(identity: &Keypair) -> Result<Self, SecureError> {
+    /// For `SwarmBuilder::with_tcp`: the node's identity, and the key
+    /// every member derives from the cluster secret.
+    pub fn new(identity: &Keypair, psk: [u8; 32]) -> Result<Self, SecureError> {
         Ok(Self {
             identity: identity.clone(),
+            psk,
         })
     }
 }
@@ -101,7 +123,7 @@ impl Config {
     {
         Box::pin(bounded(
             HANDSHAKE_TIMEOUT,
-            handshake(self.identity, socket, initiator),
+            handshake(self.identity, self.psk, socket, initiator),
         ))
     }
 }
@@ -155,6 +177,7 @@ where
 /// stream that carries the frames.
 pub async fn handshake<T>(
     identity: Keypair,
+    psk: [u8; 32],
     mut io: T,
     initiator: bool,
 ) -> Result<(PeerId, SecureStream<T>), SecureError>
@@ -167,6 +190,7 @@ where
     let own = identity_payload(&identity, &static_key.public)?;
     let builder = builder
         .local_private_key(&static_key.private)?
+        .psk(PSK_LOCATION, &psk)?
         .prologue(PROLOGUE)?;
     let mut state = if initiator {
         builder.build_initiator()?
@@ -377,13 +401,65 @@ fn invalid(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
+/// When a direction moves to a new key.
+#[derive(Debug, Clone, Copy)]
+pub struct Rekey {
+    pub bytes: u64,
+    pub after: std::time::Duration,
+}
+
+impl Default for Rekey {
+    fn default() -> Self {
+        Self {
+            bytes: REKEY_BYTES,
+            after: REKEY_AFTER,
+        }
+    }
+}
+
+/// One direction's key: the raw bytes (to derive the next one) and the
+/// AEAD key made from them.
+struct DirectionKey {
+    raw: [u8; 32],
+    aead: LessSafeKey,
+}
+
+impl DirectionKey {
+    fn new(raw: &[u8; 32]) -> Result<Self, SecureError> {
+        let aead = UnboundKey::new(&AES_256_GCM, raw)
+            .map(LessSafeKey::new)
+            .map_err(|_| SecureError::Malformed)?;
+        Ok(Self { raw: *raw, aead })
+    }
+
+    /// The next key: one-way from this one, which is then forgotten.
+    fn advance(&mut self) -> io::Result<()> {
+        let mut next = blake3::derive_key("strata p2p channel rekey v1", &self.raw);
+        *self = Self::new(&next).map_err(|_| io::Error::other("rekey"))?;
+        next.zeroize();
+        Ok(())
+    }
+}
+
+impl Drop for DirectionKey {
+    fn drop(&mut self) {
+        self.raw.zeroize();
+    }
+}
+
 /// The stream after the handshake: AES-256-GCM frames both ways.
 pub struct SecureStream<T> {
     io: T,
-    seal: LessSafeKey,
-    open: LessSafeKey,
+    seal: DirectionKey,
+    open: DirectionKey,
     sealed: u64,
     opened: u64,
+    rekey: Rekey,
+    /// Plaintext bytes sealed under the current key, and since when.
+    sealed_bytes: u64,
+    key_since: std::time::Instant,
+    /// Keys each side has moved past (for tests and logs).
+    rekeys: (u64, u64),
     /// The frame being filled (header, then plaintext) or, once sealed,
     /// being written (header, ciphertext, tag).
     write: Vec<u8>,
@@ -402,19 +478,18 @@ pub struct SecureStream<T> {
 
 impl<T> SecureStream<T> {
     fn new(io: T, seal: &[u8; 32], open: &[u8; 32]) -> Result<Self, SecureError> {
-        let key = |k: &[u8; 32]| {
-            UnboundKey::new(&AES_256_GCM, k)
-                .map(LessSafeKey::new)
-                .map_err(|_| SecureError::Malformed)
-        };
         let mut write = Vec::with_capacity(HEADER + MAX_FRAME);
         write.resize(HEADER, 0);
         Ok(Self {
             io,
-            seal: key(seal)?,
-            open: key(open)?,
+            seal: DirectionKey::new(seal)?,
+            open: DirectionKey::new(open)?,
             sealed: 0,
             opened: 0,
+            rekey: Rekey::default(),
+            sealed_bytes: 0,
+            key_since: std::time::Instant::now(),
+            rekeys: (0, 0),
             write,
             written: None,
             read: vec![0u8; READ_BUFFER].into_boxed_slice(),
@@ -426,17 +501,39 @@ impl<T> SecureStream<T> {
         })
     }
 
+    /// Changes when this stream's directions move to new keys.
+    pub fn with_rekey(mut self, rekey: Rekey) -> Self {
+        self.rekey = rekey;
+        self
+    }
+
+    /// How many times (sent, received) the keys moved on.
+    pub fn rekeys(&self) -> (u64, u64) {
+        self.rekeys
+    }
+
     /// Seals the plaintext gathered so far into a frame to be written.
     fn seal_frame(&mut self) -> io::Result<()> {
         let len = self.write.len() - HEADER;
+        let mut header = u32::try_from(len + TAG).map_err(|_| invalid("frame too long"))?;
+        if self.sealed_bytes >= self.rekey.bytes || self.key_since.elapsed() >= self.rekey.after {
+            self.seal.advance()?;
+            self.sealed = 0;
+            self.sealed_bytes = 0;
+            self.key_since = std::time::Instant::now();
+            self.rekeys.0 += 1;
+            header |= REKEY_FLAG;
+        }
+        let header = header.to_be_bytes();
         let nonce = frame_nonce(&mut self.sealed)?;
         let tag = self
             .seal
-            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.write[HEADER..])
+            .aead
+            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut self.write[HEADER..])
             .map_err(|_| io::Error::other("sealing a frame failed"))?;
         self.write.extend_from_slice(tag.as_ref());
-        let frame = u32::try_from(len + TAG).map_err(|_| invalid("frame too long"))?;
-        self.write[..HEADER].copy_from_slice(&frame.to_be_bytes());
+        self.write[..HEADER].copy_from_slice(&header);
+        self.sealed_bytes += len as u64;
         self.written = Some(0);
         Ok(())
     }
@@ -448,9 +545,10 @@ impl<T> SecureStream<T> {
         if have < HEADER {
             return Ok(Err(HEADER));
         }
-        let mut len = [0u8; HEADER];
-        len.copy_from_slice(&self.read[self.start..self.start + HEADER]);
-        let len = u32::from_be_bytes(len) as usize;
+        let mut header = [0u8; HEADER];
+        header.copy_from_slice(&self.read[self.start..self.start + HEADER]);
+        let word = u32::from_be_bytes(header);
+        let len = (word & !REKEY_FLAG) as usize;
         if !(TAG..=MAX_FRAME).contains(&len) {
             self.broken = true;
             return Err(invalid("frame length out of bounds"));
@@ -458,11 +556,18 @@ impl<T> SecureStream<T> {
         if have < HEADER + len {
             return Ok(Err(HEADER + len));
         }
+        if word & REKEY_FLAG != 0 {
+            self.open.advance()?;
+            self.opened = 0;
+            self.rekeys.1 += 1;
+        }
         let body = self.start + HEADER;
         let nonce = frame_nonce(&mut self.opened)?;
-        let opened = self
-            .open
-            .open_in_place(nonce, Aad::empty(), &mut self.read[body..body + len]);
+        let opened = self.open.aead.open_in_place(
+            nonce,
+            Aad::from(header),
+            &mut self.read[body..body + len],
+        );
         if opened.is_err() {
             self.broken = true;
             return Err(invalid("frame fails authentication"));
@@ -582,6 +687,8 @@ mod tests {
 
     type Pipe = tokio_util::compat::Compat<tokio::io::DuplexStream>;
 
+    const PSK: [u8; 32] = [42; 32];
+
     fn pipe() -> (Pipe, Pipe) {
         let (a, b) = tokio::io::duplex(1 << 16);
         (a.compat(), b.compat())
@@ -593,8 +700,8 @@ mod tests {
     ) -> ((PeerId, SecureStream<Pipe>), (PeerId, SecureStream<Pipe>)) {
         let (a, b) = pipe();
         let (x, y) = tokio::join!(
-            handshake(a_key.clone(), a, true),
-            handshake(b_key.clone(), b, false)
+            handshake(a_key.clone(), PSK, a, true),
+            handshake(b_key.clone(), PSK, b, false)
         );
         match (x, y) {
             (Ok(x), Ok(y)) => (x, y),
@@ -714,14 +821,14 @@ mod tests {
     async fn a_peer_that_never_answers_times_out() {
         let (a, _silent) = pipe();
         let limit = std::time::Duration::from_millis(50);
-        let r = bounded(limit, handshake(Keypair::generate_ed25519(), a, true)).await;
+        let r = bounded(limit, handshake(Keypair::generate_ed25519(), PSK, a, true)).await;
         assert!(matches!(r, Err(SecureError::Timeout(_))));
     }
 
     #[tokio::test]
     async fn garbage_instead_of_a_handshake_is_an_error() {
         let (a, mut b) = pipe();
-        let responder = handshake(Keypair::generate_ed25519(), a, false);
+        let responder = handshake(Keypair::generate_ed25519(), PSK, a, false);
         let feed = async {
             // A first message that is not a bare ephemeral key, then a
             // second one of noise.
@@ -770,5 +877,70 @@ mod tests {
                 Err(SecureError::Malformed)
             ));
         }
+    }
+
+    #[tokio::test]
+    async fn a_listed_key_without_the_cluster_secret_is_refused() {
+        let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        for (a_psk, b_psk) in [(PSK, [7u8; 32]), ([7u8; 32], PSK)] {
+            let (a, b) = pipe();
+            let (x, y) = tokio::join!(
+                handshake(ka.clone(), a_psk, a, true),
+                handshake(kb.clone(), b_psk, b, false)
+            );
+            // Both sides find out within the handshake.
+            assert!(x.is_err(), "initiator accepted a peer without the secret");
+            assert!(y.is_err(), "responder accepted a peer without the secret");
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_move_on_by_volume_and_by_time_and_bytes_stay_intact() {
+        let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let ((_, a), (_, b)) = connect(&ka, &kb).await;
+        let mut a = a.with_rekey(Rekey {
+            bytes: 200_000,
+            after: std::time::Duration::from_secs(3600),
+        });
+        let mut b = b.with_rekey(Rekey {
+            bytes: u64::MAX,
+            after: std::time::Duration::from_millis(1),
+        });
+        let big = data(5_000_000);
+        let send = async {
+            a.write_all(&big).await.expect("write");
+            a.flush().await.expect("flush");
+            a
+        };
+        let recv = async {
+            let mut got = vec![0u8; big.len()];
+            b.read_exact(&mut got).await.expect("read");
+            (b, got)
+        };
+        let (mut a, (mut b, got)) = tokio::join!(send, recv);
+        assert!(got == big, "bytes differ across rekeys");
+        // 5 MB in frames of 64 KiB, a new key past every 200 kB.
+        // (a new key every fourth 64 KiB frame: 76 frames, 19 keys).
+        assert!(a.rekeys().0 >= 18, "{:?}", a.rekeys());
+        assert_eq!(b.rekeys().1, a.rekeys().0);
+        // By time: b's key is older than a millisecond at its next frame.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        b.write_all(b"later").await.expect("write");
+        b.flush().await.expect("flush");
+        let mut back = [0u8; 5];
+        a.read_exact(&mut back).await.expect("read");
+        assert_eq!(&back, b"later");
+        assert_eq!(b.rekeys().0, 1);
+        assert_eq!(a.rekeys().1, 1);
+    }
+
+    #[tokio::test]
+    async fn a_forged_rekey_flag_fails_the_stream() {
+        let key = [9u8; 32];
+        let good = wire(&key, &[&data(100)]).await;
+        let mut bad = good.clone();
+        bad[0] ^= 0x80;
+        let e = receive(&key, &bad).await.expect_err("flag flipped");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -26,7 +26,7 @@ impl InboundHandler for NodeHandler {
         let this = self.clone();
         Box::pin(async move {
             match req {
-                NetRequest::Raft { kind, payload } => this.raft.handle(kind, payload).await,
+                NetRequest::Raft { kind, payload } => this.raft.handle(from, kind, payload).await,
                 other => match this.blocks.get() {
                     Some(b) => {
                         tracing::trace!(from, req = other.name(), "shard request");

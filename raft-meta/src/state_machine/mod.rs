@@ -4,7 +4,7 @@
 
 mod accounts;
 mod cluster;
-pub use accounts::normalize_username;
+pub use accounts::{normalize_username, MAX_ACCEPT_FROM};
 pub use namespace::JOURNAL_KEEP;
 mod namespace;
 pub mod shares;
@@ -59,8 +59,25 @@ pub fn apply(tx: &mut Tx<'_>, req: &Request) -> Result<Response, Fatal> {
         }
         return Ok(Ok(Output::Batch(out)));
     }
-    let at = req.at_ms;
-    let result = match &req.cmd {
+    let result = dispatch(tx, req.at_ms, &req.cmd);
+    match result {
+        Ok(out) => {
+            tx.keep();
+            Ok(Ok(out))
+        }
+        Err(Fail::Cmd(e)) => {
+            tx.discard();
+            Ok(Err(e))
+        }
+        Err(Fail::Fatal(f)) => {
+            tx.discard();
+            Err(f)
+        }
+    }
+}
+
+fn dispatch(tx: &mut Tx<'_>, at: u64, cmd: &Command) -> Step<Output> {
+    match cmd {
         Command::CreateUser {
             user,
             username,
@@ -122,19 +139,37 @@ pub fn apply(tx: &mut Tx<'_>, req: &Request) -> Result<Response, Fatal> {
             device,
         } => shares::create(tx, at, owner, path, sharee, *role, share, device),
         Command::DeleteShare { by, share, device } => shares::delete(tx, at, by, share, device),
-    };
-    match result {
-        Ok(out) => {
-            tx.keep();
-            Ok(Ok(out))
+        Command::Bootstrap { layout, admin } => accounts::bootstrap(tx, at, layout, admin),
+        Command::UpdateUser {
+            user,
+            quota_bytes,
+            disabled,
+            admin,
+        } => accounts::update_user(tx, user, *quota_bytes, *disabled, *admin),
+        Command::ChangePassword {
+            user,
+            password_hash,
+            keep,
+        } => accounts::change_password(tx, user, password_hash, keep.as_ref()),
+        Command::OfferShare {
+            owner,
+            path,
+            sharee,
+            role,
+            share,
+            device,
+        } => shares::offer(tx, at, owner, path, sharee, *role, share, device),
+        Command::AcceptShare {
+            sharee,
+            share,
+            device,
+        } => shares::accept(tx, at, sharee, share, device),
+        Command::SetShareAcceptance { user, from } => {
+            accounts::set_share_acceptance(tx, user, from)
         }
-        Err(Fail::Cmd(e)) => {
-            tx.discard();
-            Ok(Err(e))
-        }
-        Err(Fail::Fatal(f)) => {
-            tx.discard();
-            Err(f)
+        Command::ViaShare { share, sharee, cmd } => {
+            shares::check_grant(tx, share, sharee, cmd)?;
+            dispatch(tx, at, cmd)
         }
     }
 }

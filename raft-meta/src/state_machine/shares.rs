@@ -13,10 +13,11 @@ use super::tx::Tx;
 use super::{Fail, Step};
 use crate::keys;
 use crate::kv::{self, Resolved};
+use crate::path::MAX_SEGMENT_BYTES;
 use crate::records::{
     ChangeKind, ChangeRecord, EntryKind, EntryRecord, ShareRecord, ShareRole, UserRecord,
 };
-use crate::types::{CommandError, Output};
+use crate::types::{Command, CommandError, Output};
 
 /// The top-level folder under which a user sees what others share.
 pub const SHARED_ROOT: &str = "Shared";
@@ -169,6 +170,33 @@ pub(super) fn fan_out(tx: &mut Tx<'_>, ch: &Change<'_>) -> Step<()> {
     Ok(())
 }
 
+/// The name a share is mounted under: the entry's name, made unique among
+/// what this owner already shares with this sharee by a ` (n)` suffix, and
+/// never longer than a path segment may be (the name is cut, on a
+/// character boundary, to make room for the suffix).
+fn mount_name(mine: &[(ShareId, ShareRecord)], sharee: &UserId, base: &str) -> String {
+    let taken: Vec<&str> = mine
+        .iter()
+        .filter(|(_, s)| s.sharee == *sharee)
+        .map(|(_, s)| s.name.as_str())
+        .collect();
+    let fit = |suffix: &str| {
+        let room = MAX_SEGMENT_BYTES - suffix.len();
+        let mut end = base.len().min(room);
+        while !base.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}{suffix}", &base[..end])
+    };
+    let mut name = fit("");
+    let mut n = 2u32;
+    while taken.contains(&name.as_str()) {
+        name = fit(&format!(" ({n})"));
+        n += 1;
+    }
+    name
+}
+
 /// Gives an entry of `owner`'s tree to `sharee`; giving it again changes
 /// the role and keeps the id.
 #[allow(clippy::too_many_arguments)]
@@ -215,19 +243,7 @@ pub(super) fn create(
         ))
         .into());
     }
-    // The mount name: the entry's name, made unique among what this owner
-    // already shares with this sharee.
-    let taken: Vec<&str> = mine
-        .iter()
-        .filter(|(_, s)| s.sharee == *sharee)
-        .map(|(_, s)| s.name.as_str())
-        .collect();
-    let mut name = rec.name.clone();
-    let mut n = 2u32;
-    while taken.contains(&name.as_str()) {
-        name = format!("{} ({n})", rec.name);
-        n += 1;
-    }
+    let name = mount_name(&mine, sharee, &rec.name);
     let share = ShareRecord {
         owner: *owner,
         entry,
@@ -277,9 +293,15 @@ pub(super) fn delete(
     let kind = kv::entry(tx, &share.owner, &share.entry)?
         .map(|r| r.kind)
         .unwrap_or(EntryKind::Folder);
+    let pending = tx.get_raw(&keys::share_pending(id))?.is_some();
     tx.del(keys::share(id));
     tx.del(keys::share_out(&share.owner, id));
     tx.del(keys::share_in(&share.sharee, id));
+    tx.del(keys::share_pending(id));
+    if pending {
+        // Never mounted: nothing to take away from the sharee's view.
+        return Ok(Output::Done);
+    }
     append_line(
         tx,
         &share.sharee,
@@ -297,4 +319,233 @@ pub(super) fn delete(
         },
     )?;
     Ok(Output::Done)
+}
+
+/// Pending shares one user may have waiting, at most, and of those, from
+/// one owner: a stranger cannot fill anyone's list of shares.
+pub const MAX_PENDING_PER_USER: usize = 200;
+pub const MAX_PENDING_FROM_ONE: usize = 20;
+
+fn is_pending(tx: &Tx<'_>, id: &ShareId) -> Step<bool> {
+    Ok(tx.get_raw(&keys::share_pending(id))?.is_some())
+}
+
+/// The journal line that shows a newly mounted share to its sharee.
+fn mounted_line(
+    tx: &mut Tx<'_>,
+    at: u64,
+    owner_name: &str,
+    share: &ShareRecord,
+    device: &DeviceId,
+) -> Step<()> {
+    let rec = kv::entry(tx, &share.owner, &share.entry)?.ok_or(CommandError::NotFound)?;
+    append_line(
+        tx,
+        &share.sharee,
+        ChangeRecord {
+            entry: share.entry,
+            path: mount_path(owner_name, &share.name),
+            kind: ChangeKind::Created,
+            entry_kind: rec.kind,
+            version: rec.head,
+            size: rec.size,
+            content_hash: rec.content_hash,
+            from: None,
+            device: *device,
+            at_ms: at,
+        },
+    )
+}
+
+/// Offers an entry of `owner`'s tree to `sharee`: pending until accepted
+/// unless the sharee takes the owner's shares without asking.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn offer(
+    tx: &mut Tx<'_>,
+    at: u64,
+    owner: &UserId,
+    path: &[String],
+    sharee: &UserId,
+    role: ShareRole,
+    id: &ShareId,
+    device: &DeviceId,
+) -> Step<Output> {
+    let path = parse_path(path)?;
+    if path.is_root() {
+        return Err(CommandError::BadRequest("the root folder cannot be shared".into()).into());
+    }
+    if owner == sharee {
+        return Err(
+            CommandError::BadRequest("a file cannot be shared with its owner".into()).into(),
+        );
+    }
+    let owner_rec = load_user(tx, owner)?;
+    let _ = load_user(tx, sharee)?;
+    let (entry, rec) = match kv::resolve(tx, owner, path.segments())? {
+        Resolved::Found(e, r) if r.live => (e, r),
+        _ => return Err(CommandError::NotFound.into()),
+    };
+    let mine = shares_out(tx, owner)?;
+    if let Some((existing, mut s)) = mine
+        .iter()
+        .find(|(_, s)| s.entry == entry && s.sharee == *sharee)
+        .cloned()
+    {
+        s.role = role;
+        tx.put(keys::share(&existing), &s);
+        return Ok(Output::Offered {
+            share: existing,
+            pending: is_pending(tx, &existing)?,
+        });
+    }
+    if mine.len() >= MAX_SHARES_PER_USER {
+        return Err(
+            CommandError::Limit(format!("at most {MAX_SHARES_PER_USER} shares per user")).into(),
+        );
+    }
+    let auto = super::accounts::accepts_from(tx, sharee, owner)?;
+    // What the sharee already has: mounted, waiting, and waiting from this owner.
+    let (mut mounted, mut waiting, mut from_owner) = (0, 0, 0);
+    for (k, _) in tx.scan(&keys::shares_in_of(sharee))? {
+        let Some(sid) = ShareId::from_slice(&k[1 + 16..]) else {
+            continue;
+        };
+        if is_pending(tx, &sid)? {
+            waiting += 1;
+            if tx
+                .get::<ShareRecord>("share", &keys::share(&sid))?
+                .is_some_and(|s| s.owner == *owner)
+            {
+                from_owner += 1;
+            }
+        } else {
+            mounted += 1;
+        }
+    }
+    if auto && mounted >= MAX_SHARES_PER_USER {
+        return Err(CommandError::Limit(format!(
+            "the recipient already has {MAX_SHARES_PER_USER} shares"
+        ))
+        .into());
+    }
+    if !auto && (waiting >= MAX_PENDING_PER_USER || from_owner >= MAX_PENDING_FROM_ONE) {
+        return Err(CommandError::Limit(
+            "the recipient has too many shares waiting to be accepted".into(),
+        )
+        .into());
+    }
+    let name = mount_name(&mine, sharee, &rec.name);
+    let share = ShareRecord {
+        owner: *owner,
+        entry,
+        sharee: *sharee,
+        role,
+        name,
+        created_ms: at,
+    };
+    tx.put(keys::share(id), &share);
+    tx.put_raw(keys::share_out(owner, id), Vec::new());
+    tx.put_raw(keys::share_in(sharee, id), Vec::new());
+    if auto {
+        mounted_line(tx, at, &owner_rec.username, &share, device)?;
+    } else {
+        tx.put_raw(keys::share_pending(id), Vec::new());
+    }
+    Ok(Output::Offered {
+        share: *id,
+        pending: !auto,
+    })
+}
+
+/// The sharee takes a pending share: it is mounted under `/Shared`.
+pub(super) fn accept(
+    tx: &mut Tx<'_>,
+    at: u64,
+    sharee: &UserId,
+    id: &ShareId,
+    device: &DeviceId,
+) -> Step<Output> {
+    let share: ShareRecord = tx
+        .get("share", &keys::share(id))?
+        .ok_or(CommandError::NotFound)?;
+    if share.sharee != *sharee {
+        return Err(CommandError::NotFound.into());
+    }
+    if !is_pending(tx, id)? {
+        return Ok(Output::Done);
+    }
+    let mut mounted = 0;
+    for (k, _) in tx.scan(&keys::shares_in_of(sharee))? {
+        if let Some(sid) = ShareId::from_slice(&k[1 + 16..]) {
+            if !is_pending(tx, &sid)? {
+                mounted += 1;
+            }
+        }
+    }
+    if mounted >= MAX_SHARES_PER_USER {
+        return Err(
+            CommandError::Limit(format!("at most {MAX_SHARES_PER_USER} shares per user")).into(),
+        );
+    }
+    tx.del(keys::share_pending(id));
+    let owner_rec = load_user(tx, &share.owner)?;
+    mounted_line(tx, at, &owner_rec.username, &share, device)?;
+    Ok(Output::Done)
+}
+
+/// The paths a write through a share touches, or `None` for a command
+/// that cannot be made through one.
+fn share_paths(cmd: &Command) -> Option<(&UserId, Vec<&[String]>, bool)> {
+    match cmd {
+        Command::CommitFile(c) => Some((&c.user, vec![&c.path[..]], false)),
+        Command::CreateFolder { user, path, .. } => Some((user, vec![&path[..]], false)),
+        Command::Restore { user, path, .. } => Some((user, vec![&path[..]], false)),
+        Command::Delete { user, path, .. } => Some((user, vec![&path[..]], true)),
+        Command::Move { user, from, to, .. } => Some((user, vec![&from[..], &to[..]], true)),
+        _ => None,
+    }
+}
+
+/// Whether `sharee` may make `cmd` in the owner's tree through `share`
+/// now: the share exists, is accepted and lets them edit, and every path
+/// of the command lies inside the shared entry (strictly inside for a
+/// delete or a move, which the sharee may not apply to the entry itself).
+pub(super) fn check_grant(tx: &Tx<'_>, id: &ShareId, sharee: &UserId, cmd: &Command) -> Step<()> {
+    let gone = || CommandError::Forbidden("the share was removed or changed".into());
+    let share: ShareRecord = tx.get("share", &keys::share(id))?.ok_or_else(gone)?;
+    if share.sharee != *sharee || is_pending(tx, id)? {
+        return Err(gone().into());
+    }
+    if share.role != ShareRole::Editor {
+        return Err(CommandError::Forbidden(
+            "this is shared with you as a viewer: it cannot be changed".into(),
+        )
+        .into());
+    }
+    let (user, paths, strictly) = share_paths(cmd).ok_or_else(|| {
+        CommandError::BadRequest("this change cannot be made through a share".into())
+    })?;
+    if *user != share.owner {
+        return Err(gone().into());
+    }
+    match kv::entry(tx, &share.owner, &share.entry)? {
+        Some(r) if r.live => {}
+        _ => return Err(gone().into()),
+    }
+    let root = parse_path_str(&kv::entry_path(tx, &share.owner, &share.entry)?)?;
+    for p in paths {
+        let inside = p.len() >= root.len() && p[..root.len()] == root[..];
+        if !inside || (strictly && p.len() == root.len()) {
+            return Err(CommandError::Forbidden(
+                "the path is outside what is shared with you".into(),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn parse_path_str(p: &str) -> Step<Vec<String>> {
+    let path = crate::path::DrivePath::parse(p).map_err(CommandError::BadPath)?;
+    Ok(path.segments().to_vec())
 }

@@ -992,3 +992,348 @@ fn shares_carry_the_owners_changes_to_the_sharee() {
         (ChangeKind::Deleted, "/Shared/alice/team".into(), None)
     );
 }
+
+fn bootstrap_admin(user: UserId, name: &str) -> BootstrapAdmin {
+    BootstrapAdmin {
+        user,
+        username: name.into(),
+        password_hash: "$argon2id$operator".into(),
+        quota_bytes: GIB,
+    }
+}
+
+#[test]
+fn bootstrap_creates_the_admin_once_and_never_adopts_a_plain_account() {
+    let mut f = Fixture::new();
+    assert!(f.reader().bootstrap().unwrap().is_none());
+    let op = UserId([50; 16]);
+    f.ok(Command::Bootstrap {
+        layout: None,
+        admin: Some(bootstrap_admin(op, "admin")),
+    });
+    let boot = f.reader().bootstrap().unwrap().unwrap();
+    assert_eq!(boot.admin, Some(op));
+    let (id, rec) = f.reader().user_by_name("admin").unwrap().unwrap();
+    assert_eq!(id, op);
+    assert!(rec.admin);
+    // A second bootstrap (another node's, a restart's) changes nothing.
+    f.ok(Command::Bootstrap {
+        layout: None,
+        admin: Some(bootstrap_admin(UserId([51; 16]), "root")),
+    });
+    assert!(f.reader().user_by_name("root").unwrap().is_none());
+    assert_eq!(f.reader().bootstrap().unwrap().unwrap().admin, Some(op));
+
+    // A drive where someone took the name before any bootstrap: refused,
+    // and nothing of the command stays.
+    let mut g = Fixture::new();
+    g.ok(Command::CreateUser {
+        user: UserId([60; 16]),
+        username: "admin".into(),
+        password_hash: "squatter".into(),
+        quota_bytes: GIB,
+        admin: false,
+    });
+    assert_eq!(
+        g.run(Command::Bootstrap {
+            layout: None,
+            admin: Some(bootstrap_admin(op, "admin")),
+        }),
+        Err(CommandError::AdminNameTaken("admin".into()))
+    );
+    assert!(g.reader().bootstrap().unwrap().is_none());
+    assert!(!g.reader().user_by_name("admin").unwrap().unwrap().1.admin);
+}
+
+#[test]
+fn admins_change_accounts_and_a_new_password_ends_other_sessions() {
+    let mut f = Fixture::new();
+    let op = UserId([50; 16]);
+    f.ok(Command::Bootstrap {
+        layout: None,
+        admin: Some(bootstrap_admin(op, "admin")),
+    });
+    // A second session for alice.
+    f.ok(Command::Login {
+        user: f.user,
+        token_hash: [2; 32],
+        device: DeviceId([3; 16]),
+        device_name: "phone".into(),
+        expires_ms: f.at + 100_000,
+    });
+    assert_eq!(f.reader().sessions(&f.user).unwrap().len(), 2);
+    f.ok(Command::ChangePassword {
+        user: f.user,
+        password_hash: "$argon2id$new".into(),
+        keep: Some([2; 32]),
+    });
+    let left: Vec<[u8; 32]> = f
+        .reader()
+        .sessions(&f.user)
+        .unwrap()
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(left, vec![[2; 32]]);
+    assert_eq!(
+        f.reader().user(&f.user).unwrap().unwrap().password_hash,
+        "$argon2id$new"
+    );
+
+    f.ok(Command::UpdateUser {
+        user: f.user,
+        quota_bytes: Some(5),
+        disabled: Some(true),
+        admin: Some(true),
+    });
+    let u = f.reader().user(&f.user).unwrap().unwrap();
+    assert_eq!((u.quota_bytes, u.admin), (5, true));
+    assert!(f.reader().user_settings(&f.user).unwrap().disabled);
+    assert!(f.reader().sessions(&f.user).unwrap().is_empty());
+    // The operator's account cannot be demoted or disabled through the API.
+    for (disabled, admin) in [(Some(true), None), (None, Some(false))] {
+        assert!(matches!(
+            f.run(Command::UpdateUser {
+                user: op,
+                quota_bytes: None,
+                disabled,
+                admin,
+            }),
+            Err(CommandError::Forbidden(_))
+        ));
+    }
+    assert!(f.reader().user(&op).unwrap().unwrap().admin);
+}
+
+#[test]
+fn shares_wait_for_acceptance_and_writes_through_them_are_checked_when_applied() {
+    use crate::records::{AcceptFrom, ShareRole};
+    use cluster_config::ShareId;
+    let mut f = Fixture::new();
+    let bob = UserId([8; 16]);
+    f.ok(Command::CreateUser {
+        user: bob,
+        username: "bob".into(),
+        password_hash: "h".into(),
+        quota_bytes: GIB,
+        admin: false,
+    });
+    f.commit(
+        "/team/a.txt",
+        &[block(1, 10)],
+        1,
+        None,
+        OnConflict::Overwrite,
+    )
+    .unwrap();
+    f.commit(
+        "/secret.txt",
+        &[block(2, 10)],
+        2,
+        None,
+        OnConflict::Overwrite,
+    )
+    .unwrap();
+    let share = ShareId([5; 16]);
+    let offer = |f: &Fixture, path: &str, share: ShareId| Command::OfferShare {
+        owner: f.user,
+        path: segs(path),
+        sharee: bob,
+        role: ShareRole::Editor,
+        share,
+        device: f.device,
+    };
+    assert_eq!(
+        f.ok(offer(&f, "/team", share)),
+        Output::Offered {
+            share,
+            pending: true
+        }
+    );
+    assert!(f.reader().share_pending(&share).unwrap());
+    // Nothing is mounted and bob hears nothing until he accepts.
+    assert!(f.reader().journal(&bob, 0, 10).unwrap().is_empty());
+    let commit_via = |f: &Fixture, path: &str, hash: u8| Command::ViaShare {
+        share,
+        sharee: bob,
+        cmd: Box::new(Command::CommitFile(CommitFile {
+            user: f.user,
+            path: segs(path),
+            device: DeviceId([4; 16]),
+            content: FileContent {
+                size: 10,
+                content_hash: [hash; 32],
+                blocks: vec![block(9, 10).0],
+            },
+            new_blocks: vec![block(9, 10).1],
+            base_version: None,
+            on_conflict: OnConflict::Overwrite,
+            id_seed: [hash; 16],
+        })),
+    };
+    assert!(matches!(
+        f.run(commit_via(&f, "/team/b.txt", 3)),
+        Err(CommandError::Forbidden(_))
+    ));
+    // Only bob may accept.
+    assert_eq!(
+        f.run(Command::AcceptShare {
+            sharee: UserId([42; 16]),
+            share,
+            device: f.device,
+        }),
+        Err(CommandError::NotFound)
+    );
+    f.ok(Command::AcceptShare {
+        sharee: bob,
+        share,
+        device: f.device,
+    });
+    assert!(!f.reader().share_pending(&share).unwrap());
+    let lines = f.reader().journal(&bob, 0, 10).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].1.path, "/Shared/alice/team");
+    // Inside the share: applied. Outside, or the shared folder itself: refused.
+    f.ok(commit_via(&f, "/team/b.txt", 3));
+    assert!(f.live("/team/b.txt").is_some());
+    assert!(matches!(
+        f.run(commit_via(&f, "/secret.txt", 4)),
+        Err(CommandError::Forbidden(_))
+    ));
+    assert!(matches!(
+        f.run(commit_via(&f, "/teams/x.txt", 4)),
+        Err(CommandError::Forbidden(_))
+    ));
+    assert!(matches!(
+        f.run(Command::ViaShare {
+            share,
+            sharee: bob,
+            cmd: Box::new(Command::Delete {
+                user: f.user,
+                path: segs("/team"),
+                device: f.device,
+            }),
+        }),
+        Err(CommandError::Forbidden(_))
+    ));
+    // The share ends while an upload is in flight: its commit is refused.
+    f.ok(Command::DeleteShare {
+        by: f.user,
+        share,
+        device: f.device,
+    });
+    assert!(matches!(
+        f.run(commit_via(&f, "/team/late.txt", 5)),
+        Err(CommandError::Forbidden(_))
+    ));
+    assert!(f.live("/team/late.txt").is_none());
+
+    // Trusted senders skip the step; a declined share leaves no trace.
+    f.ok(Command::SetShareAcceptance {
+        user: bob,
+        from: AcceptFrom::Users(vec![f.user]),
+    });
+    let again = ShareId([6; 16]);
+    assert_eq!(
+        f.ok(offer(&f, "/team", again)),
+        Output::Offered {
+            share: again,
+            pending: false
+        }
+    );
+    f.ok(Command::SetShareAcceptance {
+        user: bob,
+        from: AcceptFrom::Nobody,
+    });
+    let third = ShareId([7; 16]);
+    f.ok(offer(&f, "/secret.txt", third));
+    let before = f.reader().journal(&bob, 0, 100).unwrap().len();
+    f.ok(Command::DeleteShare {
+        by: bob,
+        share: third,
+        device: f.device,
+    });
+    assert_eq!(f.reader().journal(&bob, 0, 100).unwrap().len(), before);
+    assert!(f.reader().share(&third).unwrap().is_none());
+}
+
+#[test]
+fn one_owner_cannot_fill_anyones_pending_shares() {
+    use crate::records::ShareRole;
+    use cluster_config::ShareId;
+    let mut f = Fixture::new();
+    let bob = UserId([8; 16]);
+    f.ok(Command::CreateUser {
+        user: bob,
+        username: "bob".into(),
+        password_hash: "h".into(),
+        quota_bytes: GIB,
+        admin: false,
+    });
+    for i in 0..=super::shares::MAX_PENDING_FROM_ONE {
+        let path = format!("/spam/Invoice {i} - click me.html");
+        f.commit(&path, &[block(1, 10)], 1, None, OnConflict::Overwrite)
+            .unwrap();
+        let r = f.run(Command::OfferShare {
+            owner: f.user,
+            path: segs(&path),
+            sharee: bob,
+            role: ShareRole::Viewer,
+            share: ShareId([i as u8 + 1; 16]),
+            device: f.device,
+        });
+        if i < super::shares::MAX_PENDING_FROM_ONE {
+            assert!(r.is_ok(), "{i}: {r:?}");
+        } else {
+            assert!(matches!(r, Err(CommandError::Limit(_))), "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn share_mount_names_fit_in_a_segment() {
+    use crate::records::ShareRole;
+    use cluster_config::ShareId;
+    let mut f = Fixture::new();
+    let bob = UserId([8; 16]);
+    f.ok(Command::CreateUser {
+        user: bob,
+        username: "bob".into(),
+        password_hash: "h".into(),
+        quota_bytes: GIB,
+        admin: false,
+    });
+    // Two folders with the same 255-byte name (of 3-byte characters and
+    // one ASCII byte) in different places.
+    let long: String = "€".repeat(84) + "x";
+    assert_eq!(long.len(), 253);
+    let name = format!("{long}yz");
+    for (i, dir) in ["/a", "/b"].iter().enumerate() {
+        let path = format!("{dir}/{name}");
+        f.ok(Command::CreateFolder {
+            user: f.user,
+            path: segs(&path),
+            device: f.device,
+            id_seed: [i as u8 + 1; 16],
+        });
+        f.ok(Command::OfferShare {
+            owner: f.user,
+            path: segs(&path),
+            sharee: bob,
+            role: ShareRole::Viewer,
+            share: ShareId([i as u8 + 1; 16]),
+            device: f.device,
+        });
+    }
+    let names: Vec<String> = f
+        .reader()
+        .shares_in(&bob)
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s.name)
+        .collect();
+    assert!(names.contains(&name));
+    let second = names.iter().find(|n| **n != name).unwrap();
+    assert!(second.len() <= 255 && second.ends_with(" (2)"), "{second}");
+    assert!(crate::DrivePath::parse(&format!("/Shared/alice/{second}")).is_ok());
+}
