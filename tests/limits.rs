@@ -319,74 +319,58 @@ async fn one_users_metadata_burst_is_refused_and_others_keep_writing() {
             .unwrap()
     };
     let token = mallory.token().unwrap().to_string();
+    // `n` tus creations at once from mallory, spread over the nodes, each
+    // with `meta` as its Upload-Metadata; their statuses.
+    let burst = |n: usize, meta: String| {
+        let urls: Vec<String> = (1..=3).map(|i| c.url(i)).collect();
+        let (http, token) = (http1.clone(), token.clone());
+        (0..n)
+            .map(|i| {
+                let (http, token, meta) = (http.clone(), token.clone(), meta.clone());
+                let url = urls[i % 3].clone();
+                tokio::spawn(async move {
+                    http.post(format!("{url}/api/v1/uploads"))
+                        .bearer_auth(token)
+                        .header("tus-resumable", "1.0.0")
+                        .header("upload-length", 10)
+                        .header("upload-metadata", meta)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    async fn statuses(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
     // 250 creations at once, each with 340 KiB of metadata.
     let junk = format!("path L2EudHh0,junk {}", "QUFB".repeat(340 * 1024 / 4));
-    let mut burst = Vec::new();
-    for i in 0..250 {
-        let (http, token, junk) = (http1.clone(), token.clone(), junk.clone());
-        let url = c.url(1 + (i % 3) as u64);
-        burst.push(tokio::spawn(async move {
-            http.post(format!("{url}/api/v1/uploads"))
-                .bearer_auth(token)
-                .header("tus-resumable", "1.0.0")
-                .header("upload-length", 10)
-                .header("upload-metadata", junk)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }));
-    }
+    let running = burst(250, junk);
     // Meanwhile another user's writes go through, every one of them.
     for i in 0..30 {
         let path = format!("/ann/{i}");
         retry(|| ann.create_folder(&path)).await;
     }
-    let mut statuses = Vec::new();
-    for b in burst {
-        statuses.push(b.await.unwrap());
-    }
+    let got = statuses(running).await;
     // Every oversized request is refused at the gateway with a 4xx
     // (413, or 431 where the header alone is too large for HTTP).
-    assert!(
-        statuses.iter().all(|s| *s == 413 || *s == 431),
-        "{statuses:?}"
-    );
+    assert!(got.iter().all(|s| *s == 413 || *s == 431), "{got:?}");
     // The largest allowed metadata, from one account, many at once: taken
     // or refused by the per-account cap, never a failure of the cluster.
-    let fits = format!("path L2EudHh0,junk {}", "QUFB".repeat(900));
-    let mut burst = Vec::new();
-    for i in 0..150 {
-        let (http, token, meta) = (http1.clone(), token.clone(), fits.clone());
-        let url = c.url(1 + (i % 3) as u64);
-        burst.push(tokio::spawn(async move {
-            http.post(format!("{url}/api/v1/uploads"))
-                .bearer_auth(token)
-                .header("tus-resumable", "1.0.0")
-                .header("upload-length", 10)
-                .header("upload-metadata", meta)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }));
-    }
+    let running = burst(150, format!("path L2EudHh0,junk {}", "QUFB".repeat(900)));
     for i in 30..60 {
         let path = format!("/ann/{i}");
         retry(|| ann.create_folder(&path)).await;
     }
-    let mut statuses = Vec::new();
-    for b in burst {
-        statuses.push(b.await.unwrap());
-    }
-    assert!(
-        statuses.iter().all(|s| *s == 201 || *s == 429),
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().filter(|s| **s == 201).count() >= 90,
-        "{statuses:?}"
-    );
+    let got = statuses(running).await;
+    assert!(got.iter().all(|s| *s == 201 || *s == 429), "{got:?}");
+    assert!(got.iter().filter(|s| **s == 201).count() >= 90, "{got:?}");
     // No election was forced: the leader and term held.
     let term_after = c.status(&admin).await["term"].as_u64().unwrap();
     assert_eq!(term_before, term_after);

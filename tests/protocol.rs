@@ -50,6 +50,28 @@ async fn head_works_wherever_get_does_with_no_body_over_http1_and_http2() {
             ("/api/v1/files/list?path=/docs", true, 200),
             ("/api/v1/account", true, 200),
             ("/api/v1/changes/latest", true, 200),
+            ("/api/v1/changes?cursor=0", true, 200),
+            ("/api/v1/changes/poll?cursor=0&timeout=1", true, 200),
+            ("/api/v1/files/history?path=/docs/a.bin", true, 200),
+            ("/api/v1/files/blocks?path=/docs/a.bin", true, 200),
+            ("/api/v1/presence", true, 200),
+            ("/api/v1/cluster/nodes", true, 200),
+            ("/api/v1/shares", true, 200),
+            ("/api/v1/account/sessions", true, 200),
+            ("/api/v1/admin/cluster", true, 403),
+            ("/api/v1/admin/verify", true, 403),
+            ("/api/v1/admin/users", true, 403),
+            ("/api/v1/blocks/00", true, 400),
+            (
+                "/api/v1/blocks/0000000000000000000000000000000000000000000000000000000000000000",
+                true,
+                404,
+            ),
+            (
+                "/api/v1/blocks/0000000000000000000000000000000000000000000000000000000000000000/signature",
+                true,
+                404,
+            ),
             // Errors answer HEAD too, without a body and without a
             // protocol error.
             ("/api/v1/files/content?path=/missing.bin", true, 404),

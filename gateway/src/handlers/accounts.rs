@@ -171,6 +171,15 @@ pub async fn login(app: &App, mut req: Req) -> ApiResult<Response> {
         ));
     }
     let device_name = body.device_name.unwrap_or_else(|| "unnamed device".into());
+    if device_name.is_empty()
+        || device_name.len() > raft_meta::state_machine::MAX_DEVICE_NAME_LEN
+        || device_name.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(format!(
+            "device_name must be 1 to {} bytes without control characters",
+            raft_meta::state_machine::MAX_DEVICE_NAME_LEN
+        )));
+    }
     prune_sessions(app, &user).await?;
     let (token, token_hash) = app.tokens.new_token(&user);
     let expires_ms = app.clock.now_ms() + app.config.accounts.token_ttl.as_millis() as u64;

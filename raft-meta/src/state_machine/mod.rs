@@ -4,7 +4,7 @@
 
 mod accounts;
 mod cluster;
-pub use accounts::{normalize_username, MAX_ACCEPT_FROM};
+pub use accounts::{normalize_username, MAX_ACCEPT_FROM, MAX_DEVICE_NAME_LEN};
 pub use namespace::JOURNAL_KEEP;
 mod namespace;
 pub mod shares;

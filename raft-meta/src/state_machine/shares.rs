@@ -197,19 +197,23 @@ fn mount_name(mine: &[(ShareId, ShareRecord)], sharee: &UserId, base: &str) -> S
     name
 }
 
-/// Gives an entry of `owner`'s tree to `sharee`; giving it again changes
-/// the role and keeps the id.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn create(
+/// A share about to be made: the entry, and what the owner already shares.
+struct NewShare {
+    owner_name: String,
+    entry: EntryId,
+    name: String,
+    mine: usize,
+}
+
+/// What giving `path` of `owner`'s tree to `sharee` starts from: the share
+/// that exists already (its role now `role`), or what a new one needs.
+fn prepare(
     tx: &mut Tx<'_>,
-    at: u64,
     owner: &UserId,
     path: &[String],
     sharee: &UserId,
     role: ShareRole,
-    id: &ShareId,
-    device: &DeviceId,
-) -> Step<Output> {
+) -> Step<Result<ShareId, NewShare>> {
     let path = parse_path(path)?;
     if path.is_root() {
         return Err(CommandError::BadRequest("the root folder cannot be shared".into()).into());
@@ -233,9 +237,68 @@ pub(super) fn create(
     {
         s.role = role;
         tx.put(keys::share(&existing), &s);
-        return Ok(Output::Share(existing));
+        return Ok(Ok(existing));
     }
-    if mine.len() >= MAX_SHARES_PER_USER
+    Ok(Err(NewShare {
+        owner_name: owner_rec.username,
+        entry,
+        name: mount_name(&mine, sharee, &rec.name),
+        mine: mine.len(),
+    }))
+}
+
+/// Stores a new share, mounted at once (a journal line tells the sharee)
+/// or pending until accepted.
+#[allow(clippy::too_many_arguments)]
+fn insert(
+    tx: &mut Tx<'_>,
+    at: u64,
+    owner: &UserId,
+    new: NewShare,
+    sharee: &UserId,
+    role: ShareRole,
+    id: &ShareId,
+    device: &DeviceId,
+    pending: bool,
+) -> Step<()> {
+    let share = ShareRecord {
+        owner: *owner,
+        entry: new.entry,
+        sharee: *sharee,
+        role,
+        name: new.name,
+        created_ms: at,
+    };
+    tx.put(keys::share(id), &share);
+    tx.put_raw(keys::share_out(owner, id), Vec::new());
+    tx.put_raw(keys::share_in(sharee, id), Vec::new());
+    if pending {
+        tx.put_raw(keys::share_pending(id), Vec::new());
+        Ok(())
+    } else {
+        mounted_line(tx, at, &new.owner_name, &share, device)
+    }
+}
+
+/// Gives an entry of `owner`'s tree to `sharee`, mounted at once (the
+/// command of earlier versions, kept so their log entries still apply);
+/// giving it again changes the role and keeps the id.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn create(
+    tx: &mut Tx<'_>,
+    at: u64,
+    owner: &UserId,
+    path: &[String],
+    sharee: &UserId,
+    role: ShareRole,
+    id: &ShareId,
+    device: &DeviceId,
+) -> Step<Output> {
+    let new = match prepare(tx, owner, path, sharee, role)? {
+        Ok(existing) => return Ok(Output::Share(existing)),
+        Err(new) => new,
+    };
+    if new.mine >= MAX_SHARES_PER_USER
         || tx.scan(&keys::shares_in_of(sharee))?.len() >= MAX_SHARES_PER_USER
     {
         return Err(CommandError::BadRequest(format!(
@@ -243,34 +306,7 @@ pub(super) fn create(
         ))
         .into());
     }
-    let name = mount_name(&mine, sharee, &rec.name);
-    let share = ShareRecord {
-        owner: *owner,
-        entry,
-        sharee: *sharee,
-        role,
-        name,
-        created_ms: at,
-    };
-    tx.put(keys::share(id), &share);
-    tx.put_raw(keys::share_out(owner, id), Vec::new());
-    tx.put_raw(keys::share_in(sharee, id), Vec::new());
-    append_line(
-        tx,
-        sharee,
-        ChangeRecord {
-            entry,
-            path: mount_path(&owner_rec.username, &share.name),
-            kind: ChangeKind::Created,
-            entry_kind: rec.kind,
-            version: rec.head,
-            size: rec.size,
-            content_hash: rec.content_hash,
-            from: None,
-            device: *device,
-            at_ms: at,
-        },
-    )?;
+    insert(tx, at, owner, new, sharee, role, id, device, false)?;
     Ok(Output::Share(*id))
 }
 
@@ -370,35 +406,16 @@ pub(super) fn offer(
     id: &ShareId,
     device: &DeviceId,
 ) -> Step<Output> {
-    let path = parse_path(path)?;
-    if path.is_root() {
-        return Err(CommandError::BadRequest("the root folder cannot be shared".into()).into());
-    }
-    if owner == sharee {
-        return Err(
-            CommandError::BadRequest("a file cannot be shared with its owner".into()).into(),
-        );
-    }
-    let owner_rec = load_user(tx, owner)?;
-    let _ = load_user(tx, sharee)?;
-    let (entry, rec) = match kv::resolve(tx, owner, path.segments())? {
-        Resolved::Found(e, r) if r.live => (e, r),
-        _ => return Err(CommandError::NotFound.into()),
+    let new = match prepare(tx, owner, path, sharee, role)? {
+        Ok(existing) => {
+            return Ok(Output::Offered {
+                share: existing,
+                pending: is_pending(tx, &existing)?,
+            })
+        }
+        Err(new) => new,
     };
-    let mine = shares_out(tx, owner)?;
-    if let Some((existing, mut s)) = mine
-        .iter()
-        .find(|(_, s)| s.entry == entry && s.sharee == *sharee)
-        .cloned()
-    {
-        s.role = role;
-        tx.put(keys::share(&existing), &s);
-        return Ok(Output::Offered {
-            share: existing,
-            pending: is_pending(tx, &existing)?,
-        });
-    }
-    if mine.len() >= MAX_SHARES_PER_USER {
+    if new.mine >= MAX_SHARES_PER_USER {
         return Err(
             CommandError::Limit(format!("at most {MAX_SHARES_PER_USER} shares per user")).into(),
         );
@@ -434,23 +451,7 @@ pub(super) fn offer(
         )
         .into());
     }
-    let name = mount_name(&mine, sharee, &rec.name);
-    let share = ShareRecord {
-        owner: *owner,
-        entry,
-        sharee: *sharee,
-        role,
-        name,
-        created_ms: at,
-    };
-    tx.put(keys::share(id), &share);
-    tx.put_raw(keys::share_out(owner, id), Vec::new());
-    tx.put_raw(keys::share_in(sharee, id), Vec::new());
-    if auto {
-        mounted_line(tx, at, &owner_rec.username, &share, device)?;
-    } else {
-        tx.put_raw(keys::share_pending(id), Vec::new());
-    }
+    insert(tx, at, owner, new, sharee, role, id, device, !auto)?;
     Ok(Output::Offered {
         share: *id,
         pending: !auto,
