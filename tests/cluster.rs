@@ -168,7 +168,7 @@ async fn m_nodes_down_reads_go_on_and_they_catch_up() {
 
 /// Runs `strata admin --cluster DIR ARGS`; its exit status and output.
 fn admin_cli_status(cluster: &Cluster, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(common::bin())
         .arg("admin")
         .arg("--cluster")
         .arg(cluster.out())

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::{status_of, Drive, BIN};
+use common::{bin, status_of, Drive};
 use reqwest::Method;
 use serde_json::json;
 
@@ -75,7 +75,7 @@ async fn nobody_becomes_admin_by_signing_up_while_dev_starts() {
     let stop = Arc::new(AtomicBool::new(false));
     // The squatter is at work before the process exists.
     let attack = squat(vec![url.clone()], stop.clone());
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args([
             "dev",
             "--nodes",

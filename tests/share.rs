@@ -14,7 +14,7 @@ use reqwest::Method;
 const PASSWORD: &str = "correct horse battery";
 
 fn cli(profile: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(args)
         .arg("--profile")
         .arg(profile)

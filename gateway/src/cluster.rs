@@ -153,8 +153,8 @@ pub async fn leader_duties(
             continue;
         }
         match meta.local().bootstrap() {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+            Ok(Some(b)) if b.admin.is_some() || config.admin_password_file.is_none() => {}
+            Ok(_) => {
                 match bootstrap(&meta, &config, initial_layout(&config)).await {
                     Ok(()) => tracing::info!("drive set up: first layout and admin account"),
                     Err(e) => tracing::error!(error = %e, "setting the drive up"),

@@ -228,7 +228,10 @@ impl NodeServer {
         }
         // An admin account that is not the operator's stops the node here.
         crate::cluster::check_admin(&meta.client(), &config)?;
-        if config.cluster.is_none() {
+        let set_up = meta.client().local().bootstrap()?;
+        let needs_admin = config.admin_password_file.is_some()
+            && set_up.as_ref().is_none_or(|b| b.admin.is_none());
+        if config.cluster.is_none() && (set_up.is_none() || needs_admin) {
             // A single node sets itself up before it serves a request, so
             // nobody can sign up before the operator's admin exists.
             crate::cluster::bootstrap(&meta.client(), &config, None).await?;

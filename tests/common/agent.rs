@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::BIN;
+use super::bin;
 
 pub struct Agent {
     pub dir: PathBuf,
@@ -28,7 +28,7 @@ impl Agent {
         let dir = base.join(format!("{name}-folder"));
         let profile = base.join(format!("{name}-profile"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([
                 "login",
                 "--server",
@@ -63,7 +63,7 @@ impl Agent {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("sync")
             .arg(&self.dir)
             .arg("--profile")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use strata_client::Client;
 
-use super::BIN;
+use super::bin;
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -59,7 +59,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("cluster");
         let base = free_base_port(nodes + spare);
-        let status = Command::new(BIN)
+        let status = Command::new(bin())
             .args([
                 "init-cluster",
                 "--nodes",
@@ -121,7 +121,7 @@ impl Cluster {
 
     pub fn launch(&mut self, id: u64) {
         let config = self.node(id)["config"].as_str().unwrap().to_string();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["serve", "--config", &config])
             .env(
                 "RUST_LOG",
@@ -234,7 +234,7 @@ impl Cluster {
 
     /// Runs `strata admin` against the cluster folder.
     pub fn admin_cli(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .arg("admin")
             .arg("--cluster")
             .arg(self.out())

@@ -12,7 +12,12 @@ use strata_client::Client;
 pub mod agent;
 pub mod cluster;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_strata");
+/// The `strata` binary under test: this build's, or another given in
+/// `STRATA_TEST_BIN` (to run the suite against an earlier release, for
+/// instance to see a test reproduce the bug it guards against).
+pub fn bin() -> String {
+    std::env::var("STRATA_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").to_string())
+}
 
 /// A running drive. Killed (by its own pid) when dropped.
 pub struct Drive {
@@ -63,7 +68,7 @@ impl Drive {
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         match &self.mode {
             Mode::Dev => {
                 cmd.arg("dev")

@@ -122,12 +122,18 @@ pub(super) fn bootstrap(
     layout: &Option<LayoutRecord>,
     admin: &Option<BootstrapAdmin>,
 ) -> Step<Output> {
-    if tx.get_raw(&keys::bootstrap())?.is_some() {
-        return Ok(Output::Done);
-    }
-    if let Some(first) = layout {
-        if tx.get_raw(&keys::layout())?.is_none() {
-            super::cluster::set_layout(tx, 0, first)?;
+    match tx.get::<BootstrapRecord>("bootstrap", &keys::bootstrap())? {
+        // Set up already. A drive set up without an admin account (its
+        // config named no password file) gets one the first time a
+        // bootstrap brings one; nothing else ever changes.
+        Some(b) if b.admin.is_some() || admin.is_none() => return Ok(Output::Done),
+        Some(_) => {}
+        None => {
+            if let Some(first) = layout {
+                if tx.get_raw(&keys::layout())?.is_none() {
+                    super::cluster::set_layout(tx, 0, first)?;
+                }
+            }
         }
     }
     let admin_id = match admin {

@@ -1043,6 +1043,25 @@ fn bootstrap_creates_the_admin_once_and_never_adopts_a_plain_account() {
     );
     assert!(g.reader().bootstrap().unwrap().is_none());
     assert!(!g.reader().user_by_name("admin").unwrap().unwrap().1.admin);
+
+    // Set up without an admin account: the first bootstrap that brings one
+    // creates it; later ones change nothing.
+    let mut h = Fixture::new();
+    h.ok(Command::Bootstrap {
+        layout: None,
+        admin: None,
+    });
+    assert_eq!(h.reader().bootstrap().unwrap().unwrap().admin, None);
+    h.ok(Command::Bootstrap {
+        layout: None,
+        admin: Some(bootstrap_admin(op, "admin")),
+    });
+    assert_eq!(h.reader().bootstrap().unwrap().unwrap().admin, Some(op));
+    h.ok(Command::Bootstrap {
+        layout: None,
+        admin: Some(bootstrap_admin(UserId([52; 16]), "root")),
+    });
+    assert!(h.reader().user_by_name("root").unwrap().is_none());
 }
 
 #[test]
