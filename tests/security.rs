@@ -24,28 +24,49 @@ fn reckless() -> reqwest::Client {
         .unwrap()
 }
 
-/// Signs up as `admin` at every URL, as fast as answers come, until
-/// `stop`; returns every status seen.
+/// Signs up as `admin` at every URL from eight clients at once, as fast
+/// as answers come, until `stop`; returns every status seen.
 fn squat(urls: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<u16>> {
     tokio::spawn(async move {
-        let http = reckless();
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(240);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            for url in &urls {
-                let r = http
-                    .post(format!("{url}/api/v1/auth/signup"))
-                    .json(&json!({"username": "admin", "password": "squatter password 1"}))
-                    .send()
-                    .await;
-                if let Ok(r) = r {
-                    seen.push(r.status().as_u16());
+        let mut workers = Vec::new();
+        for _ in 0..8 {
+            let (urls, stop) = (urls.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let http = reckless();
+                let mut seen = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(240);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    for url in &urls {
+                        let r = http
+                            .post(format!("{url}/api/v1/auth/signup"))
+                            .json(&json!({"username": "admin", "password": "squatter password 1"}))
+                            .send()
+                            .await;
+                        if let Ok(r) = r {
+                            seen.push(r.status().as_u16());
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+                seen
+            }));
+        }
+        let mut seen = Vec::new();
+        for w in workers {
+            seen.extend(w.await.unwrap_or_default());
         }
         seen
     })
+}
+
+/// A child process killed (by its own id) when the test ends, however.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn login_status(http: &reqwest::Client, url: &str, user: &str, pw: &str) -> (u16, String) {
@@ -75,24 +96,21 @@ async fn nobody_becomes_admin_by_signing_up_while_dev_starts() {
     let stop = Arc::new(AtomicBool::new(false));
     // The squatter is at work before the process exists.
     let attack = squat(vec![url.clone()], stop.clone());
-    let mut child = Command::new(bin())
-        .args([
-            "dev",
-            "--nodes",
-            "1",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = Killed(
+        Command::new(bin())
+            .args(["dev", "--nodes", "1", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let banner = {
         use std::io::BufRead;
-        let out = child.stdout.take().unwrap();
+        let out = child.0.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -133,8 +151,7 @@ async fn nobody_becomes_admin_by_signing_up_while_dev_starts() {
     let users: serde_json::Value = users.json().await.unwrap();
     assert_eq!(users["users"][0]["username"], "admin");
     assert_eq!(users["users"][0]["admin"], true);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
