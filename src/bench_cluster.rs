@@ -414,7 +414,11 @@ pub(crate) fn three_nodes(
             erasure: None,
             host: "127.0.0.x".into(),
             base_port,
-            disks_per_node: 1,
+            // Two shard directories per node (on the one disk measured):
+            // with a node down, a block's third shard goes to a second
+            // disk of a live node, as a block needs K+1 shards to be
+            // acknowledged.
+            disks_per_node: 2,
             repair_grace: Some("1h".into()),
             zones: Vec::new(),
             extra_toml: String::new(),
@@ -656,7 +660,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     println!("| 1 GiB upload, healthy | {up:.0} MB/s | via node 1 |");
     println!("| 1 GiB download, healthy | {down:.0} MB/s | via node 2 |");
     println!(
-        "| 1 GiB upload, one node down | {up_degraded:.0} MB/s | two shards of three written |"
+        "| 1 GiB upload, one node down | {up_degraded:.0} MB/s | three shards of three written, two on one node |"
     );
     println!("| 1 GiB download, one node down | {down_degraded:.0} MB/s | degraded reads |");
     match repair_rate {
