@@ -221,3 +221,51 @@ async fn concurrent_large_calls_timeouts_and_a_restart() {
     a.stop.cancel();
     b.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_does_not_keep_a_peer_out() {
+    let keys: Vec<_> = (0..2)
+        .map(|_| libp2p::identity::Keypair::generate_ed25519())
+        .collect();
+    let peers: Vec<PeerAddr> = (1..=2u64)
+        .map(|i| PeerAddr {
+            id: i,
+            peer_id: keys[i as usize - 1].public().to_peer_id().to_string(),
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 38310 + i),
+        })
+        .collect();
+    let a = start(1, &keys[0], &peers);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 200 connections to node 1 that never finish a handshake: at most
+    // 32 are held in negotiation, the rest are dropped at once.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        if let Ok(s) = tokio::net::TcpStream::connect("127.0.0.1:38311").await {
+            silent.push(s);
+        }
+    }
+    assert!(silent.len() >= 100, "{} connections", silent.len());
+    // A listed peer that starts now still reaches node 1 and is answered.
+    let b = start(2, &keys[1], &peers);
+    until_answered(&b.net, 1).await;
+    until_answered(&a.net, 2).await;
+    // The silent ones are all gone within the handshake timeout.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 64];
+    for s in &mut silent {
+        use tokio::io::AsyncReadExt;
+        // Read what node 1 sends (the protocol's greeting) until it closes.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("a silent connection stayed open past the handshake timeout"),
+            }
+        }
+    }
+    for n in [a, b] {
+        n.stop.cancel();
+        let _ = n.task.await;
+    }
+}
