@@ -158,9 +158,9 @@ async fn end_to_end(dir: &Path, total: usize) -> anyhow::Result<(f64, f64)> {
     let (_proc, url) = start_dev(&data)?;
     let ca = std::fs::read(data.join("tls").join("cert.pem"))?;
     let anon = strata_client::Client::new(&url, Some(&ca))?;
-    anon.signup("bench", "benchmark password").await?;
+    anon.signup("bench", "measured twice, cut once").await?;
     let mut c = strata_client::Client::new(&url, Some(&ca))?;
-    c.login("bench", "benchmark password", Some("bench"))
+    c.login("bench", "measured twice, cut once", Some("bench"))
         .await?;
     // Unique data (dedup would measure nothing), generated before the clock starts.
     let body = Bytes::from(bench::noise(total, 3));

@@ -95,7 +95,7 @@ pub async fn run(opts: SyncOpts) -> anyhow::Result<()> {
     }
     let ca = std::fs::read(&manifest.ca_cert)?;
     let url = |i: usize| manifest.nodes[i].api_url.clone();
-    let password = "benchmark password";
+    let password = "measured twice, cut once";
     let signup = Client::new(&url(0), Some(&ca))?;
     let mut ok = false;
     for _ in 0..100 {
