@@ -514,12 +514,18 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    client(0)?.signup("bench", "measured twice, cut once").await?;
+    client(0)?
+        .signup("bench", "measured twice, cut once")
+        .await?;
     let mut users = Vec::new();
     for i in 0..3 {
         let mut c = client(i)?;
-        c.login("bench", "measured twice, cut once", Some(&format!("bench-{i}")))
-            .await?;
+        c.login(
+            "bench",
+            "measured twice, cut once",
+            Some(&format!("bench-{i}")),
+        )
+        .await?;
         users.push(c);
     }
     // Each concurrent client has a connection of its own, as separate
