@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
-
 use anyhow::{bail, Context};
 use clap::Args;
 use cluster_config::generate::{
@@ -114,7 +112,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The node creates the admin account from this file before it serves
     // a request, so nobody can sign up under the admin's name first.
     admin_password(&data)?;
-    let server = strata_gateway::NodeServer::start(config, Arc::new(cluster_config::SystemClock))
+    let server = crate::Running::start(config)
         .await
         .with_context(|| format!("starting the node of {}", config_path.display()))?;
     println!("strata dev: serving {}", server.url());
@@ -133,9 +131,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 /// The admin login the banner prints: the bootstrap file's password, or a
 /// note that it was changed since (so the banner never prints a password
 /// that does not work).
-fn login_line(server: &strata_gateway::NodeServer, data: &Path) -> String {
+fn login_line(server: &crate::Running, data: &Path) -> String {
     let file = data.join("admin-password");
-    if server.admin_password_works() {
+    if server.node.admin_password_works() {
         format!("  login: {ADMIN} (password in {})", file.display())
     } else {
         format!(
@@ -229,19 +227,19 @@ async fn run_cluster(
         let path = PathBuf::from(&n.config);
         async move {
             let config = cluster_config::Config::load(&path)?;
-            strata_gateway::NodeServer::start(config, Arc::new(cluster_config::SystemClock))
+            crate::Running::start(config)
                 .await
                 .with_context(|| format!("starting node {}", path.display()))
         }
     });
-    let servers: Vec<strata_gateway::NodeServer> = futures::future::join_all(starts)
+    let servers: Vec<crate::Running> = futures::future::join_all(starts)
         .await
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
     // The leader creates the admin account; wait for it before saying "ready".
     for _ in 0..300 {
         if matches!(
-            servers[0].app().meta.local().user_by_name(ADMIN),
+            servers[0].node.meta().local().user_by_name(ADMIN),
             Ok(Some(_))
         ) {
             break;

@@ -165,15 +165,50 @@ pub fn say(text: &str) {
     let _ = out.flush();
 }
 
+/// A node and the HTTPS front end serving it.
+pub struct Running {
+    pub node: strata_node::Node,
+    pub http: strata_gateway::HttpServer,
+}
+
+impl Running {
+    /// Binds the API's port (so the node knows its URL), starts the node,
+    /// then serves HTTPS from it.
+    pub async fn start(cfg: cluster_config::Config) -> anyhow::Result<Self> {
+        let listener = strata_gateway::Listener::bind(&cfg).await?;
+        let node =
+            strata_node::Node::start(cfg, Arc::new(cluster_config::SystemClock), listener.url())
+                .await?;
+        let http = match strata_gateway::HttpServer::start(&node, listener) {
+            Ok(h) => h,
+            Err(e) => {
+                node.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        Ok(Self { node, http })
+    }
+
+    pub fn url(&self) -> String {
+        self.http.url()
+    }
+
+    /// Stops accepting and drains requests, then stops the node (background
+    /// work, request work, Raft, disks): each stage awaited.
+    pub async fn shutdown(self) {
+        self.http.shutdown().await;
+        self.node.shutdown().await;
+    }
+}
+
 async fn serve(config: PathBuf) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     let cfg = cluster_config::Config::load(&config)?;
-    let server =
-        strata_gateway::NodeServer::start(cfg, Arc::new(cluster_config::SystemClock)).await?;
-    say(&format!("strata node serving {}\n", server.url()));
+    let running = Running::start(cfg).await?;
+    say(&format!("strata node serving {}\n", running.url()));
     stop.await;
     eprintln!("stopping…");
-    server.shutdown().await;
+    running.shutdown().await;
     Ok(())
 }
 

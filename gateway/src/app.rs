@@ -36,23 +36,26 @@ pub struct App {
     /// a missing user costs as long as one with a wrong password.
     pub dummy_password_hash: String,
     /// Work that outlives its request (an upload request whose client went
-    /// away still stores and commits what arrived); shutdown waits for it.
+    /// away still stores and commits what arrived): the node's, which waits
+    /// for it when it stops.
     pub tasks: tokio_util::task::TaskTracker,
     /// Health, repair and peers of a cluster node (`None` on a single node).
-    pub cluster: Option<crate::cluster::Cluster>,
+    pub cluster: Option<strata_node::cluster::Cluster>,
     /// Long polls and presence.
-    pub hub: Arc<crate::notify::Hub>,
+    pub hub: Arc<strata_node::notify::Hub>,
     /// The scrape credential for `/metrics` and `/readyz` details.
     pub metrics_token: Option<String>,
 }
 
 impl App {
-    pub fn new(
-        meta: MetaClient,
-        blocks: Arc<BlockStore>,
-        config: Arc<Config>,
-        clock: SharedClock,
-    ) -> Self {
+    /// The front end's state over a running node.
+    pub fn new(node: &strata_node::Node) -> Self {
+        let (meta, blocks, config, clock) = (
+            node.meta().clone(),
+            node.blocks().clone(),
+            node.config().clone(),
+            node.clock().clone(),
+        );
         let upload_slots = crate::limits::UploadSlots::new(
             config.limits.max_inflight_uploads,
             config.limits.max_uploads_per_user,
@@ -83,9 +86,9 @@ impl App {
             upload_locks: UploadLocks::default(),
             metrics: Metrics::default(),
             dummy_password_hash,
-            tasks: tokio_util::task::TaskTracker::new(),
-            cluster: None,
-            hub: Arc::new(crate::notify::Hub::default()),
+            tasks: node.work().clone(),
+            cluster: node.cluster().cloned(),
+            hub: node.hub().clone(),
             metrics_token: None,
         }
     }

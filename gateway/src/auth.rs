@@ -6,8 +6,6 @@
 //! way to test guesses without the secret), and the token itself says
 //! which user's shard of metadata to look in.
 
-use argon2::{Algorithm, Argon2, Params, Version};
-use argon2::{PasswordHasher, PasswordVerifier};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cluster_config::{DeviceId, UserId};
@@ -98,23 +96,11 @@ pub struct Caller {
     pub token_hash: [u8; 32],
 }
 
-fn argon() -> Argon2<'static> {
-    // OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let salt: [u8; 16] = rand::random();
-    argon()
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::internal(format!("password hashing: {e}")))
+    strata_node::passwords::hash_password(password).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    argon().verify_password(password.as_bytes(), phc).is_ok()
-}
+pub use strata_node::passwords::verify_password;
 
 pub fn random_token_secret_hex() -> String {
     cluster_config::ids::to_hex(&rand::random::<[u8; 32]>())
@@ -224,15 +210,6 @@ mod tests {
         ] {
             assert!(check_strength("ann", bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn passwords_verify() {
-        let h = hash_password("correct horse").unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &h));
-        assert!(!verify_password("wrong horse", &h));
-        assert!(!verify_password("x", "not a phc string"));
     }
 
     #[test]

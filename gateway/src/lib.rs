@@ -1,6 +1,7 @@
-//! strata HTTPS gateway: the drive API of `API.md` over warp, tus resumable
-//! uploads, authentication, and the node process that ties metadata, blocks
-//! and the listener together (`server`).
+//! strata HTTPS gateway: the front end only — the drive API of `API.md`
+//! over warp, tus resumable uploads, authentication, the connection and
+//! per-party limits. It is given a running `strata_node::Node` and serves
+//! from it (`server`); the node runs without it.
 //!
 //! Depends on `raft-meta` (through `MetaClient` only) and `strata-node`.
 //! Invariants: every route under `/api/v1` except signup, login and tus
@@ -10,15 +11,13 @@
 
 pub mod app;
 pub mod auth;
-pub mod cluster;
 pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod limits;
-pub mod notify;
 pub mod request;
 pub mod routes;
 pub mod server;
 pub mod upload;
 
-pub use server::{NodeServer, ServerError};
+pub use server::{HttpServer, Listener, ServerError};

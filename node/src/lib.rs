@@ -11,15 +11,20 @@
 pub mod bench;
 pub mod block;
 pub mod blocks;
+pub mod cluster;
 pub mod health;
 pub mod ingest;
 pub mod keys;
 pub mod membership;
 pub mod net;
+pub mod notify;
+pub mod passwords;
 pub mod placement;
 pub mod read;
 pub mod repair;
+pub mod server;
 
 pub use blocks::{BlockError, BlockStore};
 pub use ingest::{Ingest, Ingested, Partial, WholeHash};
 pub use keys::KeyRing;
+pub use server::{Node, NodeError};

@@ -103,14 +103,14 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
     match (&app.cluster, &layout) {
         (Some(cluster), Some(layout)) => {
             for (id, m) in layout.members.iter().map(|m| (m.id, m)) {
-                let h = cluster.health.peer(id);
+                let h = cluster.health().peer(id);
                 let beat = h.beat.clone().unwrap_or_default();
                 if h.healthy {
                     local_missing += beat.local_missing;
                 }
                 if metrics.current_leader == Some(id) {
                     leader_repair = if id == me {
-                        Some(cluster.repair.status())
+                        Some(cluster.repair().status())
                     } else {
                         beat.repair.clone()
                     };
@@ -352,7 +352,7 @@ pub async fn verify(app: &App, caller: &Caller) -> ApiResult<Response> {
             } else {
                 match &app.cluster {
                     Some(c) => match c
-                        .net
+                        .net()
                         .call(
                             node,
                             NetRequest::HasShards { metas },

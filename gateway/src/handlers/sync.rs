@@ -20,8 +20,8 @@ use super::{empty, json, metadata, parse_path, rfc3339, DeviceNames, Response};
 use crate::app::App;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::notify::{encode_presence, Presence, PRESENCE_TOPIC};
 use crate::request::Req;
+use strata_node::notify::{encode_presence, Presence, PRESENCE_TOPIC};
 
 const MAX_CHANGES_PAGE: u64 = 10_000;
 const MAX_MISSING_QUERY: usize = 10_000;
@@ -216,7 +216,7 @@ pub async fn set_presence(app: &App, caller: &Caller, mut req: Req) -> ApiResult
     };
     // Ephemeral: gossip to every node, never through Raft.
     if let Some(c) = &app.cluster {
-        c.net.publish(PRESENCE_TOPIC, encode_presence(&p));
+        c.net().publish(PRESENCE_TOPIC, encode_presence(&p));
     }
     app.hub.record_presence(p);
     Ok(empty(StatusCode::NO_CONTENT))

@@ -1,26 +1,56 @@
-//! What a node of a multi-node cluster runs besides the API: the layout
-//! watcher, and the duties of the leader.
+//! What a node runs besides serving: setting the drive up (the bootstrap),
+//! and on a multi-node cluster the layout watcher and the duties of the
+//! leader.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::health::Health;
+use crate::net::{PeerAddr, SharedNet};
+use crate::placement::Placement;
+use crate::repair::Repair;
 use cluster_config::{Config, Peer};
 use raft_meta::records::{LayoutMember, LayoutRecord, MemberState};
 use raft_meta::types::BootstrapAdmin;
 use raft_meta::{Command, CommandError, MetaClient, MetaError};
-use strata_node::health::Health;
-use strata_node::net::{PeerAddr, SharedNet};
-use strata_node::placement::Placement;
-use strata_node::repair::Repair;
 use tokio_util::sync::CancellationToken;
 
-/// The cluster side of a node, for the admin API.
+/// The cluster side of a node, for the admin API: cheap handles.
+#[derive(Clone)]
 pub struct Cluster {
-    pub health: Arc<Health>,
-    pub repair: Arc<Repair>,
-    pub net: SharedNet,
-    pub peers: Vec<Peer>,
+    health: Arc<Health>,
+    repair: Arc<Repair>,
+    net: SharedNet,
+    peers: Vec<Peer>,
+}
+
+impl Cluster {
+    pub fn new(health: Arc<Health>, repair: Arc<Repair>, net: SharedNet, peers: Vec<Peer>) -> Self {
+        Self {
+            health,
+            repair,
+            net,
+            peers,
+        }
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    pub fn repair(&self) -> &Arc<Repair> {
+        &self.repair
+    }
+
+    pub fn net(&self) -> &SharedNet {
+        &self.net
+    }
+
+    /// The peers this node's config lists.
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
 }
 
 /// The first layout: the config's initial peers.
@@ -174,7 +204,7 @@ pub async fn leader_duties(
                 continue;
             }
         };
-        if let Err(e) = strata_node::membership::sync(&meta, &layout, &health).await {
+        if let Err(e) = crate::membership::sync(&meta, &layout, &health).await {
             tracing::warn!(error = %e, "Raft membership change");
         }
     }
@@ -189,8 +219,10 @@ pub const ADMIN_USERNAME: &str = "admin";
 pub enum BootstrapError {
     #[error(transparent)]
     Config(#[from] cluster_config::ConfigError),
+    #[error(transparent)]
+    Hash(#[from] crate::passwords::HashError),
     #[error("hashing the admin password: {0}")]
-    Hash(String),
+    Task(String),
     #[error(
         "the account {ADMIN_USERNAME:?} exists without admin rights (it was signed up before the \
          drive was set up); the operator's admin account cannot be created. Rename or remove it \
@@ -224,10 +256,10 @@ pub async fn bootstrap(
     let admin = match admin_password(config)? {
         None => None,
         Some(password) => {
-            let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-                .await
-                .map_err(|e| BootstrapError::Hash(e.to_string()))?
-                .map_err(|e| BootstrapError::Hash(e.message))?;
+            let hash =
+                tokio::task::spawn_blocking(move || crate::passwords::hash_password(&password))
+                    .await
+                    .map_err(|e| BootstrapError::Task(e.to_string()))??;
             Some(BootstrapAdmin {
                 user: cluster_config::UserId::random(),
                 username: ADMIN_USERNAME.into(),
@@ -266,7 +298,7 @@ pub fn check_admin(meta: &MetaClient, config: &Config) -> Result<bool, Bootstrap
     if !operator {
         return Err(BootstrapError::AdminNameTaken);
     }
-    let works = crate::auth::verify_password(&password, &rec.password_hash);
+    let works = crate::passwords::verify_password(&password, &rec.password_hash);
     if !works {
         tracing::warn!(
             file = %config.admin_password_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),

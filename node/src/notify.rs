@@ -156,11 +156,7 @@ impl Hub {
     }
 
     /// Records presence gossiped by other nodes.
-    pub async fn run_gossip(
-        self: Arc<Self>,
-        net: strata_node::net::SharedNet,
-        stop: CancellationToken,
-    ) {
+    pub async fn run_gossip(self: Arc<Self>, net: crate::net::SharedNet, stop: CancellationToken) {
         let mut rx = net.subscribe();
         loop {
             tokio::select! {
