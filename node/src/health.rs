@@ -55,6 +55,11 @@ pub struct RepairStatus {
     /// milliseconds): figures older than a few scan intervals are not
     /// taken as current.
     pub last_progress_ms: u64,
+    /// Members that were not healthy when the last scan planned: a member
+    /// down now but not in this set went down after it, and the figures
+    /// above do not count its shards yet.
+    #[serde(default)]
+    pub down: Vec<NodeId>,
 }
 
 /// Files named in a repair status at most.

@@ -248,6 +248,20 @@ impl Repair {
 
     async fn scan_once(&self, stop: &CancellationToken) -> Result<(), raft_meta::MetaError> {
         let gone = self.gone();
+        let down: Vec<NodeId> = self
+            .blocks
+            .placement()
+            .view()
+            .layout
+            .as_ref()
+            .map(|l| {
+                l.members
+                    .iter()
+                    .filter(|m| !self.health.is_healthy(m.id))
+                    .map(|m| m.id)
+                    .collect()
+            })
+            .unwrap_or_default();
         let layout_version = self
             .blocks
             .placement()
@@ -329,6 +343,7 @@ impl Repair {
             st.blocks_short = short;
             st.blocks_unreadable = unreadable_count;
             st.unreadable_files = files;
+            st.down = down;
             st.last_progress_ms = self.meta.now_ms();
         }
         self.publish();

@@ -73,9 +73,10 @@ struct ClusterStatus {
     erasure: String,
     members: Vec<MemberStatus>,
     /// Shards to rebuild or move; `null` while no repair scan has completed
-    /// since this leader took over (it is not known yet).
+    /// since this leader took over or since a member went down (it is not
+    /// known yet).
     repair_backlog: Option<u64>,
-    /// `scanning` (no scan completed yet), `repairing` or `idle`.
+    /// `scanning` (no current figures yet), `repairing` or `idle`.
     repair_state: &'static str,
     repair: RepairView,
 }
@@ -100,11 +101,15 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
     let mut members = Vec::new();
     let mut local_missing = 0;
     let mut leader_repair = None;
+    let mut down_now = Vec::new();
     match (&app.cluster, &layout) {
         (Some(cluster), Some(layout)) => {
             for (id, m) in layout.members.iter().map(|m| (m.id, m)) {
                 let h = cluster.health().peer(id);
                 let beat = h.beat.clone().unwrap_or_default();
+                if !h.healthy && m.state == MemberState::Active {
+                    down_now.push(id);
+                }
                 if h.healthy {
                     local_missing += beat.local_missing;
                 }
@@ -161,7 +166,10 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
     let stale_after = (app.config.repair.scan_interval * 5).max(Duration::from_secs(15));
     let stale =
         app.meta.now_ms().saturating_sub(repair.last_progress_ms) > stale_after.as_millis() as u64;
-    let scanning = app.cluster.is_some() && (repair.scans_completed == 0 || stale);
+    // A member went down after the last scan planned: its shards are not
+    // counted yet, and "idle" would be a guess.
+    let went_down = down_now.iter().any(|id| !repair.down.contains(id));
+    let scanning = app.cluster.is_some() && (repair.scans_completed == 0 || stale || went_down);
     let status = ClusterStatus {
         node_id: me,
         leader: metrics.current_leader,
