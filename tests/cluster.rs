@@ -252,6 +252,109 @@ async fn writes_with_two_of_five_nodes_down_keep_a_spare() {
     cluster.assert_reads(&r, &[2, 4, 5], &files).await;
 }
 
+/// One download through `c`: the whole file (`Ok(true)`), or `503
+/// unavailable` with `Retry-After` before any body byte (`Ok(false)`).
+/// Anything else — another status, a body cut short or different, no
+/// answer within the bound — is the error.
+async fn whole_or_unavailable(
+    c: &strata_client::Client,
+    path: &str,
+    data: &[u8],
+) -> Result<bool, String> {
+    // A bound on waiting, far above what a read that skips a silent peer
+    // takes and far below a read that waits on one.
+    let bound = Duration::from_secs(20);
+    let attempt = async {
+        let resp = c
+            .request(reqwest::Method::GET, "/api/v1/files/content")
+            .query(&[("path", path)])
+            .send()
+            .await
+            .map_err(|e| format!("{path}: no answer: {e}"))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            if resp.headers().get("retry-after").is_none() {
+                return Err(format!("{path}: 503 without Retry-After"));
+            }
+            let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+            if body["error"]["code"] != "unavailable" {
+                return Err(format!("{path}: 503 {body}"));
+            }
+            return Ok(false);
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("{path}: status {status}"));
+        }
+        match resp.bytes().await {
+            Ok(b) if b.as_ref() == data => Ok(true),
+            Ok(b) => Err(format!(
+                "{path}: 200 with {} of {} bytes",
+                b.len(),
+                data.len()
+            )),
+            Err(e) => Err(format!("{path}: 200 cut short: {e}")),
+        }
+    };
+    tokio::time::timeout(bound, attempt)
+        .await
+        .map_err(|_| format!("{path}: no whole answer within {bound:?}"))?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_with_peers_paused_or_killed_are_whole_or_unavailable() {
+    let _one = SERIAL.lock().await;
+    // 2+1 on five nodes, two of them silent: Raft keeps its quorum, and a
+    // block is readable exactly when at most one of its three shards is on
+    // a silent node.
+    let mut cluster = Cluster::start(5, 0, "2+1");
+    let c = cluster.user(1, "pia").await;
+    let files = upload_files(&c, "/f", 12, (3 * 1024 * 1024, 0), 900).await;
+    let tally = |round: &str, outcomes: Vec<Result<bool, String>>| {
+        let errors: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+        assert!(errors.is_empty(), "{round}: {errors:#?}");
+        let whole = outcomes.iter().filter(|o| o == &&Ok(true)).count();
+        eprintln!(
+            "{round}: {whole} whole, {} unavailable",
+            outcomes.len() - whole
+        );
+        whole
+    };
+    let round = |cluster: &Cluster| {
+        let readers: Vec<_> = (1..=3u64).map(|n| cluster.via(n, &c)).collect();
+        let files = files.clone();
+        async move {
+            let mut out = Vec::new();
+            for (i, (path, data)) in files.iter().enumerate() {
+                out.push(whole_or_unavailable(&readers[i % 3], path, data).await);
+            }
+            out
+        }
+    };
+    // All up: every download is whole.
+    let all_up = round(&cluster).await;
+    assert_eq!(tally("all up", all_up), files.len());
+    // Paused, at once: the health view still holds them up.
+    cluster.pause(4);
+    cluster.pause(5);
+    let at_once = round(&cluster).await;
+    tally("paused, at once", at_once);
+    // Paused past the health timeout: marked down.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = round(&cluster).await;
+    let whole_paused = tally("paused, later", later);
+    // Back: every file reads whole again.
+    cluster.resume(4);
+    cluster.resume(5);
+    cluster.assert_reads(&c, &[1, 2, 3], &files).await;
+    // Killed: the same promise.
+    cluster.kill(4);
+    cluster.kill(5);
+    let killed = round(&cluster).await;
+    let whole_killed = tally("killed, at once", killed);
+    // The files whose blocks stay readable are read, not refused.
+    assert!(whole_paused > 0 && whole_killed > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_whole_zone_loses_nothing() {
     let _one = SERIAL.lock().await;

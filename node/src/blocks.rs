@@ -10,6 +10,7 @@
 //! All CPU and disk work runs on the blocking pool, bounded by a semaphore so
 //! memory stays bounded however many requests arrive.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,12 @@ pub struct StoredChunk {
 
 /// How long one shard transfer to or from a peer may take.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A read waits this long for a shard before asking another holder too.
+const HEDGE_AFTER: Duration = Duration::from_millis(300);
+/// The longest a read waits on one holder for one shard.
+const PEER_READ_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a download's liveness probe waits for a holder to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A sealed, encoded block whose shards are not written yet: each shard's
 /// buffer has room for its header in front.
@@ -100,6 +107,9 @@ pub struct BlockStore {
     placement: Arc<Placement>,
     jobs: Semaphore,
     stats: BlockStats,
+    /// Work started by reads that outlives them (read repair, the producer
+    /// of a download stream): the node waits for it when it stops.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl BlockStore {
@@ -119,6 +129,7 @@ impl BlockStore {
             placement,
             jobs: Semaphore::new(max_jobs.max(1)),
             stats: BlockStats::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -128,6 +139,11 @@ impl BlockStore {
 
     pub fn key_ring(&self) -> &KeyRing {
         &self.keys
+    }
+
+    /// Work reads started and left running (read repair, download streams).
+    pub fn tasks(&self) -> &tokio_util::task::TaskTracker {
+        &self.tasks
     }
 
     pub fn stats(&self) -> &BlockStats {
@@ -379,8 +395,63 @@ impl BlockStore {
         }
     }
 
-    /// Fetches enough shards to decode: the data shards first, parity only
-    /// as needed. Returns the shards and the indices found bad or missing.
+    /// Whether at least K of the block's shards are on nodes that are up
+    /// now (a read can succeed without waiting on a node that is down).
+    pub fn readable_now(&self, stored: &StoredBlock) -> bool {
+        let view = self.placement.view();
+        let up = stored
+            .nodes
+            .iter()
+            .filter(|n| **n != 0 && (**n == self.me || view.healthy.contains(n)))
+            .count();
+        up >= stored.data_shards as usize
+    }
+
+    /// Whether at least K of the block's shards are on nodes in `up` (or
+    /// on this node).
+    pub fn readable_with(&self, stored: &StoredBlock, up: &HashSet<NodeId>) -> bool {
+        let n = stored
+            .nodes
+            .iter()
+            .filter(|n| **n != 0 && (**n == self.me || up.contains(n)))
+            .count();
+        n >= stored.data_shards as usize
+    }
+
+    /// Of `nodes`, those that the health view holds up and that answer a
+    /// probe within a second, asked all at once: a node paused a moment
+    /// ago still looks healthy but does not answer.
+    pub async fn responsive(&self, nodes: HashSet<NodeId>) -> HashSet<NodeId> {
+        let healthy = self.placement.view().healthy.clone();
+        let Some(net) = self.net.as_ref() else {
+            return nodes.into_iter().filter(|n| *n == self.me).collect();
+        };
+        let probes = nodes
+            .into_iter()
+            .filter(|n| *n != 0 && (*n == self.me || healthy.contains(n)))
+            .map(|n| async move {
+                if n == self.me {
+                    return Some(n);
+                }
+                let ping = NetRequest::HasShards { metas: Vec::new() };
+                match net.call(n, ping, PROBE_TIMEOUT).await {
+                    Ok(NetResponse::Has(_)) => Some(n),
+                    _ => None,
+                }
+            });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Fetches enough shards to decode (K), asking first the holders that
+    /// are up, data shards before parity. A holder that has not answered
+    /// after `HEDGE_AFTER` is not waited for alone: the next holder is
+    /// asked too, and the first K answers win; no holder is waited on for
+    /// more than `PEER_READ_TIMEOUT`. Returns the shards and the indices
+    /// found bad or missing (not the slow ones: slowness is not damage).
     pub async fn fetch_shards(
         &self,
         id: &BlockId,
@@ -389,27 +460,61 @@ impl BlockStore {
     ) -> (Vec<Option<Bytes>>, Vec<usize>) {
         let k = stored.data_shards as usize;
         let total = k + stored.parity_shards as usize;
+        let node_of = |i: usize| stored.nodes.get(i).copied().unwrap_or(0);
+        let healthy = self.placement.view().healthy.clone();
+        let up = |n: NodeId| n == self.me || healthy.contains(&n);
+        let mut order: Vec<usize> = (0..total)
+            .filter(|i| Some(*i) != skip && node_of(*i) != 0)
+            .collect();
+        // Holders that are up first, then data before parity, then by index.
+        order.sort_by_key(|&i| (!up(node_of(i)), i >= k, i));
+        let mut queue = order.into_iter();
+        let fetch = |i: usize| async move {
+            let meta = Self::shard_meta(id, stored, i);
+            let got =
+                tokio::time::timeout(PEER_READ_TIMEOUT, self.get_shard(node_of(i), &meta)).await;
+            (i, got)
+        };
+        let mut running = futures::stream::FuturesUnordered::new();
+        for i in queue.by_ref().take(k) {
+            running.push(fetch(i));
+        }
         let mut shards: Vec<Option<Bytes>> = vec![None; total];
         let mut bad = Vec::new();
-        let node_of = |i: usize| stored.nodes.get(i).copied().unwrap_or(0);
-        let fetch = |range: std::ops::Range<usize>| {
-            futures::future::join_all(range.filter(|i| Some(*i) != skip).map(|i| async move {
-                let meta = Self::shard_meta(id, stored, i);
-                (i, self.get_shard(node_of(i), &meta).await)
-            }))
-        };
-        for (i, got) in fetch(0..k).await {
-            match got {
-                Some(p) => shards[i] = Some(p),
-                None => bad.push(i),
-            }
-        }
-        let have = shards.iter().filter(|s| s.is_some()).count();
-        if have < k {
-            for (i, got) in fetch(k..total).await {
-                match got {
-                    Some(p) => shards[i] = Some(p),
-                    None => bad.push(i),
+        let mut have = 0;
+        let hedge = tokio::time::sleep(HEDGE_AFTER);
+        tokio::pin!(hedge);
+        let mut more = true;
+        while have < k {
+            tokio::select! {
+                next = futures::StreamExt::next(&mut running) => match next {
+                    None => break,
+                    Some((i, Ok(Some(p)))) => {
+                        shards[i] = Some(p);
+                        have += 1;
+                    }
+                    Some((i, Ok(None))) => {
+                        bad.push(i);
+                        if let Some(j) = queue.next() {
+                            running.push(fetch(j));
+                        }
+                    }
+                    Some((i, Err(_))) => {
+                        tracing::debug!(block = %id, shard = i, node = node_of(i), "shard read timed out");
+                        if let Some(j) = queue.next() {
+                            running.push(fetch(j));
+                        }
+                    }
+                },
+                _ = &mut hedge, if more => {
+                    // Someone is slow: ask one more holder, and again later.
+                    match queue.next() {
+                        Some(j) => {
+                            running.push(fetch(j));
+                            hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+                        }
+                        None => more = false,
+                    }
                 }
             }
         }
@@ -463,7 +568,8 @@ impl BlockStore {
             self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
             let this = self.clone();
             let stored = rec.stored.clone();
-            tokio::spawn(async move { this.rewrite(&id, &stored, shards, &repairable).await });
+            self.tasks
+                .spawn(async move { this.rewrite(&id, &stored, shards, &repairable).await });
         }
         Ok(Bytes::from(plain))
     }

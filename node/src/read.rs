@@ -4,12 +4,13 @@
 //! the requested bytes down a bounded channel; the HTTP body reads from it.
 //! If the client goes away the channel closes and the producer stops.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use cluster_config::UserId;
+use cluster_config::{NodeId, UserId};
 use futures::{Stream, StreamExt};
 use raft_meta::records::BlockRef;
 use raft_meta::MetaReader;
@@ -49,7 +50,9 @@ pub fn plan(blocks: &[BlockRef], start: u64, end: u64) -> Vec<(BlockRef, usize, 
     out
 }
 
-/// Streams bytes `[start, end)` of a file made of `blocks`.
+/// Streams bytes `[start, end)` of a file made of `blocks`. A block that
+/// cannot be read ends the stream with an error (a client sees a body cut
+/// short); `open_range` checks first.
 pub fn stream_range(
     store: Arc<BlockStore>,
     meta: MetaReader,
@@ -60,42 +63,123 @@ pub fn stream_range(
 ) -> ChannelStream {
     let (tx, rx) = mpsc::channel(2);
     let pieces = plan(&blocks, start, end);
-    tokio::spawn(async move {
-        let keys = store.user_keys(&user);
-        let mut fetches = futures::stream::iter(pieces)
-            .map(|(b, from, to)| {
-                let store = store.clone();
-                let keys = keys.clone();
-                let meta = meta.clone();
-                async move {
-                    let rec = match meta.block(&user, &b.id) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => {
-                            return Err(BlockError::Unavailable {
-                                block: b.id,
-                                have: 0,
-                                needed: 1,
-                            })
-                        }
-                        Err(e) => return Err(BlockError::Task(e.to_string())),
-                    };
-                    let data = store.read_block(keys, b.id, rec).await?;
-                    Ok(data.slice(from..to))
-                }
-            })
-            .buffered(PREFETCH);
-        while let Some(piece) = fetches.next().await {
-            let item = piece.map_err(|e| {
-                tracing::error!(user = %user, error = %e, "download aborted: block unreadable");
-                std::io::Error::other(e.to_string())
-            });
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
+    let tasks = store.tasks().clone();
+    tasks.spawn(produce(store, meta, user, pieces, None, tx));
+    ChannelStream(rx)
+}
+
+/// Opens `[start, end)` of a file for streaming, or says at once that it
+/// cannot be read now: every block must have K shards on nodes that are
+/// up, and the first piece is read before this returns. A front end can
+/// then answer an error before any byte of the body, instead of a body
+/// cut short.
+pub async fn open_range(
+    store: Arc<BlockStore>,
+    meta: MetaReader,
+    user: UserId,
+    blocks: Vec<BlockRef>,
+    start: u64,
+    end: u64,
+) -> Result<ChannelStream, BlockError> {
+    let pieces = plan(&blocks, start, end);
+    let mut records = Vec::with_capacity(pieces.len());
+    for (b, _, _) in &pieces {
+        let rec = record(&meta, &user, b)?;
+        if !store.readable_now(&rec.stored) {
+            return Err(unavailable(b, &rec));
+        }
+        records.push(rec);
+    }
+    // The first block is read below before answering; later ones need
+    // their holders to answer now, not only to have beaten recently.
+    if records.len() > 1 {
+        let holders: HashSet<NodeId> = records[1..]
+            .iter()
+            .flat_map(|r| r.stored.nodes.iter().copied())
+            .collect();
+        let up = store.responsive(holders).await;
+        for ((b, _, _), rec) in pieces.iter().zip(&records).skip(1) {
+            if !store.readable_with(&rec.stored, &up) {
+                return Err(unavailable(b, rec));
             }
         }
-    });
-    ChannelStream(rx)
+    }
+    let mut rest = pieces.into_iter();
+    let first = match (rest.next(), records.into_iter().next()) {
+        (Some((b, from, to)), Some(rec)) => {
+            let data = store.read_block(store.user_keys(&user), b.id, rec).await?;
+            Some(data.slice(from..to))
+        }
+        _ => None,
+    };
+    let (tx, rx) = mpsc::channel(2);
+    let tasks = store.tasks().clone();
+    tasks.spawn(produce(store, meta, user, rest.collect(), first, tx));
+    Ok(ChannelStream(rx))
+}
+
+fn unavailable(b: &BlockRef, rec: &raft_meta::records::BlockRecord) -> BlockError {
+    BlockError::Unavailable {
+        block: b.id,
+        have: 0,
+        needed: rec.stored.data_shards as usize,
+    }
+}
+
+fn record(
+    meta: &MetaReader,
+    user: &UserId,
+    b: &BlockRef,
+) -> Result<raft_meta::records::BlockRecord, BlockError> {
+    match meta.block(user, &b.id) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(BlockError::Unavailable {
+            block: b.id,
+            have: 0,
+            needed: 1,
+        }),
+        Err(e) => Err(BlockError::Task(e.to_string())),
+    }
+}
+
+/// Sends `first` (already read), then the pieces, a few blocks fetched
+/// ahead, until the receiver goes away or a block fails.
+async fn produce(
+    store: Arc<BlockStore>,
+    meta: MetaReader,
+    user: UserId,
+    pieces: Vec<(BlockRef, usize, usize)>,
+    first: Option<Bytes>,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    if let Some(first) = first {
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+    }
+    let keys = store.user_keys(&user);
+    let mut fetches = futures::stream::iter(pieces)
+        .map(|(b, from, to)| {
+            let store = store.clone();
+            let keys = keys.clone();
+            let meta = meta.clone();
+            async move {
+                let rec = record(&meta, &user, &b)?;
+                let data = store.read_block(keys, b.id, rec).await?;
+                Ok::<_, BlockError>(data.slice(from..to))
+            }
+        })
+        .buffered(PREFETCH);
+    while let Some(piece) = fetches.next().await {
+        let item = piece.map_err(|e| {
+            tracing::error!(user = %user, error = %e, "download aborted: block unreadable");
+            std::io::Error::other(e.to_string())
+        });
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            break;
+        }
+    }
 }
 
 /// Reads a whole small file into memory (bounded by the caller).

@@ -349,10 +349,12 @@ impl Node {
             }
         }
         self.work.close();
-        if tokio::time::timeout(DETACHED_DRAIN, self.work.wait())
-            .await
-            .is_err()
-        {
+        self.blocks.tasks().close();
+        let drained = async {
+            self.work.wait().await;
+            self.blocks.tasks().wait().await;
+        };
+        if tokio::time::timeout(DETACHED_DRAIN, drained).await.is_err() {
             tracing::warn!("request work still running after {DETACHED_DRAIN:?}; stopping anyway");
         }
         running.meta.shutdown().await;

@@ -153,6 +153,25 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP: the process stays, its sockets stay open, and it answers
+    /// nothing until `resume`.
+    pub fn pause(&mut self, id: u64) {
+        let pid = self.procs[&id].id();
+        let ok = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "SIGSTOP {pid}");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&mut self, id: u64) {
+        let pid = self.procs[&id].id();
+        let ok = Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "SIGCONT {pid}");
+    }
+
     /// SIGTERM, waiting for a clean exit.
     pub fn stop(&mut self, id: u64) {
         if let Some(mut c) = self.procs.remove(&id) {

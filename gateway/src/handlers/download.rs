@@ -160,14 +160,18 @@ pub async fn content(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
     let mut resp = if start == end || req.head {
         empty(status)
     } else {
-        let stream = strata_node::read::stream_range(
+        // Every block readable and the first one read before the answer
+        // starts: a download that cannot complete is a 503 before the body,
+        // not a 200 cut short.
+        let stream = strata_node::read::open_range(
             app.blocks.clone(),
             reader.clone(),
             owner,
             version.blocks,
             start,
             end,
-        );
+        )
+        .await?;
         let mut r = warp::reply::stream(stream).into_response();
         *r.status_mut() = status;
         app.metrics

@@ -6,9 +6,9 @@
 
 use fastcdc::v2020::FastCDC;
 
-pub const MIN_CHUNK: usize = 256 * 1024;
-pub const AVG_CHUNK: usize = 1024 * 1024;
-pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
+/// The parameters are the API's: a client chunking with them finds the
+/// server's blocks (`tests/chunking.rs` pins that both cut alike).
+pub use strata_api::chunking::{AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 
 /// Lengths of the chunks at the front of `buf`. Unless `eof`, the last chunk
 /// (which might grow with more data) is left out; with `eof` the chunks
