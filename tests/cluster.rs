@@ -512,7 +512,7 @@ async fn unknown_peers_cannot_join_or_read() {
     struct Nobody;
     impl strata_node::net::InboundHandler for Nobody {
         fn handle(&self, _: u64, _: NetRequest) -> strata_node::net::BoxFuture<NetResponse> {
-            Box::pin(async { NetResponse::Error("no".into()) })
+            Box::pin(async { NetResponse::error(strata_node::net::WireCode::BadRequest, "no") })
         }
     }
     let secret = cluster_config::ClusterSecret::load(&cluster.out().join("secret.key")).unwrap();

@@ -272,7 +272,7 @@ async fn size_limit_and_quota() {
     match r {
         Err(strata_client::ClientError::Api { status, code, .. }) => {
             assert_eq!(status, 507);
-            assert_eq!(code, "quota_exceeded");
+            assert_eq!(code, strata_api::ErrorCode::QuotaExceeded);
         }
         other => panic!("expected 507, got {other:?}"),
     }

@@ -118,8 +118,133 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
+}
+
+/// The `code` of an error answer: what a client decides on (the status
+/// number alone is ambiguous, the message is for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    PasswordRequired,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    Gone,
+    PreconditionFailed,
+    TooLarge,
+    RangeNotSatisfiable,
+    TooManyRequests,
+    Internal,
+    Unavailable,
+    Restoring,
+    QuotaExceeded,
+    /// The server's disks are full: nothing was stored.
+    InsufficientStorage,
+    /// A code this client does not know (a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The status an answer with this code usually has.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized | ErrorCode::PasswordRequired => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Conflict => 409,
+            ErrorCode::Gone => 410,
+            ErrorCode::PreconditionFailed => 412,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::RangeNotSatisfiable => 416,
+            ErrorCode::TooManyRequests => 429,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
+            ErrorCode::Unavailable | ErrorCode::Restoring => 503,
+            ErrorCode::QuotaExceeded | ErrorCode::InsufficientStorage => 507,
+        }
+    }
+
+    /// The same request may succeed later, unchanged (after `Retry-After`).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::TooManyRequests
+                | ErrorCode::Unavailable
+                | ErrorCode::Restoring
+                | ErrorCode::Internal
+                | ErrorCode::Unknown
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::PasswordRequired => "password_required",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Gone => "gone",
+            ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Restoring => "restoring",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to a path, in the change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Modified,
+    Deleted,
+    Moved,
+    Restored,
+    /// A kind this client does not know (a newer server): the path's
+    /// current state is to be fetched.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Moved => "moved",
+            ChangeKind::Restored => "restored",
+            ChangeKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The content-defined chunking every client and server uses (FastCDC
@@ -139,8 +264,7 @@ pub struct CursorResponse {
 pub struct Change {
     pub seq: u64,
     pub path: String,
-    /// created | modified | deleted | moved
-    pub kind: String,
+    pub kind: ChangeKind,
     pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -570,4 +694,41 @@ pub struct AdminUserPatch {
     pub quota_bytes: Option<u64>,
     pub disabled: Option<bool>,
     pub admin: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_their_snake_case_names() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::PasswordRequired,
+            ErrorCode::TooManyRequests,
+            ErrorCode::InsufficientStorage,
+            ErrorCode::Unavailable,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        let newer: ErrorCode = serde_json::from_str("\"some_new_code\"").unwrap();
+        assert_eq!(newer, ErrorCode::Unknown);
+        assert!(ErrorCode::Unavailable.is_retryable());
+        assert!(!ErrorCode::NotFound.is_retryable());
+        assert_eq!(ErrorCode::QuotaExceeded.status(), 507);
+    }
+
+    #[test]
+    fn change_kinds_read_and_unknown_ones_degrade() {
+        let k: ChangeKind = serde_json::from_str("\"deleted\"").unwrap();
+        assert_eq!(k, ChangeKind::Deleted);
+        let k: ChangeKind = serde_json::from_str("\"shared\"").unwrap();
+        assert_eq!(k, ChangeKind::Unknown);
+        assert_eq!(
+            serde_json::to_string(&ChangeKind::Moved).unwrap(),
+            "\"moved\""
+        );
+    }
 }

@@ -24,7 +24,7 @@ pub enum ClientError {
     #[error("{status}: {code}: {message}")]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
         current_version: Option<u64>,
     },
@@ -47,6 +47,24 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// The server's error code, for an error answer.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed later or through another
+    /// node: no answer at all, or an answer that says so.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Api { code, .. } => code.is_retryable(),
+            _ => false,
         }
     }
 }
@@ -149,9 +167,15 @@ impl Client {
                 message: e.error.message,
                 current_version: e.current_version,
             }),
+            // Not an API error body (a proxy's page, a cut answer): the
+            // status is all there is.
             Err(_) => Err(ClientError::Api {
                 status,
-                code: String::new(),
+                code: if status >= 500 {
+                    ErrorCode::Unavailable
+                } else {
+                    ErrorCode::Unknown
+                },
                 message: String::from_utf8_lossy(&body).into_owned(),
                 current_version: None,
             }),

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use strata_api::ErrorCode;
 
 use bytes::Buf;
 use futures::StreamExt;
@@ -96,9 +97,9 @@ async fn respond(app: Arc<App>, req: Req) -> Response {
             if e.status == StatusCode::INTERNAL_SERVER_ERROR
                 || e.status == StatusCode::SERVICE_UNAVAILABLE
             {
-                tracing::warn!(status = e.status.as_u16(), code = e.code, message = %e.message, "request failed");
+                tracing::warn!(status = e.status.as_u16(), code = %e.code, message = %e.message, "request failed");
             } else {
-                tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused");
+                tracing::debug!(status = e.status.as_u16(), code = %e.code, "request refused");
             }
             e.into_response()
         }
@@ -129,14 +130,18 @@ fn method_not_allowed(allow: &[Method]) -> ApiError {
     }
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!("this path takes {}", list.join(", ")),
     )
     .with_header("allow", list.join(", "))
 }
 
 fn no_such_endpoint() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such endpoint",
+    )
 }
 
 use Method as M;

@@ -26,7 +26,7 @@ use crate::block::erasure::{Erasure, ErasureError, CODEC_RS_SIMD};
 use crate::block::shard::{self, ShardMeta, HEADER_LEN};
 use crate::block::store::{LocalShards, ShardReadError, StoreError};
 use crate::keys::{KeyRing, UserKeys, KEY_VERSION};
-use crate::net::{NetRequest, NetResponse, SharedNet};
+use crate::net::{NetError, NetRequest, NetResponse, SharedNet, WireCode};
 use crate::placement::{Placement, View};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +57,59 @@ pub enum BlockError {
     Codec(CodecError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A peer did not answer (unreachable, timed out, the network
+    /// stopping): retryable.
+    #[error(transparent)]
+    Peer(#[from] NetError),
+    /// A peer answered with an error.
+    #[error("node {node} refused: {code:?}: {message}")]
+    PeerRefused {
+        node: NodeId,
+        code: WireCode,
+        message: String,
+    },
+    #[error(transparent)]
+    Meta(#[from] raft_meta::MetaError),
+    /// The block store is stopping.
+    #[error("block store closed")]
+    Closed,
     #[error("block task failed: {0}")]
     Task(String),
+}
+
+impl BlockError {
+    /// The same request may succeed later (nodes come back, a peer
+    /// answers, a leader is elected).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BlockError::Unavailable { .. }
+            | BlockError::TooFewDisks { .. }
+            | BlockError::Peer(_)
+            | BlockError::Closed => true,
+            BlockError::PeerRefused { code, .. } => code.is_retryable(),
+            BlockError::Meta(m) => m.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// A disk is full (here, or the peer's).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            BlockError::Store(e) => e.is_disk_full(),
+            BlockError::PeerRefused { code, .. } => *code == WireCode::DiskFull,
+            _ => false,
+        }
+    }
+}
+
+/// The wire code for a local store failure.
+fn wire_code(e: &StoreError) -> WireCode {
+    match e {
+        StoreError::Refused(_) => WireCode::Refused,
+        StoreError::Stopped(_) => WireCode::NotReady,
+        StoreError::Io { .. } if e.is_disk_full() => WireCode::DiskFull,
+        StoreError::Io { .. } => WireCode::Storage,
+    }
 }
 
 /// Counters exported on `/metrics`.
@@ -210,11 +261,7 @@ impl BlockStore {
         chunk: Bytes,
         exists: Arc<dyn Fn(&BlockId) -> bool + Send + Sync>,
     ) -> Result<StoredChunk, BlockError> {
-        let _permit = self
-            .jobs
-            .acquire()
-            .await
-            .map_err(|_| BlockError::Task("block store closed".into()))?;
+        let _permit = self.jobs.acquire().await.map_err(|_| BlockError::Closed)?;
         let view = self.placement.view();
         let profile = view.profile;
         let this = self.clone();
@@ -300,16 +347,24 @@ impl BlockStore {
                 })
             },
         ));
+        let mut full = None;
         for (i, target, r) in writes.await {
             match r {
                 Ok(()) => nodes[i] = target,
                 Err(e) => {
-                    tracing::warn!(block = %id, shard = i, node = target, error = %e, "shard write failed; left for repair")
+                    tracing::warn!(block = %id, shard = i, node = target, error = %e, "shard write failed; left for repair");
+                    if e.is_disk_full() {
+                        full = Some(e);
+                    }
                 }
             }
         }
         let written = nodes.iter().filter(|n| **n != 0).count();
         if written < view.write_quorum() {
+            // Short because disks are full: that is what to say.
+            if let Some(e) = full {
+                return Err(e);
+            }
             return Err(BlockError::TooFewDisks {
                 block: *id,
                 have: written,
@@ -328,15 +383,24 @@ impl BlockStore {
         let net = self
             .net
             .as_ref()
-            .ok_or_else(|| BlockError::Task("no network".into()))?;
+            .ok_or(BlockError::Peer(NetError::Closed))?;
         let req = NetRequest::PutShard {
             meta: *meta,
             file: record,
         };
         match net.call(node, req, SHARD_TIMEOUT).await {
             Ok(NetResponse::Done) => Ok(()),
-            Ok(other) => Err(BlockError::Task(format!("node {node} answered {other:?}"))),
-            Err(e) => Err(BlockError::Task(e.to_string())),
+            Ok(NetResponse::Error { code, message }) => Err(BlockError::PeerRefused {
+                node,
+                code,
+                message,
+            }),
+            Ok(other) => Err(BlockError::PeerRefused {
+                node,
+                code: WireCode::BadRequest,
+                message: format!("unexpected answer {other:?}"),
+            }),
+            Err(e) => Err(BlockError::Peer(e)),
         }
     }
 
@@ -529,11 +593,7 @@ impl BlockStore {
         id: BlockId,
         rec: BlockRecord,
     ) -> Result<Bytes, BlockError> {
-        let _permit = self
-            .jobs
-            .acquire()
-            .await
-            .map_err(|_| BlockError::Task("block store closed".into()))?;
+        let _permit = self.jobs.acquire().await.map_err(|_| BlockError::Closed)?;
         let (shards, bad) = self.fetch_shards(&id, &rec.stored, None).await;
         let stored = rec.stored.clone();
         let (k, m) = (stored.data_shards as usize, stored.parity_shards as usize);
@@ -642,18 +702,18 @@ impl BlockStore {
             // Checked by `put` (checksum and identity) before it is stored.
             NetRequest::PutShard { meta, file } => match store.put(&meta, file).await {
                 Ok(()) => NetResponse::Done,
-                Err(e) => NetResponse::Error(e.to_string()),
+                Err(e) => NetResponse::error(wire_code(&e), e.to_string()),
             },
             NetRequest::DeleteShard { block, index } => match store.remove(&block, index).await {
                 Ok(()) => NetResponse::Done,
-                Err(e) => NetResponse::Error(e.to_string()),
+                Err(e) => NetResponse::error(wire_code(&e), e.to_string()),
             },
             NetRequest::GetShard { meta } => {
                 let read = tokio::task::spawn_blocking(move || store.read_record(&meta)).await;
                 match read {
                     Ok(Ok(record)) => NetResponse::Shard(Some(record)),
                     Ok(Err(_)) => NetResponse::Shard(None),
-                    Err(e) => NetResponse::Error(e.to_string()),
+                    Err(e) => NetResponse::error(WireCode::NotReady, e.to_string()),
                 }
             }
             NetRequest::HasShards { metas } => {
@@ -663,10 +723,12 @@ impl BlockStore {
                 .await;
                 match has {
                     Ok(v) => NetResponse::Has(v),
-                    Err(e) => NetResponse::Error(e.to_string()),
+                    Err(e) => NetResponse::error(WireCode::NotReady, e.to_string()),
                 }
             }
-            NetRequest::Raft { .. } => NetResponse::Error("not a shard request".into()),
+            NetRequest::Raft { .. } => {
+                NetResponse::error(WireCode::BadRequest, "not a shard request")
+            }
         }
     }
 }

@@ -138,7 +138,7 @@ fn record(
             have: 0,
             needed: 1,
         }),
-        Err(e) => Err(BlockError::Task(e.to_string())),
+        Err(e) => Err(BlockError::Meta(e)),
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata_api::{Change, EntryKind, FileMetadata};
+use strata_api::{Change, ChangeKind, EntryKind, ErrorCode, FileMetadata};
 use tokio::sync::mpsc;
 
 use crate::profile::Profile;
@@ -131,11 +131,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
 
 /// Whether a failure means "try another node / later" rather than a refusal.
 fn transient(e: &ClientError) -> bool {
-    match e {
-        ClientError::Transport(_) => true,
-        ClientError::Api { status, .. } => *status == 503 || *status >= 500,
-        _ => false,
-    }
+    e.is_transient()
 }
 
 pub struct Agent {
@@ -543,12 +539,17 @@ impl Agent {
                     .await;
                 match res {
                     Ok(_) => self.record_folder(rel),
-                    Err(ClientError::Api { status: 409, .. }) => self.record_folder(rel),
+                    Err(ClientError::Api {
+                        code: ErrorCode::Conflict,
+                        ..
+                    }) => self.record_folder(rel),
                     // `Shared` and `Shared/<owner>` exist on the drive by
                     // themselves (what others share with this user).
-                    Err(ClientError::Api { status: 403, .. })
-                        if rel == "Shared"
-                            || (rel.starts_with("Shared/") && rel.matches('/').count() == 1) =>
+                    Err(ClientError::Api {
+                        code: ErrorCode::Forbidden,
+                        ..
+                    }) if rel == "Shared"
+                        || (rel.starts_with("Shared/") && rel.matches('/').count() == 1) =>
                     {
                         self.record_folder(rel)
                     }
@@ -624,15 +625,20 @@ impl Agent {
                         })
                         .await;
                     match r {
-                        Ok(()) | Err(ClientError::Api { status: 404, .. }) => {
-                            self.state.remove(&rel)?
-                        }
+                        Ok(())
+                        | Err(ClientError::Api {
+                            code: ErrorCode::NotFound,
+                            ..
+                        }) => self.state.remove(&rel)?,
                         Err(e) => {
                             tracing::warn!(path = rel, error = %e, "delete failed; retried later")
                         }
                     }
                 }
-                Err(ClientError::Api { status: 404, .. }) => self.state.remove(&rel)?,
+                Err(ClientError::Api {
+                    code: ErrorCode::NotFound,
+                    ..
+                }) => self.state.remove(&rel)?,
                 Err(e) => tracing::warn!(path = rel, error = %e, "delete deferred"),
             }
         }
@@ -694,7 +700,10 @@ impl Agent {
             };
             let page = match page {
                 Ok(p) => p,
-                Err(ClientError::Api { status: 410, .. }) => {
+                Err(ClientError::Api {
+                    code: ErrorCode::Gone,
+                    ..
+                }) => {
                     tracing::warn!("journal moved past our cursor: merging afresh");
                     for item in self.state.paths().collect::<Vec<_>>() {
                         let (p, _) = item?;
@@ -704,13 +713,17 @@ impl Agent {
                 }
                 Err(e) => return Err(e),
             };
-            let deletes = page.changes.iter().filter(|c| c.kind == "deleted").count();
+            let deletes = page
+                .changes
+                .iter()
+                .filter(|c| c.kind == ChangeKind::Deleted)
+                .count();
             let hold = deletes >= self.opts.mass_delete_min
                 && deletes * 2 >= self.state.len().max(1)
                 && !self.opts.allow_mass_delete;
             let mut held = Vec::new();
             for ch in &page.changes {
-                if hold && ch.kind == "deleted" {
+                if hold && ch.kind == ChangeKind::Deleted {
                     held.push(ch.path.clone());
                     continue;
                 }
@@ -743,10 +756,12 @@ impl Agent {
         // A share's mount point (`Shared/<owner>/<name>`) appears whole when
         // the share is made and goes whole when it ends.
         let mount = rel.starts_with("Shared/") && rel.matches('/').count() == 2;
-        match (ch.kind.as_str(), ch.entry_kind) {
-            ("deleted", _) if mount => self.drop_tree(&rel),
-            ("created", EntryKind::Folder) if mount && base.is_none() => self.pull_tree(&rel).await,
-            ("deleted", _) => {
+        match (ch.kind, ch.entry_kind) {
+            (ChangeKind::Deleted, _) if mount => self.drop_tree(&rel),
+            (ChangeKind::Created, EntryKind::Folder) if mount && base.is_none() => {
+                self.pull_tree(&rel).await
+            }
+            (ChangeKind::Deleted, _) => {
                 match (&base, local) {
                     (Some(b), Some(l)) if unchanged(&l, b) => {
                         if l.kind == Kind::Folder {
@@ -771,7 +786,7 @@ impl Agent {
                 }
                 Ok(())
             }
-            ("moved", kind) => {
+            (ChangeKind::Moved, kind) => {
                 let from_rel = ch.from.as_deref().and_then(rel_of_remote);
                 if let Some(from) = from_rel {
                     let from_abs = absolute(self.root(), &from);

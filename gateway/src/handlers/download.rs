@@ -2,6 +2,7 @@
 
 use http::{HeaderValue, StatusCode};
 use raft_meta::records::EntryKind;
+use strata_api::ErrorCode;
 use warp::Reply;
 
 use super::{empty, parse_path, Response};
@@ -151,7 +152,7 @@ pub async fn content(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
         RangeSpec::Unsatisfiable => {
             return Err(ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+                ErrorCode::RangeNotSatisfiable,
                 format!("the file has {size} bytes"),
             )
             .with_header("content-range", format!("bytes */{size}")))

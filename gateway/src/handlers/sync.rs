@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use strata_api::ErrorCode;
 
 use bytes::Bytes;
 use cluster_config::BlockId;
@@ -45,7 +46,7 @@ fn latest(user: &raft_meta::records::UserRecord) -> u64 {
 fn gone() -> ApiError {
     ApiError::new(
         StatusCode::GONE,
-        "gone",
+        ErrorCode::Gone,
         "the cursor is older than the retained journal; list afresh and take /changes/latest",
     )
 }
@@ -92,12 +93,11 @@ pub async fn changes(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
             seq,
             path: c.path,
             kind: match c.kind {
-                ChangeKind::Created => "created",
-                ChangeKind::Modified => "modified",
-                ChangeKind::Deleted => "deleted",
-                ChangeKind::Moved => "moved",
-            }
-            .into(),
+                ChangeKind::Created => strata_api::ChangeKind::Created,
+                ChangeKind::Modified => strata_api::ChangeKind::Modified,
+                ChangeKind::Deleted => strata_api::ChangeKind::Deleted,
+                ChangeKind::Moved => strata_api::ChangeKind::Moved,
+            },
             version: c.version,
             from: c.from,
             device: names.name(&c.device),

@@ -12,6 +12,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+use strata_api::ErrorCode;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -72,13 +73,13 @@ fn check_tus_version(req: &Req, required: bool) -> ApiResult<()> {
         None if !required => Ok(()),
         None => Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
+            ErrorCode::PreconditionFailed,
             "the Tus-Resumable header is required; this server speaks 1.0.0",
         )
         .with_header("tus-version", TUS_VERSION)),
         _ => Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
+            ErrorCode::PreconditionFailed,
             "unsupported tus version; this server speaks 1.0.0",
         )
         .with_header("tus-version", TUS_VERSION)),
@@ -614,7 +615,7 @@ pub async fn patch(app: &Arc<App>, caller: &Caller, id: &str, mut req: Req) -> A
     if !content_type.starts_with("application/offset+octet-stream") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_request",
+            ErrorCode::BadRequest,
             "PATCH needs Content-Type: application/offset+octet-stream",
         ));
     }
@@ -657,7 +658,7 @@ pub async fn patch(app: &Arc<App>, caller: &Caller, id: &str, mut req: Req) -> A
                 StatusCode::from_u16(STATUS_CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST);
             return Err(ApiError::new(
                 status,
-                "bad_request",
+                ErrorCode::BadRequest,
                 "checksum mismatch; the bytes were discarded",
             )
             .with_header("tus-resumable", TUS_VERSION));

@@ -78,6 +78,19 @@ pub enum StoreError {
     Stopped(usize),
 }
 
+impl StoreError {
+    /// The file system said it has no room (or the quota is spent).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull
+                    || matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Why a shard could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardReadError {

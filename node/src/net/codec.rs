@@ -20,7 +20,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use raft_meta::network::RaftRpcKind;
 use serde::{Deserialize, Serialize};
 
-use super::{NetRequest, NetResponse, MAX_MESSAGE_BYTES};
+use super::{NetRequest, NetResponse, WireCode, MAX_MESSAGE_BYTES};
 use crate::block::shard::ShardMeta;
 use cluster_config::BlockId;
 
@@ -47,7 +47,7 @@ enum AnswerHead {
     Done,
     Shard { present: bool },
     Has(Vec<bool>),
-    Error(String),
+    Error { code: WireCode, message: String },
 }
 
 /// A frame as read: what it is, which request it belongs to, its parts.
@@ -87,7 +87,7 @@ pub fn encode_answer(resp: NetResponse) -> io::Result<(Vec<u8>, Bytes)> {
         NetResponse::Shard(Some(file)) => (AnswerHead::Shard { present: true }, file),
         NetResponse::Shard(None) => (AnswerHead::Shard { present: false }, Bytes::new()),
         NetResponse::Has(v) => (AnswerHead::Has(v), Bytes::new()),
-        NetResponse::Error(e) => (AnswerHead::Error(e), Bytes::new()),
+        NetResponse::Error { code, message } => (AnswerHead::Error { code, message }, Bytes::new()),
     };
     Ok((head_bytes(&head)?, payload))
 }
@@ -128,7 +128,7 @@ impl Frame {
             AnswerHead::Shard { present: true } => NetResponse::Shard(Some(payload)),
             AnswerHead::Shard { present: false } => NetResponse::Shard(None),
             AnswerHead::Has(v) => NetResponse::Has(v),
-            AnswerHead::Error(e) => NetResponse::Error(e),
+            AnswerHead::Error { code, message } => NetResponse::Error { code, message },
         })
     }
 }

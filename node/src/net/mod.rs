@@ -74,7 +74,48 @@ pub enum NetResponse {
     /// The whole shard file, or `None` if the node does not hold it intact.
     Shard(Option<Bytes>),
     Has(Vec<bool>),
-    Error(String),
+    /// The request failed or was refused: why, as a code the caller acts
+    /// on, and a message for the log.
+    Error {
+        code: WireCode,
+        message: String,
+    },
+}
+
+impl NetResponse {
+    pub fn error(code: WireCode, message: impl Into<String>) -> Self {
+        NetResponse::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a peer did not do what was asked, on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum WireCode {
+    /// The peer is starting or stopping: ask again, or another holder.
+    NotReady,
+    /// The request does not parse or does not fit this kind of message.
+    BadRequest,
+    /// A shard that failed verification was refused.
+    Refused,
+    /// The peer's disks are full.
+    DiskFull,
+    /// The peer's storage failed.
+    Storage,
+    /// Raft refused or failed the message.
+    Raft,
+}
+
+impl WireCode {
+    /// The same request may succeed later or elsewhere.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            WireCode::NotReady | WireCode::DiskFull | WireCode::Storage
+        )
+    }
 }
 
 /// Why a message got no answer.

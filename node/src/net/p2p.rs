@@ -31,10 +31,11 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{self, KIND_ANSWER, KIND_HELLO, KIND_REQUEST};
 use super::{
     BoxFuture, Gossip, InboundHandler, NetError, NetRequest, NetResponse, PeerAddr, PeerNet,
+    WireCode,
 };
 
 const TOPIC: &str = "strata/gossip/1";
-const PROTOCOL: StreamProtocol = StreamProtocol::new("/strata/rpc/2");
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/strata/rpc/3");
 const COMMAND_QUEUE: usize = 1024;
 /// Connections to cluster peers are kept, not idled away.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -460,10 +461,13 @@ async fn serve(
             let id = frame.id;
             let answer = match frame.into_request() {
                 Ok(req) => handler.handle(from, req).await,
-                Err(e) => NetResponse::Error(format!("bad request: {e}")),
+                Err(e) => NetResponse::error(WireCode::BadRequest, format!("bad request: {e}")),
             };
             let encoded = codec::encode_answer(answer).or_else(|e| {
-                codec::encode_answer(NetResponse::Error(format!("answer not encodable: {e}")))
+                codec::encode_answer(NetResponse::error(
+                    WireCode::BadRequest,
+                    format!("answer not encodable: {e}"),
+                ))
             });
             if let Ok((head, payload)) = encoded {
                 let answer = Outgoing {

@@ -8,7 +8,7 @@ use raft_meta::network::{
 };
 use raft_meta::types::{MemberNode, Raft};
 
-use super::{NetRequest, NetResponse, SharedNet};
+use super::{NetRequest, NetResponse, SharedNet, WireCode};
 
 /// Heartbeats and votes must fail fast; a snapshot may be large.
 fn timeout_for(kind: RaftRpcKind) -> Duration {
@@ -52,7 +52,10 @@ impl RaftTransport for NetRaftTransport {
                 .await
             {
                 Ok(NetResponse::Raft(bytes)) => Ok(Vec::from(bytes)),
-                Ok(NetResponse::Error(e)) => Err(TransportError { target, reason: e }),
+                Ok(NetResponse::Error { code, message }) => Err(TransportError {
+                    target,
+                    reason: format!("{code:?}: {message}"),
+                }),
                 Ok(other) => Err(TransportError {
                     target,
                     reason: format!("unexpected answer {other:?}"),
@@ -77,11 +80,11 @@ impl RaftSlot {
 
     pub async fn handle(&self, from: u64, kind: RaftRpcKind, payload: bytes::Bytes) -> NetResponse {
         let Some(raft) = self.0.get() else {
-            return NetResponse::Error("raft not started yet".into());
+            return NetResponse::error(WireCode::NotReady, "raft not started yet");
         };
         match handle_raft_rpc(raft, from, kind, &payload).await {
             Ok(bytes) => NetResponse::Raft(bytes.into()),
-            Err(e) => NetResponse::Error(e),
+            Err(e) => NetResponse::error(WireCode::Raft, e),
         }
     }
 }

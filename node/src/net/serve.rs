@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use cluster_config::NodeId;
 
 use super::raft::RaftSlot;
-use super::{BoxFuture, InboundHandler, NetRequest, NetResponse};
+use super::{BoxFuture, InboundHandler, NetRequest, NetResponse, WireCode};
 use crate::blocks::BlockStore;
 
 #[derive(Default, Clone)]
@@ -32,7 +32,7 @@ impl InboundHandler for NodeHandler {
                         tracing::trace!(from, req = other.name(), "shard request");
                         b.handle(other).await
                     }
-                    None => NetResponse::Error("block store not started yet".into()),
+                    None => NetResponse::error(WireCode::NotReady, "block store not started yet"),
                 },
             }
         })
