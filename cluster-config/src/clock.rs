@@ -2,12 +2,16 @@
 //! command, so the state machine never asks the system for the time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Milliseconds on a clock that never goes back (timeouts and ages
+    /// measured in this process; unaffected by wall-clock jumps).
+    fn monotonic_ms(&self) -> u64;
 }
 
 /// The wall clock.
@@ -20,6 +24,11 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
     }
 }
 
@@ -39,6 +48,11 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The same counter: it only moves forward, when told to.
+    fn monotonic_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
 }

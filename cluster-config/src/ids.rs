@@ -1,7 +1,8 @@
 //! Identifier newtypes shared by every crate.
 //!
-//! Ids are fixed-width byte strings so they encode into ordered sled keys
-//! without a separator, and print as lowercase hex on the API.
+//! Ids are fixed-width byte strings so they encode into the metadata
+//! store's ordered keys without a separator, and print as lowercase hex on
+//! the API.
 
 use std::fmt;
 use std::str::FromStr;

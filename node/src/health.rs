@@ -7,9 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cluster_config::NodeId;
+use cluster_config::{NodeId, SharedClock};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +58,6 @@ pub struct RepairStatus {
     /// Members that were not healthy when the last scan planned: a member
     /// down now but not in this set went down after it, and the figures
     /// above do not count its shards yet.
-    #[serde(default)]
     pub down: Vec<NodeId>,
 }
 
@@ -72,19 +71,24 @@ pub struct PeerHealth {
     pub beat: Option<Heartbeat>,
 }
 
+/// Who is up, from heartbeats, on the clock seam's monotonic time (a
+/// simulation or a test moves it by hand).
 pub struct Health {
     me: NodeId,
-    started: Instant,
+    clock: SharedClock,
+    started: u64,
     timeout: Duration,
-    seen: Mutex<HashMap<NodeId, (Instant, Heartbeat)>>,
+    /// When each peer was last heard from (monotonic ms), and what it said.
+    seen: Mutex<HashMap<NodeId, (u64, Heartbeat)>>,
     mine: Mutex<Heartbeat>,
 }
 
 impl Health {
-    pub fn new(me: NodeId, timeout: Duration) -> Self {
+    pub fn new(me: NodeId, timeout: Duration, clock: SharedClock) -> Self {
         Self {
             me,
-            started: Instant::now(),
+            started: clock.monotonic_ms(),
+            clock,
             timeout,
             seen: Mutex::new(HashMap::new()),
             mine: Mutex::new(Heartbeat {
@@ -94,8 +98,13 @@ impl Health {
         }
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (Instant, Heartbeat)>> {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (u64, Heartbeat)>> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Time since the monotonic instant `t`.
+    fn since(&self, t: u64) -> Duration {
+        Duration::from_millis(self.clock.monotonic_ms().saturating_sub(t))
     }
 
     /// Changes what this node's next heartbeats say.
@@ -113,7 +122,7 @@ impl Health {
             || self
                 .seen()
                 .get(&id)
-                .is_some_and(|(t, _)| t.elapsed() < self.timeout)
+                .is_some_and(|(t, _)| self.since(*t) < self.timeout)
     }
 
     /// How long a node has been silent (since this process started, for a
@@ -123,8 +132,8 @@ impl Health {
             return Duration::ZERO;
         }
         match self.seen().get(&id) {
-            Some((t, _)) => t.elapsed(),
-            None => self.started.elapsed(),
+            Some((t, _)) => self.since(*t),
+            None => self.since(self.started),
         }
     }
 
@@ -133,7 +142,7 @@ impl Health {
         let mut out: HashMap<NodeId, usize> = self
             .seen()
             .iter()
-            .filter(|(_, (t, _))| t.elapsed() < self.timeout)
+            .filter(|(_, (t, _))| self.since(*t) < self.timeout)
             .map(|(id, (_, b))| (*id, b.disks as usize))
             .collect();
         out.insert(self.me, self.mine().disks as usize);
@@ -150,8 +159,8 @@ impl Health {
         }
         match self.seen().get(&id) {
             Some((t, beat)) => PeerHealth {
-                healthy: t.elapsed() < self.timeout,
-                last_seen: Some(t.elapsed()),
+                healthy: self.since(*t) < self.timeout,
+                last_seen: Some(self.since(*t)),
                 beat: Some(beat.clone()),
             },
             None => PeerHealth {
@@ -164,7 +173,8 @@ impl Health {
 
     fn record(&self, from: NodeId, beat: Heartbeat) {
         if beat.node == from {
-            self.seen().insert(from, (Instant::now(), beat));
+            let now = self.clock.monotonic_ms();
+            self.seen().insert(from, (now, beat));
         }
     }
 
@@ -193,5 +203,48 @@ impl Health {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster_config::ManualClock;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_peer_is_up_until_silent_for_the_timeout() {
+        let clock = ManualClock::new(1_000);
+        let h = Health::new(1, Duration::from_secs(3), Arc::new(clock.clone()));
+        assert!(h.is_healthy(1), "this node is always up");
+        assert!(!h.is_healthy(2), "never heard from");
+        clock.advance_ms(500);
+        assert_eq!(h.silent_for(2), Duration::from_millis(500));
+        h.record(
+            2,
+            Heartbeat {
+                node: 2,
+                disks: 2,
+                ..Default::default()
+            },
+        );
+        assert!(h.is_healthy(2));
+        assert_eq!(h.disks().get(&2), Some(&2));
+        clock.advance_ms(2_999);
+        assert!(h.is_healthy(2));
+        clock.advance_ms(1);
+        assert!(!h.is_healthy(2));
+        assert_eq!(h.silent_for(2), Duration::from_secs(3));
+        assert!(!h.peer(2).healthy);
+        assert!(!h.disks().contains_key(&2));
+        // A beat that claims to be from someone else is not taken.
+        h.record(
+            3,
+            Heartbeat {
+                node: 4,
+                ..Default::default()
+            },
+        );
+        assert!(!h.is_healthy(3) && !h.is_healthy(4));
     }
 }

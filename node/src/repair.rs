@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::blocks::BlockStore;
 use crate::health::{Health, RepairStatus, MAX_NAMED_FILES};
 use crate::net::{NetRequest, SharedNet};
+use crate::placement::View;
 
 const PAGE: usize = 512;
 /// Unreadable blocks remembered per user to name their files, at most.
@@ -144,132 +145,30 @@ impl Repair {
             .collect()
     }
 
-    fn safety(&self, entry: &BlockEntry, gone: &HashSet<NodeId>) -> Safety {
-        let nodes = &entry.record.stored.nodes;
-        Safety {
-            live: nodes
-                .iter()
-                .filter(|n| **n != 0 && !gone.contains(n) && self.health.is_healthy(**n))
-                .count(),
-            total: nodes.len(),
-            data: entry.record.stored.data_shards as usize,
-        }
-    }
-
-    fn plan(&self, entry: &BlockEntry, gone: &HashSet<NodeId>) -> (Vec<Task>, u64) {
-        let view = self.blocks.placement().view();
-        let Some(layout) = &view.layout else {
-            return (Vec::new(), 0);
-        };
-        let live = self.safety(entry, gone).live;
-        let nodes = &entry.record.stored.nodes;
-        let total = nodes.len();
-        let desired = view.desired(&entry.block, total);
-        let in_layout = |n: NodeId| {
-            layout
-                .member(n)
-                .is_some_and(|m| m.state == MemberState::Active)
-        };
-        let mut holding: HashSet<NodeId> = nodes
-            .iter()
-            .copied()
-            .filter(|n| *n != 0 && !gone.contains(n))
-            .collect();
-        let mut tasks = Vec::new();
-        let mut stuck = 0;
-        // Shards to rebuild: nowhere, or on a node that is gone.
-        let mut lost: Vec<usize> = (0..total)
-            .filter(|&i| {
-                nodes[i] == 0 || gone.contains(&nodes[i]) || layout.member(nodes[i]).is_none()
-            })
-            .collect();
-        // Shards to move: on a live node outside the desired set, or a
-        // second shard a live node took while the block's own node was
-        // down; each goes when a desired node holding nothing of the block
-        // is up.
-        let mut movable: Vec<usize> = (0..total)
-            .filter(|&i| {
-                !lost.contains(&i)
-                    && (!desired.contains(&nodes[i]) || nodes[..i].contains(&nodes[i]))
-            })
-            .collect();
-        let mut free: Vec<NodeId> = desired
-            .iter()
-            .copied()
-            .filter(|n| !holding.contains(n))
-            .collect();
-        let pick = |holding: &mut HashSet<NodeId>, free: &mut Vec<NodeId>| -> Option<NodeId> {
-            let pos = free.iter().position(|n| self.health.is_healthy(*n))?;
-            let n = free.remove(pos);
-            holding.insert(n);
-            Some(n)
-        };
-        for i in lost.drain(..) {
-            // A desired node first; failing that, any healthy active node
-            // that holds nothing of this block (better than no shard).
-            let target = pick(&mut holding, &mut free).or_else(|| {
-                let n = view.ranking(&entry.block).into_iter().find(|n| {
-                    in_layout(*n) && self.health.is_healthy(*n) && !holding.contains(n)
-                })?;
-                holding.insert(n);
-                Some(n)
-            });
-            match target {
-                Some(to) => tasks.push(Task {
-                    entry: entry.clone(),
-                    index: i,
-                    from: nodes[i],
-                    to,
-                    copy: false,
-                    live,
-                }),
-                None => stuck += 1,
-            }
-        }
-        for i in movable.drain(..) {
-            match pick(&mut holding, &mut free) {
-                Some(to) => tasks.push(Task {
-                    entry: entry.clone(),
-                    index: i,
-                    from: nodes[i],
-                    to,
-                    copy: true,
-                    live,
-                }),
-                // A second shard on one node waits for its home to come
-                // up: until then the block has less spread than it should,
-                // which the backlog says.
-                None if nodes[..i].contains(&nodes[i]) => stuck += 1,
-                None => {}
-            }
-        }
-        (tasks, stuck)
-    }
-
     async fn scan_once(&self, stop: &CancellationToken) -> Result<(), raft_meta::MetaError> {
+        // One picture for the whole scan: who is up and gone as of now.
         let gone = self.gone();
-        let down: Vec<NodeId> = self
-            .blocks
-            .placement()
-            .view()
+        let mut view = (*self.blocks.placement().view()).clone();
+        let members: Vec<NodeId> = view
             .layout
             .as_ref()
-            .map(|l| {
-                l.members
-                    .iter()
-                    .filter(|m| !self.health.is_healthy(m.id))
-                    .map(|m| m.id)
-                    .collect()
-            })
+            .map(|l| l.members.iter().map(|m| m.id).collect())
             .unwrap_or_default();
-        let layout_version = self
-            .blocks
-            .placement()
-            .view()
-            .layout
-            .as_ref()
-            .map(|l| l.version)
-            .unwrap_or(0);
+        view.healthy = members
+            .iter()
+            .copied()
+            .filter(|n| self.health.is_healthy(*n))
+            .collect();
+        let down: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|n| !view.healthy.contains(n) && *n != view.me)
+            .collect();
+        let layout_version = view.layout.as_ref().map(|l| l.version).unwrap_or(0);
+        let snap = Snapshot {
+            view: &view,
+            gone: &gone,
+        };
         // Current as of the leader's commit: a leader that just took over
         // may not have applied everything yet, and a scan of less would
         // report a backlog it does not know.
@@ -290,7 +189,7 @@ impl Repair {
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             for entry in &page {
-                let safety = self.safety(entry, &gone);
+                let safety = safety(entry, &snap);
                 if safety.live < safety.total {
                     short += 1;
                 }
@@ -301,7 +200,7 @@ impl Repair {
                         set.insert(entry.block);
                     }
                 }
-                let (tasks, s) = self.plan(entry, &gone);
+                let (tasks, s) = plan(entry, &snap);
                 found += tasks.len() as u64;
                 stuck += s;
                 all.extend(tasks);
@@ -593,5 +492,320 @@ impl Repair {
             }
         }
         Ok(())
+    }
+}
+
+/// What repair plans from: the placement view of one moment (layout,
+/// desired sets, who is up) and the nodes gone past the grace time. Plans
+/// depend on nothing else, so they are tested case by case.
+pub(crate) struct Snapshot<'a> {
+    view: &'a View,
+    gone: &'a HashSet<NodeId>,
+}
+
+impl Snapshot<'_> {
+    fn up(&self, n: NodeId) -> bool {
+        n == self.view.me || self.view.healthy.contains(&n)
+    }
+}
+
+fn safety(entry: &BlockEntry, snap: &Snapshot<'_>) -> Safety {
+    let nodes = &entry.record.stored.nodes;
+    Safety {
+        live: nodes
+            .iter()
+            .filter(|n| **n != 0 && !snap.gone.contains(n) && snap.up(**n))
+            .count(),
+        total: nodes.len(),
+        data: entry.record.stored.data_shards as usize,
+    }
+}
+
+/// The tasks that bring one block back to its full, desired placement,
+/// and how many of its shards cannot be placed now.
+fn plan(entry: &BlockEntry, snap: &Snapshot<'_>) -> (Vec<Task>, u64) {
+    let view = snap.view;
+    let gone = snap.gone;
+    let Some(layout) = &view.layout else {
+        return (Vec::new(), 0);
+    };
+    let live = safety(entry, snap).live;
+    let nodes = &entry.record.stored.nodes;
+    let total = nodes.len();
+    let desired = view.desired(&entry.block, total);
+    let in_layout = |n: NodeId| {
+        layout
+            .member(n)
+            .is_some_and(|m| m.state == MemberState::Active)
+    };
+    let mut holding: HashSet<NodeId> = nodes
+        .iter()
+        .copied()
+        .filter(|n| *n != 0 && !gone.contains(n))
+        .collect();
+    let mut tasks = Vec::new();
+    let mut stuck = 0;
+    // Shards to rebuild: nowhere, or on a node that is gone.
+    let mut lost: Vec<usize> = (0..total)
+        .filter(|&i| nodes[i] == 0 || gone.contains(&nodes[i]) || layout.member(nodes[i]).is_none())
+        .collect();
+    // Shards to move: on a live node outside the desired set, or a
+    // second shard a live node took while the block's own node was
+    // down; each goes when a desired node holding nothing of the block
+    // is up.
+    let mut movable: Vec<usize> = (0..total)
+        .filter(|&i| {
+            !lost.contains(&i) && (!desired.contains(&nodes[i]) || nodes[..i].contains(&nodes[i]))
+        })
+        .collect();
+    let mut free: Vec<NodeId> = desired
+        .iter()
+        .copied()
+        .filter(|n| !holding.contains(n))
+        .collect();
+    let pick = |holding: &mut HashSet<NodeId>, free: &mut Vec<NodeId>| -> Option<NodeId> {
+        let pos = free.iter().position(|n| snap.up(*n))?;
+        let n = free.remove(pos);
+        holding.insert(n);
+        Some(n)
+    };
+    for i in lost.drain(..) {
+        // A desired node first; failing that, any healthy active node
+        // that holds nothing of this block (better than no shard).
+        let target = pick(&mut holding, &mut free).or_else(|| {
+            let n = view
+                .ranking(&entry.block)
+                .into_iter()
+                .find(|n| in_layout(*n) && snap.up(*n) && !holding.contains(n))?;
+            holding.insert(n);
+            Some(n)
+        });
+        match target {
+            Some(to) => tasks.push(Task {
+                entry: entry.clone(),
+                index: i,
+                from: nodes[i],
+                to,
+                copy: false,
+                live,
+            }),
+            None => stuck += 1,
+        }
+    }
+    for i in movable.drain(..) {
+        match pick(&mut holding, &mut free) {
+            Some(to) => tasks.push(Task {
+                entry: entry.clone(),
+                index: i,
+                from: nodes[i],
+                to,
+                copy: true,
+                live,
+            }),
+            // A second shard on one node waits for its home to come
+            // up: until then the block has less spread than it should,
+            // which the backlog says.
+            None if nodes[..i].contains(&nodes[i]) => stuck += 1,
+            None => {}
+        }
+    }
+    (tasks, stuck)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster_config::{BlockId, ErasureProfile, UserId};
+    use raft_meta::records::{BlockRecord, LayoutMember, LayoutRecord, StoredBlock};
+
+    /// Five active nodes (`removed` among them marked removed), 2+1.
+    fn view(healthy: &[NodeId], removed: &[NodeId]) -> View {
+        View {
+            me: 1,
+            layout: Some(LayoutRecord {
+                version: 2,
+                members: (1..=5)
+                    .map(|id| LayoutMember {
+                        id,
+                        peer_id: String::new(),
+                        p2p_addr: String::new(),
+                        api_url: String::new(),
+                        zone: None,
+                        state: if removed.contains(&id) {
+                            MemberState::Removed
+                        } else {
+                            MemberState::Active
+                        },
+                    })
+                    .collect(),
+                data_shards: 2,
+                parity_shards: 1,
+            }),
+            profile: ErasureProfile { data: 2, parity: 1 },
+            healthy: healthy.iter().copied().collect(),
+            disks: HashMap::new(),
+            min_write: None,
+        }
+    }
+
+    fn entry(block: BlockId, nodes: Vec<NodeId>) -> BlockEntry {
+        BlockEntry {
+            key: Vec::new(),
+            user: UserId([1; 16]),
+            block,
+            record: BlockRecord {
+                refs: 1,
+                plain_len: 100,
+                stored: StoredBlock {
+                    sealed_len: 120,
+                    data_shards: 2,
+                    parity_shards: 1,
+                    key_version: 1,
+                    layout: 2,
+                    nodes,
+                },
+                created_ms: 0,
+            },
+        }
+    }
+
+    fn block(i: u32) -> BlockId {
+        BlockId(*blake3::hash(&i.to_le_bytes()).as_bytes())
+    }
+
+    fn v_me() -> NodeId {
+        view(&[], &[]).me
+    }
+
+    /// A block placed where the view wants it, all up: nothing to do.
+    #[test]
+    fn a_block_at_home_needs_nothing() {
+        let v = view(&[1, 2, 3, 4, 5], &[]);
+        let gone = HashSet::new();
+        let snap = Snapshot {
+            view: &v,
+            gone: &gone,
+        };
+        for i in 0..50 {
+            let b = block(i);
+            let e = entry(b, v.desired(&b, 3));
+            let (tasks, stuck) = plan(&e, &snap);
+            assert!(tasks.is_empty() && stuck == 0, "{tasks:?}");
+            let s = safety(&e, &snap);
+            assert_eq!((s.live, s.total, s.data), (3, 3, 2));
+        }
+    }
+
+    /// A shard never written (node 0) or on a gone node is rebuilt on an
+    /// up node that holds nothing of the block; a node that is only down
+    /// (not gone) is waited for.
+    #[test]
+    fn lost_shards_are_rebuilt_on_up_nodes_and_down_ones_are_waited_for() {
+        for i in 0..50 {
+            let b = block(i);
+            let all = view(&[1, 2, 3, 4, 5], &[]);
+            let home = all.desired(&b, 3);
+            let victim = home[1];
+            if victim == v_me() {
+                continue; // the planning node is always up to itself
+            }
+            let up: Vec<NodeId> = (1..=5).filter(|n| *n != victim).collect();
+            let v = view(&up, &[]);
+            // Down, not gone: the shard stays, the block counts as short.
+            let none = HashSet::new();
+            let snap = Snapshot {
+                view: &v,
+                gone: &none,
+            };
+            let e = entry(b, home.clone());
+            let (tasks, _) = plan(&e, &snap);
+            assert!(tasks.is_empty(), "{tasks:?}");
+            assert_eq!(safety(&e, &snap).live, 2);
+            // Gone: rebuilt elsewhere, from the others, once.
+            let gone = HashSet::from([victim]);
+            let snap = Snapshot {
+                view: &v,
+                gone: &gone,
+            };
+            let (tasks, stuck) = plan(&e, &snap);
+            assert_eq!((tasks.len(), stuck), (1, 0), "{tasks:?}");
+            let t = &tasks[0];
+            assert_eq!((t.index, t.from, t.copy, t.live), (1, victim, false, 2));
+            assert!(v.healthy.contains(&t.to) && !home.contains(&t.to), "{t:?}");
+            // Never written: the same.
+            let mut nodes = home.clone();
+            nodes[2] = 0;
+            let (tasks, _) = plan(&entry(b, nodes), &snap);
+            assert!(tasks.iter().any(|t| t.index == 2 && !t.copy), "{tasks:?}");
+        }
+    }
+
+    /// A second shard a node took while the block's own node was down
+    /// goes home (a copy, not a rebuild) once that node is up, and waits
+    /// (counted as stuck) while it is not.
+    #[test]
+    fn a_doubled_shard_moves_home_when_its_node_is_up() {
+        for i in 0..50 {
+            let b = block(i);
+            let v = view(&[1, 2, 3, 4, 5], &[]);
+            let home = v.desired(&b, 3);
+            if home[2] == v_me() {
+                continue; // the planning node is always up to itself
+            }
+            let mut nodes = home.clone();
+            nodes[2] = nodes[0];
+            let e = entry(b, nodes.clone());
+            let gone = HashSet::new();
+            let snap = Snapshot {
+                view: &v,
+                gone: &gone,
+            };
+            let (tasks, stuck) = plan(&e, &snap);
+            assert_eq!((tasks.len(), stuck), (1, 0), "{tasks:?}");
+            let t = &tasks[0];
+            assert_eq!((t.index, t.from, t.to, t.copy), (2, home[0], home[2], true));
+            // Its home down: stuck, nothing planned.
+            let up: Vec<NodeId> = (1..=5).filter(|n| *n != home[2]).collect();
+            let v = view(&up, &[]);
+            let snap = Snapshot {
+                view: &v,
+                gone: &gone,
+            };
+            let (tasks, stuck) = plan(&e, &snap);
+            assert!(tasks.iter().all(|t| t.index != 2), "{tasks:?}");
+            assert_eq!(stuck, 1);
+        }
+    }
+
+    /// A node removed from the layout: its shards are rebuilt elsewhere
+    /// even while it still answers.
+    #[test]
+    fn shards_on_a_removed_node_are_placed_again() {
+        let mut moved = 0;
+        for i in 0..50 {
+            let b = block(i);
+            let before = view(&[1, 2, 3, 4, 5], &[]);
+            let home = before.desired(&b, 3);
+            if !home.contains(&5) {
+                continue;
+            }
+            let v = view(&[1, 2, 3, 4, 5], &[5]);
+            let gone = HashSet::from([5]);
+            let snap = Snapshot {
+                view: &v,
+                gone: &gone,
+            };
+            let (tasks, _) = plan(&entry(b, home.clone()), &snap);
+            let idx = home.iter().position(|n| *n == 5).unwrap();
+            assert!(
+                tasks
+                    .iter()
+                    .any(|t| t.index == idx && t.from == 5 && t.to != 5),
+                "{tasks:?}"
+            );
+            assert!(tasks.iter().all(|t| t.to != 5));
+            moved += 1;
+        }
+        assert!(moved > 10);
     }
 }

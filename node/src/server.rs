@@ -237,7 +237,7 @@ impl Node {
         }
 
         // 4. Health, repair, the layout watcher and the leader's duties.
-        let health = Arc::new(Health::new(me, config.repair.health_timeout));
+        let health = Arc::new(Health::new(me, config.repair.health_timeout, clock.clone()));
         let disk_count = u16::try_from(config.storage.shard_dirs.len()).unwrap_or(u16::MAX);
         health.update_mine(|h| h.disks = disk_count);
         let repair = Repair::new(

@@ -1,4 +1,4 @@
-//! The real Raft logic (openraft on the sled store, forwarding, read index)
+//! The real Raft logic (openraft on the WAL and fjall store, forwarding, read index)
 //! over the in-memory network, with a partition injected.
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Key encoding of the state machine tree.
 //!
-//! One sled tree holds every table, each under a one-byte prefix, so a whole
-//! command applies as one atomic batch. Every key of user data starts with
+//! One fjall keyspace holds every table, each under a one-byte prefix, so
+//! a whole command applies as one atomic batch. Every key of user data starts with
 //! the user id: splitting the metadata by user (multi-Raft) later is a range
 //! split, not a migration.
 

@@ -1,10 +1,12 @@
 //! strata metadata: the replicated state machine (users, sessions, devices,
 //! the file tree with stable ids, versions, block reference counts, the
 //! per-user change journal, upload sessions) and openraft's storage: the
-//! log in a write-ahead log of segment files, the state machine on sled.
+//! log in a write-ahead log of segment files, the state machine on fjall
+//! (an LSM tree; a drive written by older builds on sled is migrated at
+//! start).
 //!
 //! Depends only on `cluster-config`. Other crates use `MetaClient` (writes,
-//! and reads with a named consistency) and never touch sled or openraft.
+//! and reads with a named consistency) and never touch fjall or openraft.
 //! Invariants: commands are deterministic (time and ids come in the
 //! command); a command either applies whole or leaves no trace; nothing is
 //! acknowledged before the log entry carrying it is flushed.

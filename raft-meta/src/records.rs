@@ -1,4 +1,4 @@
-//! Records as stored in the state machine's sled tree.
+//! Records as stored in the state machine's fjall keyspace.
 //!
 //! Every value is `[format version byte] ++ postcard(record)`. A reader that
 //! meets a version it does not know fails loudly (`Corrupt`) instead of

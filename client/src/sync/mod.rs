@@ -9,6 +9,7 @@
 //! removes unsynced content, a rename is a move, and a mass deletion is held
 //! and reported instead of propagated.
 
+pub mod decide;
 pub mod scan;
 pub mod state;
 
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::profile::Profile;
 use crate::transfer::{self, Traffic};
 use crate::{Client, ClientError, Result};
+use decide::{decide, Action, Facts, Local};
 use scan::{absolute, stat, unchanged, walk, LocalInfo};
 use state::{Kind, State, Synced};
 
@@ -753,117 +755,116 @@ impl Agent {
         let abs = absolute(self.root(), &rel);
         let base = self.state.get(&rel)?;
         let local = stat(&abs);
-        // A share's mount point (`Shared/<owner>/<name>`) appears whole when
-        // the share is made and goes whole when it ends.
-        let mount = rel.starts_with("Shared/") && rel.matches('/').count() == 2;
-        match (ch.kind, ch.entry_kind) {
-            (ChangeKind::Deleted, _) if mount => self.drop_tree(&rel),
-            (ChangeKind::Created, EntryKind::Folder) if mount && base.is_none() => {
-                self.pull_tree(&rel).await
+        let against = |local: Option<LocalInfo>, base: Option<&Synced>| match (local, base) {
+            (None, _) => Local::Absent,
+            (Some(l), Some(b)) if unchanged(&l, b) => Local::AsSynced(l.kind),
+            (Some(l), _) => Local::Differs(l.kind),
+        };
+        let from_rel = match ch.kind {
+            ChangeKind::Moved => ch.from.as_deref().and_then(rel_of_remote),
+            _ => None,
+        };
+        let source = match &from_rel {
+            Some(from) => {
+                let from_base = self.state.get(from)?;
+                let from_local = stat(&absolute(self.root(), from));
+                Some(match from_base {
+                    Some(b) => against(from_local, Some(&b)),
+                    // Not synced from there: nothing to move.
+                    None => Local::Differs(Kind::File),
+                })
             }
-            (ChangeKind::Deleted, _) => {
-                match (&base, local) {
-                    (Some(b), Some(l)) if unchanged(&l, b) => {
-                        if l.kind == Kind::Folder {
-                            // Children arrive as their own lines; only an
-                            // empty folder goes.
-                            let _ = std::fs::remove_dir(&abs);
-                            if !abs.exists() {
-                                self.state.remove(&rel)?;
-                            }
-                        } else {
-                            std::fs::remove_file(&abs).map_err(io(&abs))?;
-                            self.state.remove(&rel)?;
-                        }
-                    }
-                    (Some(_), Some(_)) => {
-                        // Changed here since: keep it; it uploads as new.
-                        tracing::warn!(path = rel, "deleted elsewhere but edited here: kept");
-                        self.state.remove(&rel)?;
-                    }
-                    (_, None) => self.state.remove(&rel)?,
-                    (None, Some(_)) => {}
+            None => None,
+        };
+        let facts = Facts {
+            change: ch.kind,
+            entry: ch.entry_kind,
+            // A share's mount point (`Shared/<owner>/<name>`) appears whole
+            // when the share is made and goes whole when it ends.
+            mount: rel.starts_with("Shared/") && rel.matches('/').count() == 2,
+            has_base: base.is_some(),
+            base_current: base
+                .as_ref()
+                .is_some_and(|b| b.version >= ch.version || b.hash == ch.content_hash),
+            local: against(local, base.as_ref()),
+            source,
+        };
+        let action = decide(facts);
+        tracing::debug!(path = rel, ?facts, ?action, "remote change");
+        match action {
+            Action::Skip => Ok(()),
+            Action::DropTree => self.drop_tree(&rel),
+            Action::PullTree => self.pull_tree(&rel).await,
+            Action::PullFile => self.pull_file(&rel).await,
+            Action::RemoveFile => {
+                std::fs::remove_file(&abs).map_err(io(&abs))?;
+                self.state.remove(&rel)
+            }
+            Action::RemoveEmptyFolder => {
+                let _ = std::fs::remove_dir(&abs);
+                if !abs.exists() {
+                    self.state.remove(&rel)?;
                 }
                 Ok(())
             }
-            (ChangeKind::Moved, kind) => {
-                let from_rel = ch.from.as_deref().and_then(rel_of_remote);
-                if let Some(from) = from_rel {
-                    let from_abs = absolute(self.root(), &from);
-                    let from_base = self.state.get(&from)?;
-                    let from_local = stat(&from_abs);
-                    let movable = matches!((&from_base, from_local), (Some(b), Some(l)) if unchanged(&l, b))
-                        && local.is_none();
-                    if movable {
-                        if let Some(dir) = abs.parent() {
-                            std::fs::create_dir_all(dir).map_err(io(dir))?;
-                        }
-                        std::fs::rename(&from_abs, &abs).map_err(io(&abs))?;
-                        for (p, mut s) in self.state.subtree(&from)? {
-                            self.state.remove(&p)?;
-                            let new = format!("{rel}{}", &p[from.len()..]);
-                            if let Some(i) = stat(&absolute(self.root(), &new)) {
-                                s.ino = i.ino;
-                                if s.kind == Kind::File {
-                                    s.mtime_ns = i.mtime_ns;
-                                }
-                            }
-                            self.state.put(&new, &s)?;
-                        }
-                        return Ok(());
-                    }
+            Action::Forget => {
+                if facts.local != Local::Absent {
+                    tracing::warn!(path = rel, "deleted elsewhere but edited here: kept");
                 }
-                if base.is_some() {
-                    return Ok(()); // our own move, already applied
-                }
-                if kind == EntryKind::Folder {
-                    self.pull_tree(&rel).await
-                } else {
-                    self.pull_file(&rel).await
-                }
+                self.state.remove(&rel)
             }
-            (_, EntryKind::Folder) => {
+            Action::MoveLocal => {
+                let Some(from) = from_rel else {
+                    return Ok(());
+                };
+                let from_abs = absolute(self.root(), &from);
+                if let Some(dir) = abs.parent() {
+                    std::fs::create_dir_all(dir).map_err(io(dir))?;
+                }
+                std::fs::rename(&from_abs, &abs).map_err(io(&abs))?;
+                for (p, mut s) in self.state.subtree(&from)? {
+                    self.state.remove(&p)?;
+                    let new = format!("{rel}{}", &p[from.len()..]);
+                    if let Some(i) = stat(&absolute(self.root(), &new)) {
+                        s.ino = i.ino;
+                        if s.kind == Kind::File {
+                            s.mtime_ns = i.mtime_ns;
+                        }
+                    }
+                    self.state.put(&new, &s)?;
+                }
+                Ok(())
+            }
+            Action::MakeFolder { record } => {
                 std::fs::create_dir_all(&abs).map_err(io(&abs))?;
-                if base.is_none() {
+                if record {
                     self.record_folder(&rel)?;
                 }
                 Ok(())
             }
-            (_, EntryKind::File) => {
-                if let Some(b) = &base {
-                    if b.version >= ch.version || b.hash == ch.content_hash {
-                        return Ok(()); // already have it (often our own write)
-                    }
+            Action::Reconcile => {
+                // The same content on both sides is simply synced.
+                let hash = crate::chunks::hash_file(&abs)?;
+                if hash == ch.content_hash {
+                    let blocks = self
+                        .call(|c| {
+                            let p = ch.path.clone();
+                            async move { c.file_blocks(&p).await }
+                        })
+                        .await
+                        .unwrap_or_default();
+                    return self.record_file(&rel, ch.version, &hash, blocks);
                 }
-                match (&base, local) {
-                    (_, None) => self.pull_file(&rel).await,
-                    (Some(b), Some(l)) if unchanged(&l, b) => self.pull_file(&rel).await,
-                    (_, Some(l)) if l.kind == Kind::Folder => Ok(()),
-                    (_, Some(_)) => {
-                        // Changed on both sides.
-                        let hash = crate::chunks::hash_file(&abs)?;
-                        if hash == ch.content_hash {
-                            let blocks = self
-                                .call(|c| {
-                                    let p = ch.path.clone();
-                                    async move { c.file_blocks(&p).await }
-                                })
-                                .await
-                                .unwrap_or_default();
-                            return self.record_file(&rel, ch.version, &hash, blocks);
-                        }
-                        let stale = base.clone().unwrap_or(Synced {
-                            kind: Kind::File,
-                            size: 0,
-                            mtime_ns: 0,
-                            ino: 0,
-                            hash: String::new(),
-                            version: 0,
-                            blocks: Vec::new(),
-                        });
-                        self.push_file(&rel, Some(&stale)).await
-                    }
-                }
+                let stale = base.clone().unwrap_or(Synced {
+                    kind: Kind::File,
+                    size: 0,
+                    mtime_ns: 0,
+                    ino: 0,
+                    hash: String::new(),
+                    version: 0,
+                    blocks: Vec::new(),
+                });
+                self.push_file(&rel, Some(&stale)).await
             }
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! Entries handed to one `apply` call share one batch; each command gets its
 //! own layer on top, dropped if the command is refused, so a refused command
-//! leaves no trace and the whole call lands in sled as one atomic batch.
+//! leaves no trace and the whole call lands in fjall as one atomic batch.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
