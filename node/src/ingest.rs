@@ -151,9 +151,12 @@ impl Ingest {
         let store = self.store.clone();
         let keys = self.keys.clone();
         let exists = self.exists.clone();
-        self.in_flight.push_back(tokio::spawn(async move {
-            store.store_chunk(keys, chunk, exists).await
-        }));
+        // Owned by the block store's tracker too: a dropped ingest (the
+        // client went away) leaves its chunks to finish, and a stopping
+        // node waits for them.
+        let tasks = self.store.tasks().clone();
+        self.in_flight
+            .push_back(tasks.spawn(async move { store.store_chunk(keys, chunk, exists).await }));
         Ok(())
     }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use cluster_config::SharedClock;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::MetaError;
 use crate::network::{ForwardError, NetworkFactory, RaftRpcKind, RaftTransport};
@@ -49,22 +51,31 @@ async fn run_batcher(
     inner: std::sync::Weak<Inner>,
     slots: Arc<tokio::sync::Semaphore>,
     mut rx: tokio::sync::mpsc::Receiver<Pending>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
 ) {
     // A write that did not fit in the last batch opens the next one.
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
             Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
+            None => tokio::select! {
+                _ = stop.cancelled() => return,
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
             },
         };
         // Holding the client only per batch lets it (and this task) go away.
         let Some(inner) = inner.upgrade() else { return };
         let client = MetaClient { inner };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
@@ -81,7 +92,7 @@ async fn run_batcher(
                 Err(_) => break,
             }
         }
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
             if batch.len() == 1 {
                 if let Some(p) = batch.pop() {
@@ -138,6 +149,9 @@ pub fn raft_config() -> Result<openraft::Config, MetaError> {
 pub struct MetaNode {
     raft: Raft,
     client: MetaClient,
+    /// The batcher and the batches it proposed, waited for at shutdown.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl MetaNode {
@@ -193,12 +207,21 @@ impl MetaNode {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         let _ = client.inner.batcher.set(tx);
-        tokio::spawn(run_batcher(
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        tasks.spawn(run_batcher(
             Arc::downgrade(&client.inner),
             client.inner.slots.clone(),
             rx,
+            tasks.clone(),
+            stop.clone(),
         ));
-        Ok(Self { raft, client })
+        Ok(Self {
+            raft,
+            client,
+            tasks,
+            stop,
+        })
     }
 
     pub fn client(&self) -> MetaClient {
@@ -226,9 +249,19 @@ impl MetaNode {
     }
 
     /// Stops the Raft member; nothing is lost (the log is durable).
+    /// Stops taking writes (those queued get "metadata writer stopped"),
+    /// stops Raft, then waits for the batches in flight to be answered.
     pub async fn shutdown(self) {
+        self.stop.cancel();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("metadata writes still in flight after Raft stopped");
         }
     }
 }

@@ -27,6 +27,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, tcp, yamux, Multiaddr, PeerId, Stream, StreamProtocol, Swarm};
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::codec::{self, KIND_ANSWER, KIND_HELLO, KIND_REQUEST};
 use super::{
@@ -35,6 +36,8 @@ use super::{
 };
 
 const TOPIC: &str = "strata/gossip/1";
+/// How long a stopping network waits for its tasks.
+const DRAIN_TASKS: Duration = Duration::from_secs(10);
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/strata/rpc/3");
 const COMMAND_QUEUE: usize = 1024;
 /// Connections to cluster peers are kept, not idled away.
@@ -297,6 +300,9 @@ struct Links {
     next_data: AtomicUsize,
     commands: mpsc::Sender<Command>,
     stop: CancellationToken,
+    /// Every task of the network (lane readers and writers, inbound
+    /// streams and their requests), waited for when it stops.
+    tasks: TaskTracker,
 }
 
 impl Links {
@@ -323,8 +329,8 @@ impl Links {
             slots: Semaphore::new(PENDING_PER_LANE),
             closed: self.stop.child_token(),
         });
-        tokio::spawn(l.clone().read_answers(reader));
-        tokio::spawn(l.clone().write_requests(writer, queued));
+        self.tasks.spawn(l.clone().read_answers(reader));
+        self.tasks.spawn(l.clone().write_requests(writer, queued));
         tracing::debug!(node = self.me, peer = to, lane, "stream opened");
         *open = Some(l.clone());
         Ok(l)
@@ -405,12 +411,13 @@ async fn serve(
     stream: Stream,
     handler: Arc<dyn InboundHandler>,
     stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let (mut reader, mut writer) = stream.split();
     let closed = stop.child_token();
     let (answers, mut queued) = mpsc::channel::<Outgoing>(SERVING_PER_STREAM);
     let write_closed = closed.clone();
-    let write_task = tokio::spawn(async move {
+    let write_task = tasks.spawn(async move {
         loop {
             let out = tokio::select! {
                 _ = write_closed.cancelled() => break,
@@ -457,7 +464,7 @@ async fn serve(
             break;
         };
         let (handler, answers) = (handler.clone(), answers.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let id = frame.id;
             let answer = match frame.into_request() {
                 Ok(req) => handler.handle(from, req).await,
@@ -494,6 +501,7 @@ async fn accept(
     peers: Arc<RwLock<Peers>>,
     handler: Arc<dyn InboundHandler>,
     stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let mut incoming = match control.accept(PROTOCOL) {
         Ok(i) => i,
@@ -512,7 +520,13 @@ async fn accept(
             tracing::debug!(%peer, "stream from a peer that is not listed; dropped");
             continue;
         };
-        tokio::spawn(serve(from, stream, handler.clone(), stop.clone()));
+        tasks.spawn(serve(
+            from,
+            stream,
+            handler.clone(),
+            stop.clone(),
+            tasks.clone(),
+        ));
     }
 }
 
@@ -597,6 +611,7 @@ impl P2pNet {
             next_data: AtomicUsize::new(0),
             commands: commands.clone(),
             stop: stop.clone(),
+            tasks: TaskTracker::new(),
         });
         let net = Self {
             me,
@@ -611,10 +626,26 @@ impl P2pNet {
             gossip,
         };
         event_loop.set_peers(peers);
-        let acceptor = tokio::spawn(accept(control, shared_peers, handler, stop.clone()));
+        let tasks = net.links.tasks.clone();
+        let acceptor = tasks.spawn(accept(
+            control,
+            shared_peers,
+            handler,
+            stop.clone(),
+            tasks.clone(),
+        ));
         let task = tokio::spawn(async move {
             event_loop.run(rx, stop).await;
             let _ = acceptor.await;
+            // Lanes and streams end with the stop token; requests being
+            // served finish (each is bounded by its own timeouts).
+            tasks.close();
+            if tokio::time::timeout(DRAIN_TASKS, tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("network tasks still running after {DRAIN_TASKS:?}");
+            }
         });
         Ok((net, task))
     }
