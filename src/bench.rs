@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use crate::bench_node::{self as bench, Figure};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use cluster_config::ErasureProfile;
 use futures::StreamExt;
-use strata_node::bench::{self, Figure};
 
 #[derive(Subcommand)]
 pub enum BenchCmd {

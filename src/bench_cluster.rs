@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bench_node::{cpu_probe, noise};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
 use futures::StreamExt;
 use serde_json::Value;
 use strata_client::Client;
-use strata_node::bench::{cpu_probe, noise};
 
 #[derive(Args, Clone)]
 pub struct ClusterOpts {

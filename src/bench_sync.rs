@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bench_node::noise;
 use anyhow::{bail, Context};
 use clap::Args;
 use strata_client::profile::Profile;
 use strata_client::sync::{tokio_util_stop::Stop, Agent, Options};
 use strata_client::transfer::{self, Traffic, UploadSpec};
 use strata_client::Client;
-use strata_node::bench::noise;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bench_cluster::{pct, start_node};

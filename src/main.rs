@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_node;
 mod bench_sync;
 mod cli;
 mod cluster;

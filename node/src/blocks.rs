@@ -736,8 +736,8 @@ impl BlockStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::noise;
     use crate::ingest::{Ingest, WholeHash};
+    use crate::test_util::noise;
     use cluster_config::ClusterSecret;
     use std::path::PathBuf;
 

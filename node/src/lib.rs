@@ -25,7 +25,6 @@
 //! Depends on `cluster-config`, `raft-meta` and `api-types` (the chunking
 //! parameters) only.
 
-pub mod bench;
 pub mod block;
 pub mod blocks;
 pub mod cluster;
@@ -40,6 +39,8 @@ pub mod placement;
 pub mod read;
 pub mod repair;
 pub mod server;
+#[cfg(test)]
+mod test_util;
 
 pub use blocks::{BlockError, BlockStore};
 pub use ingest::{Ingest, Ingested, Partial, WholeHash};

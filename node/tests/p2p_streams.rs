@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_config::BlockId;
-use strata_node::bench::noise;
 use strata_node::block::shard::ShardMeta;
 use strata_node::net::p2p::P2pNet;
 use strata_node::net::{
@@ -268,4 +267,17 @@ async fn a_flood_of_silent_connections_does_not_keep_a_peer_out() {
         n.stop.cancel();
         let _ = n.task.await;
     }
+}
+
+/// Incompressible bytes from a seed.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = vec![0u8; n];
+    for c in out.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    out
 }

@@ -295,7 +295,7 @@ mod tests {
     fn round_trip_compressible_and_not() {
         let k = keys(1);
         let text = b"the quick brown fox jumps over the lazy dog. ".repeat(5000);
-        let noise = crate::bench::noise(100_000, 1);
+        let noise = crate::test_util::noise(100_000, 1);
         for (data, compress, expect_small) in [
             (&text[..], true, true),
             (&text[..], false, false),
@@ -551,7 +551,7 @@ mod tests {
     #[test]
     fn a_chunk_compressible_only_in_the_middle_is_compressed() {
         let k = keys(1);
-        let mut data = crate::bench::noise(600_000, 7);
+        let mut data = crate::test_util::noise(600_000, 7);
         for b in &mut data[200_000..500_000] {
             *b = b'a';
         }

@@ -9,14 +9,14 @@ use bytes::Bytes;
 use cluster_config::{ClusterSecret, ErasureProfile, UserId};
 use raft_meta::records::BlockRecord;
 
-use crate::block::chunk::{self, MAX_CHUNK};
-use crate::block::codec;
-use crate::block::erasure::Erasure;
-use crate::block::shard::ShardMeta;
-use crate::block::store::LocalShards;
-use crate::blocks::BlockStore;
-use crate::ingest::{Ingest, WholeHash};
-use crate::keys::KeyRing;
+use strata_node::block::chunk::{self, MAX_CHUNK};
+use strata_node::block::codec;
+use strata_node::block::erasure::Erasure;
+use strata_node::block::shard::ShardMeta;
+use strata_node::block::store::LocalShards;
+use strata_node::blocks::BlockStore;
+use strata_node::ingest::{Ingest, WholeHash};
+use strata_node::keys::KeyRing;
 
 /// One measured figure.
 #[derive(Debug, Clone)]
@@ -237,7 +237,7 @@ pub fn stages(dir: &Path, total: usize, profile: ErasureProfile) -> Result<Vec<F
                 index: i as u8,
                 sealed_len: 0,
             };
-            let record = bytes::Bytes::from(crate::block::shard::file(&meta, payload));
+            let record = bytes::Bytes::from(strata_node::block::shard::file(&meta, payload));
             let store = &store;
             async move { store.put(&meta, record).await }
         });
@@ -272,8 +272,8 @@ pub async fn whole(
         1,
         KeyRing::new(ClusterSecret::from_bytes([9; 32])),
         shards,
-        Arc::new(crate::placement::Placement::new(
-            crate::placement::View::single(1, profile, disks.len()),
+        Arc::new(strata_node::placement::Placement::new(
+            strata_node::placement::View::single(1, profile, disks.len()),
         )),
         None,
         2 * cores + 2,
