@@ -480,15 +480,37 @@ pub(super) fn add_refs(
 
 /// Drops one reference per occurrence. A block at zero references keeps its
 /// record (and shards) until garbage collection reaps it.
+///
+/// A reference to drop that the block does not have (its count would go
+/// below zero, or its record is gone) means the counts are wrong: clamping
+/// would let a collector reap a block something still uses. It is reported
+/// as corruption, which stops this state machine from applying further
+/// (on every replica alike) until an operator looks.
 pub(super) fn drop_refs(tx: &mut Tx<'_>, user: &UserId, blocks: &[BlockRef]) -> Step<()> {
     for (id, (count, _)) in count_refs(blocks) {
         let key = keys::block(user, &id);
-        if let Some(mut rec) = tx.get::<BlockRecord>("block", &key)? {
-            rec.refs = rec.refs.saturating_sub(count);
-            tx.put(key, &rec);
-        }
+        let Some(mut rec) = tx.get::<BlockRecord>("block", &key)? else {
+            return Err(refcount_corrupt(format!(
+                "block {id} of user {user}: {count} reference(s) to drop, no record"
+            )));
+        };
+        rec.refs = rec.refs.checked_sub(count).ok_or_else(|| {
+            refcount_corrupt(format!(
+                "block {id} of user {user}: {count} reference(s) to drop, {} held",
+                rec.refs
+            ))
+        })?;
+        tx.put(key, &rec);
     }
     Ok(())
+}
+
+fn refcount_corrupt(reason: String) -> Fail {
+    tracing::error!(%reason, "block reference count would go below zero");
+    Fail::Fatal(super::tx::Fatal::Corrupt(crate::records::DecodeError {
+        what: "block reference count",
+        reason,
+    }))
 }
 
 pub(super) fn commit_file(tx: &mut Tx<'_>, at: u64, c: &CommitFile) -> Step<Output> {

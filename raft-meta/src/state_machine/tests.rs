@@ -1356,3 +1356,67 @@ fn share_mount_names_fit_in_a_segment() {
     assert!(second.len() <= 255 && second.ends_with(" (2)"), "{second}");
     assert!(crate::DrivePath::parse(&format!("/Shared/alice/{second}")).is_ok());
 }
+
+/// A reference count that would go below zero stops the state machine as
+/// corruption; it is never clamped to zero (a collector could then reap a
+/// block that is still used).
+#[test]
+fn a_reference_count_below_zero_is_corruption_not_clamped() {
+    let mut f = Fixture::new();
+    let id = UploadId([4; 16]);
+    f.ok(upload_cmd(&f, id, "/up/a.bin", 2000));
+    let tail = block(20, 1000);
+    f.ok(Command::AdvanceUpload(AdvanceUpload {
+        user: f.user,
+        upload: id,
+        expected_offset: 0,
+        new_offset: 1000,
+        chunks: vec![],
+        tail: vec![tail.0],
+        new_blocks: vec![tail.1],
+        hash_state: {
+            let mut h = TreeHasher::new(2000);
+            h.update(&[5u8; 1000]).unwrap();
+            h.state().clone()
+        },
+        finish: None,
+    }));
+    assert_eq!(f.refs(20), 1);
+    // The count is damaged behind the state machine's back.
+    let key = crate::keys::block(&f.user, &BlockId([20; 32]));
+    let mut rec = f
+        .reader()
+        .block(&f.user, &BlockId([20; 32]))
+        .unwrap()
+        .unwrap();
+    rec.refs = 0;
+    let mut tx = Tx::new(&f.tree);
+    tx.put(key, &rec);
+    f.tree.apply_batch(tx.into_batch()).unwrap();
+    // Cancelling the upload drops the tail's reference: refused as
+    // corruption, nothing written, the count left as found.
+    f.at += 1000;
+    let mut tx = Tx::new(&f.tree);
+    let r = super::apply(
+        &mut tx,
+        &Request {
+            at_ms: f.at,
+            cmd: Command::CancelUpload {
+                user: f.user,
+                upload: id,
+            },
+        },
+    );
+    match r {
+        Err(super::tx::Fatal::Corrupt(e)) => {
+            assert_eq!(e.what, "block reference count");
+            assert!(
+                e.reason.contains("1 reference(s) to drop, 0 held"),
+                "{}",
+                e.reason
+            );
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(f.refs(20), 0);
+}
