@@ -278,9 +278,8 @@ pub async fn whole(
         None,
         2 * cores + 2,
     ));
-    let db =
-        raft_meta::table::Db::open(&dir.join("pipe-meta"), 8 << 20).map_err(|e| e.to_string())?;
-    let meta = raft_meta::MetaReader::new(db.table("sm").map_err(|e| e.to_string())?);
+    let meta =
+        raft_meta::MetaReader::open_empty(&dir.join("pipe-meta")).map_err(|e| e.to_string())?;
     let user = UserId([2; 16]);
     // Generate ahead so the measurement is the pipeline, not the generator.
     let data = Bytes::from(noise(total, 2));

@@ -765,8 +765,7 @@ mod tests {
             None,
             4,
         ));
-        let db = raft_meta::table::Db::open(&dir.path().join("meta"), 8 << 20).unwrap();
-        let meta = raft_meta::MetaReader::new(db.table("sm").unwrap());
+        let meta = raft_meta::MetaReader::open_empty(&dir.path().join("meta")).unwrap();
         Env {
             _dir: dir,
             _dirs: dirs,

@@ -11,24 +11,30 @@
 //! command); a command either applies whole or leaves no trace; nothing is
 //! acknowledged before the log entry carrying it is flushed.
 
-pub mod client;
-pub mod error;
+// What other crates use: `MetaClient` and `MetaNode`, the readers, the
+// commands and their types, the records, paths, hashing of uploads, and
+// the byte-level Raft transport. The state machine, its tables and keys,
+// and openraft's storage stay inside.
 pub mod hashing;
-pub mod keys;
-pub mod kv;
 pub mod network;
 pub mod path;
-pub mod reader;
 pub mod records;
-pub mod state_machine;
-pub mod store;
-pub mod table;
 pub mod types;
+
+mod client;
+mod error;
+mod keys;
+mod kv;
+mod reader;
+mod state_machine;
+mod store;
+mod table;
 
 pub use client::{MetaClient, MetaNode};
 pub use error::MetaError;
 pub use kv::Resolved;
 pub use path::{DrivePath, PathError};
 pub use reader::{BlockEntry, Listed, MetaReader};
-pub use state_machine::normalize_username;
+pub use state_machine::shares::SHARED_ROOT;
+pub use state_machine::{normalize_username, MAX_ACCEPT_FROM, MAX_DEVICE_NAME_LEN};
 pub use types::{Command, CommandError, MemberNode, OnConflict, Output};

@@ -39,8 +39,19 @@ pub struct Listed {
 type R<T> = Result<T, MetaError>;
 
 impl MetaReader {
-    pub fn new(tree: crate::table::Table) -> Self {
+    pub(crate) fn new(tree: crate::table::Table) -> Self {
         Self { tree }
+    }
+
+    /// A reader over a new, empty store in `dir` (for other crates' tests
+    /// that need metadata without a Raft member).
+    pub fn open_empty(dir: &std::path::Path) -> Result<Self, MetaError> {
+        let db =
+            crate::table::Db::open(dir, 8 << 20).map_err(|e| MetaError::Storage(e.to_string()))?;
+        let tree = db
+            .table("sm")
+            .map_err(|e| MetaError::Storage(e.to_string()))?;
+        Ok(Self::new(tree))
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, what: &'static str, key: &[u8]) -> R<Option<T>> {

@@ -95,10 +95,6 @@ impl Table {
         Ok(self.ks.get(key)?.map(|v| v.to_vec()))
     }
 
-    pub fn contains_key(&self, key: &[u8]) -> Result<bool, DbError> {
-        Ok(self.ks.contains_key(key)?)
-    }
-
     /// Every key under `prefix`, in order (both ways).
     pub fn scan_prefix(
         &self,
@@ -134,19 +130,5 @@ impl Table {
         }
         b.commit()?;
         Ok(())
-    }
-
-    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), DbError> {
-        self.ks.insert(key, value)?;
-        Ok(())
-    }
-
-    pub fn clear(&self) -> Result<(), DbError> {
-        self.ks.clear()?;
-        Ok(())
-    }
-
-    pub fn is_empty(&self) -> Result<bool, DbError> {
-        Ok(self.ks.is_empty()?)
     }
 }

@@ -172,12 +172,12 @@ pub async fn login(app: &App, mut req: Req) -> ApiResult<Response> {
     }
     let device_name = body.device_name.unwrap_or_else(|| "unnamed device".into());
     if device_name.is_empty()
-        || device_name.len() > raft_meta::state_machine::MAX_DEVICE_NAME_LEN
+        || device_name.len() > raft_meta::MAX_DEVICE_NAME_LEN
         || device_name.chars().any(char::is_control)
     {
         return Err(ApiError::bad_request(format!(
             "device_name must be 1 to {} bytes without control characters",
-            raft_meta::state_machine::MAX_DEVICE_NAME_LEN
+            raft_meta::MAX_DEVICE_NAME_LEN
         )));
     }
     prune_sessions(app, &user).await?;
@@ -273,10 +273,10 @@ pub async fn patch_account(app: &App, caller: &Caller, mut req: Req) -> ApiResul
             }
             AcceptSharesFrom::Users(names) if names.is_empty() => AcceptFrom::Nobody,
             AcceptSharesFrom::Users(names) => {
-                if names.len() > raft_meta::state_machine::MAX_ACCEPT_FROM {
+                if names.len() > raft_meta::MAX_ACCEPT_FROM {
                     return Err(ApiError::bad_request(format!(
                         "at most {} people",
-                        raft_meta::state_machine::MAX_ACCEPT_FROM
+                        raft_meta::MAX_ACCEPT_FROM
                     )));
                 }
                 let reader = app.read().await?;

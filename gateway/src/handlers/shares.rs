@@ -10,7 +10,7 @@
 use cluster_config::{ShareId, UserId};
 use http::StatusCode;
 use raft_meta::records::{EntryKind, EntryRecord, ShareRecord, ShareRole};
-use raft_meta::state_machine::shares::SHARED_ROOT;
+use raft_meta::SHARED_ROOT;
 use raft_meta::{Command, DrivePath, MetaReader, Output};
 use strata_api::{ShareCreated, ShareInfo, ShareList, ShareRequest};
 

@@ -468,9 +468,7 @@ pub async fn commit(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
 /// Block ids are keyed per owner, so block-level sync covers the caller's
 /// own files; shared files move whole (simple upload, content download).
 fn refuse_shared(path: &raft_meta::DrivePath) -> ApiResult<()> {
-    if path.segments().first().map(String::as_str)
-        == Some(raft_meta::state_machine::shares::SHARED_ROOT)
-    {
+    if path.segments().first().map(String::as_str) == Some(raft_meta::SHARED_ROOT) {
         return Err(ApiError::forbidden(
             "block-level sync is for your own files; shared files are uploaded and \
              downloaded whole",

@@ -26,7 +26,7 @@ use raft_meta::{Command, DrivePath, OnConflict, Output};
 use sha1::Digest;
 use strata_node::{Ingest, WholeHash};
 
-use raft_meta::state_machine::shares::SHARED_ROOT;
+use raft_meta::SHARED_ROOT;
 
 use super::{check_quota, check_size, conflict_params, file_path};
 use crate::app::App;

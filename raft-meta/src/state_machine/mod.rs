@@ -5,7 +5,8 @@
 mod accounts;
 mod cluster;
 pub use accounts::{normalize_username, MAX_ACCEPT_FROM, MAX_DEVICE_NAME_LEN};
-pub use namespace::JOURNAL_KEEP;
+#[cfg(test)]
+use namespace::JOURNAL_KEEP;
 mod namespace;
 pub mod shares;
 pub mod tx;

@@ -46,6 +46,7 @@ pub struct Tx<'a> {
 }
 
 impl<'a> Tx<'a> {
+    #[cfg(test)]
     pub fn new(tree: &'a crate::table::Table) -> Self {
         Self::with_known(tree, ReadSet::default())
     }
@@ -174,6 +175,7 @@ impl<'a> Tx<'a> {
         heads.into_iter().collect()
     }
 
+    #[cfg(test)]
     pub fn into_batch(self) -> crate::table::Batch {
         self.into_parts(|_| false).0
     }

@@ -598,6 +598,7 @@ fn create_segment(
 /// What `open` found: the log and whether it was created empty.
 pub struct Opened {
     pub wal: Wal,
+    #[cfg(test)]
     pub fresh: bool,
 }
 
@@ -633,6 +634,7 @@ impl Wal {
             committed_dirty: false,
             durable: Durability::new(0),
         };
+        #[cfg(test)]
         let fresh = seqs.is_empty();
         for (n, &seq) in seqs.iter().enumerate() {
             let last = n + 1 == seqs.len();
@@ -737,6 +739,7 @@ impl Wal {
                     handle: Mutex::new(Some(thread)),
                 }),
             },
+            #[cfg(test)]
             fresh,
         })
     }
@@ -1090,12 +1093,6 @@ impl Wal {
         seg.file.sync_data().map_err(io_at(&seg.path))?;
         self.flusher.durable.reached(stamp);
         Ok(())
-    }
-
-    /// Whether anything was ever written (a vote or an entry).
-    pub fn is_empty(&self) -> bool {
-        let inner = lock(&self.inner);
-        inner.entries.is_empty() && inner.state.vote.is_none() && inner.state.purged.is_none()
     }
 }
 
