@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod backoff;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignupRequest {
     pub username: String,

@@ -90,6 +90,28 @@ pub fn chunk_file(path: &Path, key: &[u8; 32]) -> Result<(Vec<Chunk>, String)> {
     Ok((out, whole.finalize().to_hex().to_string()))
 }
 
+/// Runs blocking file work (hashing, walking, reading) on the blocking
+/// pool, so it never holds up the async runtime's threads.
+pub async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ClientError::Protocol(format!("file task failed: {e}")))?
+}
+
+/// `hash_file` on the blocking pool.
+pub async fn hash_file_off(path: &Path) -> Result<String> {
+    let path = path.to_path_buf();
+    off_runtime(move || hash_file(&path)).await
+}
+
+/// `read_at` on the blocking pool.
+pub async fn read_at_off(path: &Path, offset: u64, size: u64) -> Result<Vec<u8>> {
+    let path = path.to_path_buf();
+    off_runtime(move || read_at(&path, offset, size)).await
+}
+
 /// The whole-content BLAKE3 of a file.
 pub fn hash_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).map_err(io(path))?;

@@ -7,12 +7,12 @@
 //! fetch the rest, write a temporary file, fsync, rename over the target.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
 
 use strata_api::{BlockEntry, CommitRequest, FileMetadata};
 
-use crate::chunks::{chunk_file, read_at, Chunk};
+use crate::chunks::{chunk_file, read_at_off, Chunk};
 use crate::{Client, ClientError, Result};
 
 /// Bytes this client sent and received as content (for reports and tests).
@@ -83,7 +83,7 @@ pub async fn upload(
         if !missing.contains(&ch.hash) || !sent_now.insert(ch.hash.clone()) {
             continue;
         }
-        let data = read_at(local, ch.offset, ch.size)?;
+        let data = read_at_off(local, ch.offset, ch.size).await?;
         let mut done = false;
         if let Some(b) = base_at(base, ch.offset) {
             if b.hash != ch.hash {
@@ -151,7 +151,8 @@ pub async fn download(
         c.file_blocks(remote).await?
     };
     let mut have: HashMap<String, Chunk> = HashMap::new();
-    if target.is_file() && !shared {
+    let is_file = tokio::fs::metadata(target).await.is_ok_and(|m| m.is_file());
+    if is_file && !shared {
         let t = target.to_path_buf();
         let k = *key;
         if let Ok(Ok((local, _))) = tokio::task::spawn_blocking(move || chunk_file(&t, &k)).await {
@@ -161,23 +162,23 @@ pub async fn download(
         }
     }
     if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
     }
     let tmp = temp_beside(target);
     let result = async {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        let mut f = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
         if shared || (have.is_empty() && !blocks.is_empty()) {
             // Nothing to reuse: one streaming download.
             let mut s = c.download_stream(remote).await?;
             while let Some(piece) = futures::StreamExt::next(&mut s).await {
                 let piece = piece?;
                 traffic.received += piece.len() as u64;
-                f.write_all(&piece).map_err(io(&tmp))?;
+                f.write_all(&piece).await.map_err(io(&tmp))?;
             }
         } else {
             for b in &blocks {
                 let data = match have.get(&b.hash) {
-                    Some(ch) => read_at(target, ch.offset, ch.size)?,
+                    Some(ch) => read_at_off(target, ch.offset, ch.size).await?,
                     None => {
                         let d = c.get_block(&b.hash).await?;
                         traffic.received += d.len() as u64;
@@ -190,17 +191,17 @@ pub async fn download(
                         b.hash
                     )));
                 }
-                f.write_all(&data).map_err(io(&tmp))?;
+                f.write_all(&data).await.map_err(io(&tmp))?;
             }
         }
-        f.sync_all().map_err(io(&tmp))?;
+        f.sync_all().await.map_err(io(&tmp))?;
         Ok(())
     }
     .await;
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e);
     }
-    std::fs::rename(&tmp, target).map_err(io(target))?;
+    tokio::fs::rename(&tmp, target).await.map_err(io(target))?;
     Ok(blocks)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cluster_config::SharedClock;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use strata_api::backoff::Backoff;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -302,7 +303,7 @@ impl MetaClient {
     /// acknowledged anywhere before this call (a read index from the leader).
     pub async fn linearizable(&self) -> Result<&MetaReader, MetaError> {
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
         loop {
             let attempt = tokio::time::timeout_at(deadline, self.try_read_index()).await;
             match attempt {
@@ -310,11 +311,11 @@ impl MetaClient {
                 Ok(Ok(())) => return Ok(&self.inner.reader),
                 Ok(Err(Attempt::Fail(e))) => return Err(e),
                 Ok(Err(Attempt::Retry(why))) => {
-                    if tokio::time::Instant::now() + backoff >= deadline {
+                    let wait = backoff.next_delay();
+                    if tokio::time::Instant::now() + wait >= deadline {
                         return Err(MetaError::Unavailable(why));
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
@@ -431,7 +432,7 @@ impl MetaClient {
     async fn submit(&self, req: &Request) -> Result<Response, MetaError> {
         let name = req.cmd.name();
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
         loop {
             match tokio::time::timeout_at(deadline, self.try_write(req)).await {
                 Err(_) => {
@@ -442,11 +443,11 @@ impl MetaClient {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(Attempt::Fail(e))) => return Err(e),
                 Ok(Err(Attempt::Retry(why))) => {
-                    if tokio::time::Instant::now() + backoff >= deadline {
+                    let wait = backoff.next_delay();
+                    if tokio::time::Instant::now() + wait >= deadline {
                         return Err(MetaError::Unavailable(format!("{name}: {why}")));
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

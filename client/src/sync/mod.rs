@@ -20,6 +20,7 @@ use std::time::Duration;
 use strata_api::{Change, ChangeKind, EntryKind, ErrorCode, FileMetadata};
 use tokio::sync::mpsc;
 
+use crate::chunks::{hash_file_off, off_runtime};
 use crate::profile::Profile;
 use crate::transfer::{self, Traffic};
 use crate::{Client, ClientError, Result};
@@ -81,7 +82,7 @@ async fn upload_one(
     let local = absolute(root, rel);
     let remote = remote_path(rel);
     let mut traffic = Traffic::default();
-    let size = std::fs::metadata(&local).map_err(io(&local))?.len();
+    let size = tokio::fs::metadata(&local).await.map_err(io(&local))?.len();
     if transfer::is_shared(&remote) {
         // Someone else's file: whole, streamed (no block-level delta).
         traffic.sent += size;
@@ -91,7 +92,7 @@ async fn upload_one(
         return Ok((meta, Vec::new(), traffic));
     }
     if size < strata_api::chunking::MIN_CHUNK as u64 {
-        let bytes = std::fs::read(&local).map_err(io(&local))?;
+        let bytes = tokio::fs::read(&local).await.map_err(io(&local))?;
         let blocks = if bytes.is_empty() {
             Vec::new()
         } else {
@@ -375,7 +376,11 @@ impl Agent {
             .into_iter()
             .filter_map(|e| rel_of_remote(&e.path).map(|r| (r, e)))
             .collect();
-        let local: HashMap<String, LocalInfo> = walk(self.root()).into_iter().collect();
+        let root = self.root().to_path_buf();
+        let local: HashMap<String, LocalInfo> = off_runtime(move || Ok(walk(&root)))
+            .await?
+            .into_iter()
+            .collect();
         let mut all: Vec<&String> = remote
             .keys()
             .chain(local.keys())
@@ -434,7 +439,7 @@ impl Agent {
             (Some(l), Some(r)) => match (l.kind, r.kind) {
                 (Kind::Folder, EntryKind::Folder) => self.record_folder(rel),
                 (Kind::File, EntryKind::File) => {
-                    let hash = crate::chunks::hash_file(&absolute(self.root(), rel))?;
+                    let hash = hash_file_off(&absolute(self.root(), rel)).await?;
                     if hash == r.content_hash {
                         let blocks = self
                             .call(|c| {
@@ -471,7 +476,8 @@ impl Agent {
 
     /// Local pass: what changed on disk since the base, pushed to the drive.
     async fn scan_local(&mut self) -> Result<()> {
-        let present: Vec<(String, LocalInfo)> = walk(self.root());
+        let root = self.root().to_path_buf();
+        let present: Vec<(String, LocalInfo)> = off_runtime(move || Ok(walk(&root))).await?;
         let seen: HashSet<&str> = present.iter().map(|(p, _)| p.as_str()).collect();
         // Gone from disk: candidates for deletion (or the old side of a move).
         let mut gone: Vec<(String, Synced)> = Vec::new();
@@ -570,7 +576,7 @@ impl Agent {
                 continue;
             }
             let abs = absolute(self.root(), rel);
-            let hash = match crate::chunks::hash_file(&abs) {
+            let hash = match hash_file_off(&abs).await {
                 Ok(h) => h,
                 Err(_) => continue,
             };
@@ -797,12 +803,12 @@ impl Agent {
             Action::PullTree => self.pull_tree(&rel).await,
             Action::PullFile => self.pull_file(&rel).await,
             Action::RemoveFile => {
-                std::fs::remove_file(&abs).map_err(io(&abs))?;
+                tokio::fs::remove_file(&abs).await.map_err(io(&abs))?;
                 self.state.remove(&rel)
             }
             Action::RemoveEmptyFolder => {
-                let _ = std::fs::remove_dir(&abs);
-                if !abs.exists() {
+                let _ = tokio::fs::remove_dir(&abs).await;
+                if !tokio::fs::try_exists(&abs).await.unwrap_or(true) {
                     self.state.remove(&rel)?;
                 }
                 Ok(())
@@ -819,9 +825,9 @@ impl Agent {
                 };
                 let from_abs = absolute(self.root(), &from);
                 if let Some(dir) = abs.parent() {
-                    std::fs::create_dir_all(dir).map_err(io(dir))?;
+                    tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
                 }
-                std::fs::rename(&from_abs, &abs).map_err(io(&abs))?;
+                tokio::fs::rename(&from_abs, &abs).await.map_err(io(&abs))?;
                 for (p, mut s) in self.state.subtree(&from)? {
                     self.state.remove(&p)?;
                     let new = format!("{rel}{}", &p[from.len()..]);
@@ -836,7 +842,7 @@ impl Agent {
                 Ok(())
             }
             Action::MakeFolder { record } => {
-                std::fs::create_dir_all(&abs).map_err(io(&abs))?;
+                tokio::fs::create_dir_all(&abs).await.map_err(io(&abs))?;
                 if record {
                     self.record_folder(&rel)?;
                 }
@@ -844,7 +850,7 @@ impl Agent {
             }
             Action::Reconcile => {
                 // The same content on both sides is simply synced.
-                let hash = crate::chunks::hash_file(&abs)?;
+                let hash = hash_file_off(&abs).await?;
                 if hash == ch.content_hash {
                     let blocks = self
                         .call(|c| {
@@ -964,7 +970,10 @@ impl Agent {
         let profile = self.profile.clone();
         let poller = tokio::spawn(async move {
             let mut server = 0usize;
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = strata_api::backoff::Backoff::new(
+                Duration::from_millis(200),
+                Duration::from_secs(10),
+            );
             loop {
                 let Ok(c) = profile.client(server) else {
                     return;
@@ -972,7 +981,7 @@ impl Agent {
                 let cursor = cursor_rx.borrow().clone();
                 match c.poll(&cursor, 30).await {
                     Ok(r) => {
-                        backoff = Duration::from_millis(200);
+                        backoff.reset();
                         if r.changes && poll_tx.send(Wake::Remote).await.is_err() {
                             return;
                         }
@@ -987,8 +996,7 @@ impl Agent {
                     }
                     Err(_) => {
                         server += 1;
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }

@@ -346,9 +346,11 @@ impl Links {
     ) -> Result<(ReadHalf<Stream>, WriteHalf<Stream>), NetError> {
         let unreachable = |reason: String| NetError::Unreachable { node: to, reason };
         let mut last = String::new();
+        let mut backoff =
+            strata_api::backoff::Backoff::new(Duration::from_millis(40), Duration::from_secs(2));
         for attempt in 0..OPEN_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             let mut control = self.control.clone();
             let stream =
