@@ -13,6 +13,8 @@ use tokio::sync::Semaphore;
 const PASSWORD_SLOTS: usize = 2;
 
 pub struct App {
+    /// The drive's operations (paths through shares, writes).
+    pub drive: strata_node::drive::Drive,
     pub meta: MetaClient,
     pub blocks: Arc<BlockStore>,
     pub config: Arc<Config>,
@@ -72,6 +74,7 @@ impl App {
                 .purpose_key("strata 2026-12 session token hash key v2"),
         );
         Self {
+            drive: node.drive(),
             meta,
             blocks,
             config,
@@ -114,11 +117,7 @@ impl App {
     /// leader (a write acknowledged through any node is visible); on a
     /// single node, the local state machine, which is the leader's.
     pub async fn read(&self) -> Result<&raft_meta::MetaReader, raft_meta::MetaError> {
-        if self.cluster.is_some() {
-            self.meta.linearizable().await
-        } else {
-            Ok(self.meta.local())
-        }
+        self.drive.read().await
     }
 }
 

@@ -96,6 +96,16 @@ pub struct Caller {
     pub token_hash: [u8; 32],
 }
 
+impl Caller {
+    /// Who acts, as the drive's operations take it.
+    pub fn actor(&self) -> strata_node::drive::Actor {
+        strata_node::drive::Actor {
+            user: self.user,
+            device: self.device,
+        }
+    }
+}
+
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
     strata_node::passwords::hash_password(password).map_err(|e| ApiError::internal(e.to_string()))
 }

@@ -4,6 +4,7 @@ use http::{HeaderValue, StatusCode};
 use raft_meta::{CommandError, MetaError};
 use strata_api::ErrorCode;
 use strata_api::{ErrorBody, ErrorDetail};
+use strata_node::drive::DriveError;
 use strata_node::BlockError;
 
 #[derive(Debug)]
@@ -221,6 +222,21 @@ impl From<BlockError> for ApiError {
                 tracing::error!(error = %other, "block store failure");
                 ApiError::internal("block store failure")
             }
+        }
+    }
+}
+
+impl From<DriveError> for ApiError {
+    fn from(e: DriveError) -> Self {
+        match e {
+            DriveError::NotFound => ApiError::not_found(),
+            DriveError::BadRequest(m) => ApiError::bad_request(m),
+            DriveError::Forbidden(m) => ApiError::forbidden(m),
+            DriveError::Unavailable => ApiError::unavailable(
+                "part of this content is on storage nodes that cannot be reached right now; try again shortly",
+            ),
+            DriveError::Meta(m) => m.into(),
+            DriveError::Block(b) => b.into(),
         }
     }
 }

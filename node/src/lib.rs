@@ -28,6 +28,7 @@
 pub mod block;
 pub mod blocks;
 pub mod cluster;
+pub mod drive;
 pub mod health;
 pub mod ingest;
 pub mod keys;

@@ -314,6 +314,15 @@ impl Node {
         &self.blocks
     }
 
+    /// The drive's operations, for front ends.
+    pub fn drive(&self) -> crate::drive::Drive {
+        crate::drive::Drive::new(
+            self.meta.clone(),
+            self.blocks.clone(),
+            self.cluster.is_some(),
+        )
+    }
+
     /// Health, repair and peers of a cluster node (`None` on a single node).
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_ref()

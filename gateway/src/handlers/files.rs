@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 use raft_meta::records::EntryKind;
-use raft_meta::{Command, Output, Resolved};
+use raft_meta::{Output, Resolved};
 use strata_api::{
     FolderRequest, HistoryResponse, ListResponse, MoveRequest, RestoreRequest, VersionInfo,
 };
@@ -17,10 +17,6 @@ use crate::request::Req;
 const DEFAULT_LIST_LIMIT: u64 = 10_000;
 const MAX_LIST_LIMIT: u64 = 100_000;
 const MAX_HISTORY_LIMIT: u64 = 10_000;
-
-fn seed() -> [u8; 16] {
-    rand::random()
-}
 
 /// The answer for a command that returns an entry.
 pub(crate) fn entry_response(
@@ -199,39 +195,16 @@ pub async fn history(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
 pub async fn restore(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Response> {
     let body: RestoreRequest = req.json(app.config.limits.max_json_body_bytes).await?;
     let path = parse_path(&body.path)?;
-    let t = shares::write_target(shares::reader_for(app, &path).await?, caller, &path)?;
-    let out = app
-        .meta
-        .write(t.command(
-            caller,
-            Command::Restore {
-                user: t.user,
-                path: t.path.segments().to_vec(),
-                version: body.version,
-                device: caller.device,
-                id_seed: seed(),
-            },
-        ))
+    let (t, out) = app
+        .drive
+        .restore(&caller.actor(), &path, body.version)
         .await?;
     entry_response(app, &t, StatusCode::CREATED, out)
 }
 
 pub async fn delete(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
     let path = parse_path(req.required("path")?)?;
-    if path.is_root() {
-        return Err(ApiError::bad_request("the root folder cannot be deleted"));
-    }
-    let t = shares::inner_write_target(shares::reader_for(app, &path).await?, caller, &path)?;
-    app.meta
-        .write(t.command(
-            caller,
-            Command::Delete {
-                user: t.user,
-                path: t.path.segments().to_vec(),
-                device: caller.device,
-            },
-        ))
-        .await?;
+    app.drive.delete(&caller.actor(), &path).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -239,40 +212,7 @@ pub async fn move_entry(app: &App, caller: &Caller, mut req: Req) -> ApiResult<R
     let body: MoveRequest = req.json(app.config.limits.max_json_body_bytes).await?;
     let from = parse_path(&body.from)?;
     let to = parse_path(&body.to)?;
-    if from.is_root() || to.is_root() {
-        return Err(ApiError::bad_request(
-            "the root folder cannot be moved or replaced",
-        ));
-    }
-    let reader = match shares::reader_for(app, &from).await? {
-        local if std::ptr::eq(local, app.meta.local()) => shares::reader_for(app, &to).await?,
-        current => current,
-    };
-    let src = shares::inner_write_target(reader, caller, &from)?;
-    let dst = shares::inner_write_target(reader, caller, &to)?;
-    if src.user != dst.user {
-        return Err(ApiError::bad_request(
-            "a move stays within one person's files; copy instead",
-        ));
-    }
-    if src.is_shared() != dst.is_shared() {
-        return Err(ApiError::bad_request(
-            "a move stays within one person's files; copy instead",
-        ));
-    }
-    let out = app
-        .meta
-        .write(src.command(
-            caller,
-            Command::Move {
-                user: src.user,
-                from: src.path.segments().to_vec(),
-                to: dst.path.segments().to_vec(),
-                device: caller.device,
-                id_seed: seed(),
-            },
-        ))
-        .await?;
+    let (dst, out) = app.drive.move_entry(&caller.actor(), &from, &to).await?;
     entry_response(app, &dst, StatusCode::OK, out)
 }
 
@@ -282,18 +222,6 @@ pub async fn create_folder(app: &App, caller: &Caller, mut req: Req) -> ApiResul
     if path.is_root() {
         return Err(ApiError::conflict("the root folder exists"));
     }
-    let t = shares::write_target(shares::reader_for(app, &path).await?, caller, &path)?;
-    let out = app
-        .meta
-        .write(t.command(
-            caller,
-            Command::CreateFolder {
-                user: t.user,
-                path: t.path.segments().to_vec(),
-                device: caller.device,
-                id_seed: seed(),
-            },
-        ))
-        .await?;
+    let (t, out) = app.drive.create_folder(&caller.actor(), &path).await?;
     entry_response(app, &t, StatusCode::CREATED, out)
 }

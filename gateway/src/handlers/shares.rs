@@ -13,6 +13,7 @@ use raft_meta::records::{EntryKind, EntryRecord, ShareRecord, ShareRole};
 use raft_meta::SHARED_ROOT;
 use raft_meta::{Command, DrivePath, MetaReader, Output};
 use strata_api::{ShareCreated, ShareInfo, ShareList, ShareRequest};
+use strata_node::drive;
 
 use super::{empty, json, rfc3339, Response};
 use crate::app::App;
@@ -20,208 +21,27 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Req;
 
-/// What a caller may do at a resolved path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Own,
-    Viewer,
-    Editor,
-}
+pub use strata_node::drive::{Access, Place, Target};
 
-/// A path of some user's tree, reached by the caller.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Whose tree (the caller's, or a share's owner).
-    pub user: UserId,
-    /// The path in that tree.
-    pub path: DrivePath,
-    pub access: Access,
-    /// For a shared path: the shared entry's path in the owner's tree and
-    /// where the caller sees it.
-    mount: Option<(String, String)>,
-    /// The share the path is reached through.
-    share: Option<ShareId>,
-}
-
-impl Target {
-    pub fn is_shared(&self) -> bool {
-        self.mount.is_some()
-    }
-
-    /// The path is the shared entry itself (its mount point).
-    pub fn is_mount(&self) -> bool {
-        self.mount
-            .as_ref()
-            .is_some_and(|(root, _)| *root == self.path.to_string())
-    }
-
-    /// A path of the owner's tree as the caller sees it.
-    pub fn show(&self, owner_path: &str) -> String {
-        match &self.mount {
-            None => owner_path.to_string(),
-            Some((root, shown)) => match owner_path.strip_prefix(root.as_str()) {
-                Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{shown}{rest}"),
-                // Outside the share (cannot happen for paths below it).
-                _ => shown.clone(),
-            },
-        }
-    }
-
-    /// The command as this caller may propose it: a write in someone
-    /// else's tree goes through the share, which the state machine checks
-    /// again when it applies it (a share ended meanwhile stops it).
-    pub fn command(&self, caller: &Caller, cmd: Command) -> Command {
-        match self.share {
-            Some(share) => Command::ViaShare {
-                share,
-                sharee: caller.user,
-                cmd: Box::new(cmd),
-            },
-            None => cmd,
-        }
-    }
-
-    /// Refuses a write through a viewer share.
-    pub fn writable(&self) -> ApiResult<()> {
-        match self.access {
-            Access::Own | Access::Editor => Ok(()),
-            Access::Viewer => Err(ApiError::forbidden(
-                "this is shared with you as a viewer: it cannot be changed",
-            )),
-        }
-    }
-}
-
-/// Where a path leads.
-pub enum Place {
-    Tree(Target),
-    /// `/Shared`: one folder per user who shares something with the caller.
-    SharedRoot,
-    /// `/Shared/<owner>`: what that user shares with the caller.
-    SharedOwner(UserId, String),
-}
-
-/// The shares given to `caller` and accepted, with their owners' names.
-fn incoming(
-    reader: &MetaReader,
-    caller: &UserId,
-) -> ApiResult<Vec<(ShareId, ShareRecord, String)>> {
-    let mut out = Vec::new();
-    for (id, s) in reader.shares_in(caller)? {
-        if reader.share_pending(&id)? {
-            continue;
-        }
-        if let Some(owner) = reader.user(&s.owner)? {
-            out.push((id, s, owner.username));
-        }
-    }
-    Ok(out)
-}
-
+/// Where `path` leads for `caller` (`strata_node::drive::resolve`).
 pub fn resolve(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiResult<Place> {
-    let segs = path.segments();
-    if segs.first().map(String::as_str) != Some(SHARED_ROOT) {
-        return Ok(Place::Tree(Target {
-            user: caller.user,
-            path: path.clone(),
-            access: Access::Own,
-            mount: None,
-            share: None,
-        }));
-    }
-    if segs.len() == 1 {
-        return Ok(Place::SharedRoot);
-    }
-    let shares = incoming(reader, &caller.user)?;
-    let owner_name = &segs[1];
-    if segs.len() == 2 {
-        return match shares.iter().find(|(_, _, o)| o == owner_name) {
-            Some((_, s, o)) => Ok(Place::SharedOwner(s.owner, o.clone())),
-            None => Err(ApiError::not_found()),
-        };
-    }
-    let Some((share_id, share, _)) = shares
-        .iter()
-        .find(|(_, s, o)| o == owner_name && s.name == segs[2])
-    else {
-        return Err(ApiError::not_found());
-    };
-    match reader.entry(&share.owner, &share.entry)? {
-        Some(r) if r.live => {}
-        _ => return Err(ApiError::not_found()),
-    }
-    let root = reader.entry_path(&share.owner, &share.entry)?;
-    let mut target = super::parse_path(&root)?;
-    for seg in &segs[3..] {
-        target = target
-            .join(seg)
-            .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))?;
-    }
-    let shown = format!("/{SHARED_ROOT}/{owner_name}/{}", share.name);
-    Ok(Place::Tree(Target {
-        user: share.owner,
-        path: target,
-        access: match share.role {
-            ShareRole::Viewer => Access::Viewer,
-            ShareRole::Editor => Access::Editor,
-        },
-        mount: Some((root, shown)),
-        share: Some(*share_id),
-    }))
+    Ok(drive::resolve(reader, &caller.user, path)?)
 }
 
 /// The reader to resolve `path` with: resolving the caller's own paths
 /// reads nothing, so only paths under `/Shared` pay for a current read.
 pub async fn reader_for<'a>(app: &'a App, path: &DrivePath) -> ApiResult<&'a MetaReader> {
-    if path.segments().first().map(String::as_str) == Some(SHARED_ROOT) {
-        Ok(app.read().await?)
-    } else {
-        Ok(app.meta.local())
-    }
+    Ok(app.drive.reader_for(path).await?)
 }
 
-/// A path that must lead into a tree (the virtual `/Shared` folders hold
-/// no files).
+/// A path that must lead into a tree.
 pub fn target(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiResult<Target> {
-    match resolve(reader, caller, path)? {
-        Place::Tree(t) => Ok(t),
-        _ => Err(ApiError::bad_request("the path is a folder")),
-    }
+    Ok(drive::target(reader, &caller.user, path)?)
 }
 
-/// A path the caller wants to change: its own, or inside an editor share.
-/// The mount point itself and the `/Shared` folders cannot be changed (the
-/// share is removed through `/api/v1/shares`).
+/// A path the caller wants to change.
 pub fn write_target(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiResult<Target> {
-    let segs = path.segments();
-    let virtual_dir = segs.first().map(String::as_str) == Some(SHARED_ROOT) && segs.len() <= 2;
-    let t = match resolve(reader, caller, path) {
-        Ok(Place::Tree(t)) => t,
-        Err(e) if !virtual_dir => return Err(e),
-        _ => {
-            return Err(ApiError::forbidden(format!(
-                "/{SHARED_ROOT} holds what others share with you; it cannot be changed"
-            )))
-        }
-    };
-    t.writable()?;
-    Ok(t)
-}
-
-/// Like [`write_target`], and not the mount point itself (delete, move).
-pub fn inner_write_target(
-    reader: &MetaReader,
-    caller: &Caller,
-    path: &DrivePath,
-) -> ApiResult<Target> {
-    let t = write_target(reader, caller, path)?;
-    if t.is_mount() {
-        return Err(ApiError::forbidden(
-            "a shared item itself cannot be moved or deleted by the person it is shared with; \
-             remove the share instead",
-        ));
-    }
-    Ok(t)
+    Ok(drive::write_target(reader, &caller.user, path)?)
 }
 
 /// A virtual folder's metadata.
@@ -239,27 +59,13 @@ pub fn virtual_folder(path: &str) -> strata_api::FileMetadata {
     }
 }
 
-/// The mount points under `/Shared` (with their records), for listings:
-/// everything shared with the caller, or only what `owner` shares.
+/// The mount points under `/Shared` (with their records), for listings.
 pub fn mounts(
     reader: &MetaReader,
     caller: &Caller,
     owner: Option<&UserId>,
 ) -> ApiResult<Vec<(String, UserId, String, EntryRecord)>> {
-    let mut out = Vec::new();
-    for (_, s, owner_name) in incoming(reader, &caller.user)? {
-        if owner.is_some_and(|o| *o != s.owner) {
-            continue;
-        }
-        let Some(rec) = reader.entry(&s.owner, &s.entry)?.filter(|r| r.live) else {
-            continue;
-        };
-        let root = reader.entry_path(&s.owner, &s.entry)?;
-        let shown = format!("/{SHARED_ROOT}/{owner_name}/{}", s.name);
-        out.push((shown, s.owner, root, rec));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    Ok(drive::mounts(reader, &caller.user, owner)?)
 }
 
 /// Does the entry at `path` of `user`'s tree have shares out (for the

@@ -9,8 +9,7 @@ use bytes::Bytes;
 use cluster_config::BlockId;
 use http::StatusCode;
 use raft_meta::records::{BlockRef, ChangeKind, EntryKind};
-use raft_meta::types::{CommitFile, FileContent, NewBlock};
-use raft_meta::{Command, Output};
+use raft_meta::Output;
 use strata_api::{
     BlockEntry, BlocksResponse, Change, ChangesResponse, CommitRequest, CursorResponse,
     MissingRequest, MissingResponse, NodesResponse, PollResponse, PresenceEntry, PresenceRequest,
@@ -354,31 +353,9 @@ pub async fn put_block(
     if data.is_empty() || data.len() > max {
         return Err(ApiError::bad_request("a block is 1 byte to 8 MiB"));
     }
-    let keys = app.blocks.user_keys(&caller.user);
-    if keys.block_id(&data) != id {
-        return Err(ApiError::bad_request(
-            "the bytes do not hash to the block id",
-        ));
-    }
-    let reader = app.read().await?.clone();
-    if reader.block(&caller.user, &id)?.is_some() {
-        return Ok(empty(StatusCode::CREATED));
-    }
-    let user = caller.user;
-    let exists: std::sync::Arc<dyn Fn(&BlockId) -> bool + Send + Sync> =
-        std::sync::Arc::new(move |b| matches!(reader.block(&user, b), Ok(Some(_))));
-    let stored = app
-        .blocks
-        .store_chunk(keys, Bytes::from(data), exists)
+    app.drive
+        .put_block(&caller.actor(), id, Bytes::from(data))
         .await?;
-    if let Some(n) = stored.new {
-        app.meta
-            .write(Command::RegisterBlocks {
-                user: caller.user,
-                blocks: vec![n],
-            })
-            .await?;
-    }
     Ok(empty(StatusCode::CREATED))
 }
 
@@ -406,53 +383,15 @@ pub async fn commit(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         });
     }
     super::super::upload::check_size(app, size)?;
-    // The whole-content hash, from the stored blocks (never taken on trust).
-    let reader = app.read().await?.clone();
-    for b in &blocks {
-        match reader.block(&caller.user, &b.id)? {
-            Some(r) if r.plain_len == b.size => {}
-            Some(_) => {
-                return Err(ApiError::bad_request(format!(
-                    "block {} has another size",
-                    b.id
-                )))
-            }
-            None => {
-                return Err(ApiError::bad_request(format!(
-                    "block {} was never uploaded",
-                    b.id
-                )))
-            }
-        }
-    }
-    let mut hasher = blake3::Hasher::new();
-    let mut stream = strata_node::read::stream_range(
-        app.blocks.clone(),
-        reader,
-        caller.user,
-        blocks.clone(),
-        0,
-        size,
-    );
-    while let Some(piece) = futures::StreamExt::next(&mut stream).await {
-        hasher.update(&piece.map_err(|e| ApiError::unavailable(e.to_string()))?);
-    }
     let out = app
-        .meta
-        .write(Command::CommitFile(CommitFile {
-            user: caller.user,
-            path: path.segments().to_vec(),
-            device: caller.device,
-            content: FileContent {
-                size,
-                content_hash: *hasher.finalize().as_bytes(),
-                blocks,
-            },
-            new_blocks: Vec::<NewBlock>::new(),
-            base_version: body.base_version,
+        .drive
+        .commit_blocks(
+            &caller.actor(),
+            &path,
+            blocks,
+            body.base_version,
             on_conflict,
-            id_seed: rand::random(),
-        }))
+        )
         .await?;
     let Output::Entry(view) = out else {
         return Err(ApiError::internal("unexpected commit result"));

@@ -21,9 +21,10 @@ use cluster_config::UploadId;
 use http::{HeaderValue, StatusCode};
 use raft_meta::hashing::TreeHasher;
 use raft_meta::records::{BlockRef, UploadRecord};
-use raft_meta::types::{AdvanceUpload, CreateUpload, FinishUpload, NewBlock};
-use raft_meta::{Command, DrivePath, OnConflict, Output};
+use raft_meta::types::NewBlock;
+use raft_meta::{DrivePath, OnConflict, Output};
 use sha1::Digest;
+use strata_node::drive::{UploadProgress, UploadSpec};
 use strata_node::{Ingest, WholeHash};
 
 use raft_meta::SHARED_ROOT;
@@ -216,39 +217,16 @@ async fn create(
             60,
         ));
     }
-    let id = UploadId::random();
     let expires_ms = app.clock.now_ms() + app.config.limits.upload_session_ttl.as_millis() as u64;
-    app.meta
-        .write(Command::CreateUpload(CreateUpload {
-            user: caller.user,
-            upload: id,
-            path: path.segments().to_vec(),
-            length,
-            device: caller.device,
-            expires_ms,
-            metadata,
-            base_version,
-            on_conflict,
-        }))
-        .await?;
-    if length == 0 {
-        // tus: a zero-length upload is complete when created.
-        app.meta
-            .write(Command::AdvanceUpload(AdvanceUpload {
-                user: caller.user,
-                upload: id,
-                expected_offset: 0,
-                new_offset: 0,
-                chunks: vec![],
-                tail: vec![],
-                new_blocks: vec![],
-                hash_state: TreeHasher::new(0).state().clone(),
-                finish: Some(FinishUpload {
-                    id_seed: rand::random(),
-                }),
-            }))
-            .await?;
-    }
+    let spec = UploadSpec {
+        path,
+        length,
+        expires_ms,
+        metadata,
+        base_version,
+        on_conflict,
+    };
+    let id = app.drive.open_upload(&caller.actor(), spec).await?;
     let location = upload_location(&id);
     let mut r = json(
         StatusCode::CREATED,
@@ -312,12 +290,7 @@ pub async fn delete(app: &App, caller: &Caller, id: &str) -> ApiResult<Response>
     let id = parse_id(id)?;
     let _guard = lock(app, &id).await?;
     load(app, caller, &id).await?;
-    app.meta
-        .write(Command::CancelUpload {
-            user: caller.user,
-            upload: id,
-        })
-        .await?;
+    app.drive.cancel_upload(&caller.actor(), id).await?;
     let mut r = empty(StatusCode::NO_CONTENT);
     tus_headers(&mut r);
     Ok(r)
@@ -539,42 +512,33 @@ impl Job {
                 tail,
                 stored.new.into_iter().collect(),
                 hasher.state().clone(),
-                None,
+                false,
             )
         } else if new_offset == rec.length {
             let done = ingest.finish().await.map_err(ApiError::from)?;
             let state = done
                 .hash_state
                 .ok_or_else(|| ApiError::internal("hash state missing"))?;
-            (
-                done.chunks,
-                vec![],
-                done.new_blocks,
-                state,
-                Some(FinishUpload {
-                    id_seed: rand::random(),
-                }),
-            )
+            (done.chunks, vec![], done.new_blocks, state, true)
         } else {
             let part = ingest.finish_partial().await.map_err(ApiError::from)?;
             let state = part
                 .hash_state
                 .ok_or_else(|| ApiError::internal("hash state missing"))?;
-            (part.chunks, part.tail, part.new_blocks, state, None)
+            (part.chunks, part.tail, part.new_blocks, state, false)
+        };
+        let progress = UploadProgress {
+            expected_offset: rec.offset,
+            new_offset,
+            chunks,
+            tail,
+            new_blocks,
+            hash_state,
+            finish,
         };
         let out = app
-            .meta
-            .write(Command::AdvanceUpload(AdvanceUpload {
-                user: self.caller.user,
-                upload: rec.id,
-                expected_offset: rec.offset,
-                new_offset,
-                chunks,
-                tail,
-                new_blocks,
-                hash_state,
-                finish,
-            }))
+            .drive
+            .advance_upload(&self.caller.actor(), rec.id, progress)
             .await
             .map_err(ApiError::from)?;
         let Output::Advanced { offset, committed } = out else {

@@ -6,8 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use http::StatusCode;
-use raft_meta::types::{CommitFile, FileContent};
-use raft_meta::Command;
+use strata_node::drive::NewContent;
 use strata_node::{Ingest, WholeHash};
 
 use super::{check_quota, check_size, conflict_params, file_path};
@@ -70,21 +69,16 @@ pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
     let content_hash = done
         .content_hash
         .ok_or_else(|| ApiError::internal("content hash missing"))?;
-    let commit = Command::CommitFile(CommitFile {
-        user: owner,
-        path: path.segments().to_vec(),
-        device: caller.device,
-        content: FileContent {
-            size: done.size,
-            content_hash,
-            blocks: done.chunks,
-        },
+    let content = NewContent {
+        size: done.size,
+        content_hash,
+        blocks: done.chunks,
         new_blocks: done.new_blocks,
-        base_version,
-        on_conflict,
-        id_seed: rand::random(),
-    });
-    let out = app.meta.write(target.command(caller, commit)).await?;
+    };
+    let out = app
+        .drive
+        .commit(&caller.actor(), &target, content, base_version, on_conflict)
+        .await?;
     app.metrics
         .uploads_committed
         .fetch_add(1, Ordering::Relaxed);
