@@ -652,4 +652,65 @@ impl Drive {
             .await?;
         Ok(())
     }
+
+    /// Offers the actor's item at `path` to the account `sharee_name` with
+    /// `role`. Returns the share and whether it waits for acceptance.
+    pub async fn offer_share(
+        &self,
+        actor: &Actor,
+        path: &DrivePath,
+        sharee_name: &str,
+        role: ShareRole,
+    ) -> DriveResult<(ShareId, bool)> {
+        if path.segments().first().map(String::as_str) == Some(SHARED_ROOT) {
+            return Err(DriveError::Forbidden(
+                "only the owner can share an item further".into(),
+            ));
+        }
+        let Some((sharee, _)) = self.read().await?.user_by_name(sharee_name)? else {
+            return Err(DriveError::NotFound);
+        };
+        let out = self
+            .meta
+            .write(Command::OfferShare {
+                owner: actor.user,
+                path: path.segments().to_vec(),
+                sharee,
+                role,
+                share: ShareId::random(),
+                device: actor.device,
+            })
+            .await?;
+        match out {
+            Output::Offered { share, pending } => Ok((share, pending)),
+            other => Err(DriveError::Meta(MetaError::Corrupt(format!(
+                "unexpected share result {other:?}"
+            )))),
+        }
+    }
+
+    /// The sharee takes up a pending share (it appears under `/Shared`).
+    pub async fn accept_share(&self, actor: &Actor, share: ShareId) -> DriveResult<()> {
+        self.meta
+            .write(Command::AcceptShare {
+                sharee: actor.user,
+                share,
+                device: actor.device,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a share: its owner revokes it, or its sharee leaves or
+    /// declines it.
+    pub async fn remove_share(&self, actor: &Actor, share: ShareId) -> DriveResult<()> {
+        self.meta
+            .write(Command::DeleteShare {
+                by: actor.user,
+                share,
+                device: actor.device,
+            })
+            .await?;
+        Ok(())
+    }
 }

@@ -11,7 +11,7 @@ use cluster_config::{ShareId, UserId};
 use http::StatusCode;
 use raft_meta::records::{EntryKind, EntryRecord, ShareRecord, ShareRole};
 use raft_meta::SHARED_ROOT;
-use raft_meta::{Command, DrivePath, MetaReader, Output};
+use raft_meta::{DrivePath, MetaReader};
 use strata_api::{ShareCreated, ShareInfo, ShareList, ShareRequest};
 use strata_node::drive;
 
@@ -99,29 +99,14 @@ pub async fn create(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Respo
         _ => return Err(ApiError::bad_request("role must be viewer or editor")),
     };
     let path = super::parse_path(&body.path)?;
-    if path.segments().first().map(String::as_str) == Some(SHARED_ROOT) {
-        return Err(ApiError::forbidden(
-            "only the owner can share an item further",
-        ));
-    }
-    let reader = app.read().await?;
-    let Some((sharee, _)) = reader.user_by_name(&body.user)? else {
-        return Err(ApiError::not_found_msg("no such user"));
-    };
-    let out = app
-        .meta
-        .write(Command::OfferShare {
-            owner: caller.user,
-            path: path.segments().to_vec(),
-            sharee,
-            role,
-            share: ShareId::random(),
-            device: caller.device,
-        })
-        .await?;
-    let Output::Offered { share: id, pending } = out else {
-        return Err(ApiError::internal("unexpected share result"));
-    };
+    let (id, pending) = app
+        .drive
+        .offer_share(&caller.actor(), &path, &body.user, role)
+        .await
+        .map_err(|e| match e {
+            strata_node::drive::DriveError::NotFound => ApiError::not_found_msg("no such user"),
+            e => e.into(),
+        })?;
     tracing::info!(user = %caller.user, share = %id, pending, "share offered");
     Ok(json(
         StatusCode::CREATED,
@@ -193,13 +178,7 @@ pub async fn list(app: &App, caller: &Caller) -> ApiResult<Response> {
 /// `POST /api/v1/shares/{id}/accept`: the sharee mounts a pending share.
 pub async fn accept(app: &App, caller: &Caller, id: &str) -> ApiResult<Response> {
     let id: ShareId = id.parse().map_err(|_| ApiError::not_found())?;
-    app.meta
-        .write(Command::AcceptShare {
-            sharee: caller.user,
-            share: id,
-            device: caller.device,
-        })
-        .await?;
+    app.drive.accept_share(&caller.actor(), id).await?;
     tracing::info!(user = %caller.user, share = %id, "share accepted");
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -208,13 +187,7 @@ pub async fn accept(app: &App, caller: &Caller, id: &str) -> ApiResult<Response>
 /// (leave, or decline a pending one).
 pub async fn delete(app: &App, caller: &Caller, id: &str) -> ApiResult<Response> {
     let id: ShareId = id.parse().map_err(|_| ApiError::not_found())?;
-    app.meta
-        .write(Command::DeleteShare {
-            by: caller.user,
-            share: id,
-            device: caller.device,
-        })
-        .await?;
+    app.drive.remove_share(&caller.actor(), id).await?;
     tracing::info!(user = %caller.user, share = %id, "share removed");
     Ok(empty(StatusCode::NO_CONTENT))
 }
