@@ -15,6 +15,8 @@ const PASSWORD_SLOTS: usize = 2;
 pub struct App {
     /// The drive's operations (paths through shares, writes).
     pub drive: strata_node::drive::Drive,
+    /// Accounts, sessions and layout changes.
+    pub accounts: strata_node::accounts::Accounts,
     pub meta: MetaClient,
     pub blocks: Arc<BlockStore>,
     pub config: Arc<Config>,
@@ -75,6 +77,7 @@ impl App {
         );
         Self {
             drive: node.drive(),
+            accounts: node.accounts(),
             meta,
             blocks,
             config,

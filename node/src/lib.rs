@@ -25,6 +25,7 @@
 //! Depends on `cluster-config`, `raft-meta` and `api-types` (the chunking
 //! parameters) only.
 
+pub mod accounts;
 pub mod block;
 pub mod blocks;
 pub mod cluster;

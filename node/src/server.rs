@@ -314,6 +314,11 @@ impl Node {
         &self.blocks
     }
 
+    /// Accounts, sessions and layout changes, for front ends.
+    pub fn accounts(&self) -> crate::accounts::Accounts {
+        crate::accounts::Accounts::new(self.meta.clone())
+    }
+
     /// The drive's operations, for front ends.
     pub fn drive(&self) -> crate::drive::Drive {
         crate::drive::Drive::new(

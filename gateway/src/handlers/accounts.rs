@@ -3,10 +3,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use cluster_config::{DeviceId, UserId};
+use cluster_config::UserId;
 use http::StatusCode;
+use raft_meta::normalize_username;
 use raft_meta::records::AcceptFrom;
-use raft_meta::{normalize_username, Command, Output};
 use strata_api::{
     AcceptSharesFrom, Account, AccountPatch, LoginRequest, LoginResponse, PasswordChange,
     SessionInfo, SessionList, SignupRequest, SignupResponse,
@@ -113,15 +113,9 @@ pub async fn signup(app: &App, mut req: Req) -> ApiResult<Response> {
         .take(client_ip(&req))
         .map_err(|w| too_many(w, "too many accounts created from this address"))?;
     let password_hash = hash_blocking(app, client_ip(&req), body.password).await?;
-    let user = UserId::random();
-    app.meta
-        .write(Command::CreateUser {
-            user,
-            username: name.clone(),
-            password_hash,
-            quota_bytes: app.config.limits.default_quota_bytes,
-            admin: false,
-        })
+    let user = app
+        .accounts
+        .sign_up(&name, password_hash, app.config.limits.default_quota_bytes)
         .await?;
     tracing::info!(user = %user, username = %name, "account created");
     Ok(json(
@@ -183,19 +177,10 @@ pub async fn login(app: &App, mut req: Req) -> ApiResult<Response> {
     prune_sessions(app, &user).await?;
     let (token, token_hash) = app.tokens.new_token(&user);
     let expires_ms = app.clock.now_ms() + app.config.accounts.token_ttl.as_millis() as u64;
-    let out = app
-        .meta
-        .write(Command::Login {
-            user,
-            token_hash,
-            device: DeviceId::random(),
-            device_name,
-            expires_ms,
-        })
+    let device = app
+        .accounts
+        .log_in(user, token_hash, device_name, expires_ms)
         .await?;
-    let Output::LoggedIn { device } = out else {
-        return Err(ApiError::internal("unexpected login result"));
-    };
     tracing::info!(user = %user, device = %device, "login");
     Ok(json(
         StatusCode::OK,
@@ -221,23 +206,13 @@ async fn prune_sessions(app: &App, user: &UserId) -> ApiResult<()> {
         .map(|(_, (h, _))| *h)
         .collect();
     for token_hash in ends {
-        app.meta
-            .write(Command::Logout {
-                user: *user,
-                token_hash,
-            })
-            .await?;
+        app.accounts.log_out(*user, token_hash).await?;
     }
     Ok(())
 }
 
 pub async fn logout(app: &App, caller: &Caller) -> ApiResult<Response> {
-    app.meta
-        .write(Command::Logout {
-            user: caller.user,
-            token_hash: caller.token_hash,
-        })
-        .await?;
+    app.accounts.log_out(caller.user, caller.token_hash).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -290,12 +265,7 @@ pub async fn patch_account(app: &App, caller: &Caller, mut req: Req) -> ApiResul
                 AcceptFrom::Users(ids)
             }
         };
-        app.meta
-            .write(Command::SetShareAcceptance {
-                user: caller.user,
-                from,
-            })
-            .await?;
+        app.accounts.accept_shares_from(caller.user, from).await?;
     }
     account(app, caller).await
 }
@@ -346,12 +316,7 @@ pub async fn end_session(app: &App, caller: &Caller, id: &str) -> ApiResult<Resp
         .into_iter()
         .find(|(h, _)| session_id(h) == id)
         .ok_or_else(|| ApiError::not_found_msg("no such session"))?;
-    app.meta
-        .write(Command::Logout {
-            user: caller.user,
-            token_hash,
-        })
-        .await?;
+    app.accounts.log_out(caller.user, token_hash).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -375,12 +340,8 @@ pub async fn change_password(app: &App, caller: &Caller, mut req: Req) -> ApiRes
     }
     auth::check_strength(&rec.username, &body.new).map_err(ApiError::bad_request)?;
     let password_hash = hash_blocking(app, ip, body.new).await?;
-    app.meta
-        .write(Command::ChangePassword {
-            user: caller.user,
-            password_hash,
-            keep: Some(caller.token_hash),
-        })
+    app.accounts
+        .change_password(caller.user, password_hash, Some(caller.token_hash))
         .await?;
     tracing::info!(user = %caller.user, "password changed; other sessions ended");
     Ok(empty(StatusCode::NO_CONTENT))

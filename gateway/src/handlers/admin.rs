@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 use raft_meta::records::{LayoutMember, MemberState};
-use raft_meta::Command;
 use serde::{Deserialize, Serialize};
 use strata_node::blocks::BlockStore;
 use strata_node::net::{NetRequest, NetResponse};
@@ -247,11 +246,8 @@ pub async fn add_node(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Res
         zone: body.zone,
         state: MemberState::Active,
     });
-    app.meta
-        .write(Command::SetLayout {
-            expected_version: layout.version,
-            layout: next.clone(),
-        })
+    app.accounts
+        .set_layout(layout.version, next.clone())
         .await?;
     tracing::info!(
         node = body.id,
@@ -288,11 +284,8 @@ pub async fn remove_node(app: &App, caller: &Caller, id: &str) -> ApiResult<Resp
             m.state = MemberState::Removed;
         }
     }
-    app.meta
-        .write(Command::SetLayout {
-            expected_version: layout.version,
-            layout: next.clone(),
-        })
+    app.accounts
+        .set_layout(layout.version, next.clone())
         .await?;
     tracing::info!(node = id, version = next.version, "node leaving the layout");
     Ok(json(
@@ -466,14 +459,12 @@ pub async fn update_user(
         .await?
         .user_by_name(username)?
         .ok_or_else(|| ApiError::not_found_msg("no such user"))?;
-    app.meta
-        .write(Command::UpdateUser {
-            user,
-            quota_bytes: body.quota_bytes,
-            disabled: body.disabled,
-            admin: body.admin,
-        })
-        .await?;
+    let change = strata_node::accounts::AccountChange {
+        quota_bytes: body.quota_bytes,
+        disabled: body.disabled,
+        admin: body.admin,
+    };
+    app.accounts.change_account(user, change).await?;
     tracing::info!(by = %caller.user, user = %user, admin = ?body.admin, disabled = ?body.disabled, quota = ?body.quota_bytes, "account changed by an admin");
     let reader = app.read().await?;
     let u = reader.user(&user)?.ok_or_else(ApiError::not_found)?;
