@@ -7,10 +7,14 @@ mod cluster;
 pub use accounts::{normalize_username, MAX_ACCEPT_FROM, MAX_DEVICE_NAME_LEN};
 #[cfg(test)]
 use namespace::JOURNAL_KEEP;
+mod journal;
 mod namespace;
+mod refs;
 pub mod shares;
+mod tree;
 pub mod tx;
 mod uploads;
+mod versions;
 
 use crate::types::{Command, CommandError, Output, Request, Response};
 use tx::{Fatal, Tx};
