@@ -2,6 +2,9 @@
 //! through `node::drive` alone — folders, content in and out, move,
 //! delete, restore — then stopped. Nothing here links the gateway.
 
+mod common;
+use common::noise;
+
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
@@ -10,18 +13,6 @@ use cluster_config::{ErasureProfile, SystemClock};
 use raft_meta::{DrivePath, OnConflict, Output};
 use strata_node::drive::{Actor, DriveError, NewContent};
 use strata_node::{Ingest, Node, WholeHash};
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = vec![0u8; n];
-    for c in out.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-    out
-}
 
 fn path(p: &str) -> DrivePath {
     DrivePath::parse(p).unwrap()

@@ -2,6 +2,9 @@
 //! with large payloads both ways, calls that give up without breaking the
 //! stream for the others, and a peer that restarts.
 
+mod common;
+use common::noise;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -267,17 +270,4 @@ async fn a_flood_of_silent_connections_does_not_keep_a_peer_out() {
         n.stop.cancel();
         let _ = n.task.await;
     }
-}
-
-/// Incompressible bytes from a seed.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = vec![0u8; n];
-    for c in out.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-    out
 }

@@ -439,29 +439,14 @@ impl Agent {
             (Some(l), Some(r)) => match (l.kind, r.kind) {
                 (Kind::Folder, EntryKind::Folder) => self.record_folder(rel),
                 (Kind::File, EntryKind::File) => {
-                    let hash = hash_file_off(&absolute(self.root(), rel)).await?;
-                    if hash == r.content_hash {
-                        let blocks = self
-                            .call(|c| {
-                                let p = r.path.clone();
-                                async move { c.file_blocks(&p).await }
-                            })
-                            .await
-                            .unwrap_or_default();
-                        self.record_file(rel, r.version, &hash, blocks)
-                    } else {
-                        // Different content on both sides: keep both.
-                        let base = Synced {
-                            kind: Kind::File,
-                            size: 0,
-                            mtime_ns: 0,
-                            ino: 0,
-                            hash: String::new(),
-                            version: 0,
-                            blocks: Vec::new(),
-                        };
-                        self.push_file(rel, Some(&base)).await
+                    if self
+                        .record_if_same(rel, &r.path, r.version, &r.content_hash)
+                        .await?
+                    {
+                        return Ok(());
                     }
+                    // Different content on both sides: keep both.
+                    self.push_file(rel, Some(&Synced::nothing_synced())).await
                 }
                 _ => {
                     tracing::warn!(
@@ -849,30 +834,44 @@ impl Agent {
                 Ok(())
             }
             Action::Reconcile => {
-                // The same content on both sides is simply synced.
-                let hash = hash_file_off(&abs).await?;
-                if hash == ch.content_hash {
-                    let blocks = self
-                        .call(|c| {
-                            let p = ch.path.clone();
-                            async move { c.file_blocks(&p).await }
-                        })
-                        .await
-                        .unwrap_or_default();
-                    return self.record_file(&rel, ch.version, &hash, blocks);
+                // The same content on both sides is simply synced; else
+                // ours goes up against what we last synced (a conflict
+                // keeps both).
+                if self
+                    .record_if_same(&rel, &ch.path, ch.version, &ch.content_hash)
+                    .await?
+                {
+                    return Ok(());
                 }
-                let stale = base.clone().unwrap_or(Synced {
-                    kind: Kind::File,
-                    size: 0,
-                    mtime_ns: 0,
-                    ino: 0,
-                    hash: String::new(),
-                    version: 0,
-                    blocks: Vec::new(),
-                });
+                let stale = base.clone().unwrap_or_else(Synced::nothing_synced);
                 self.push_file(&rel, Some(&stale)).await
             }
         }
+    }
+
+    /// Records the local file at `rel` as synced with the remote version
+    /// at `remote` when their content is the same (`true`); leaves it
+    /// alone otherwise (`false`).
+    async fn record_if_same(
+        &mut self,
+        rel: &str,
+        remote: &str,
+        version: u64,
+        remote_hash: &str,
+    ) -> Result<bool> {
+        let hash = hash_file_off(&absolute(self.root(), rel)).await?;
+        if hash != remote_hash {
+            return Ok(false);
+        }
+        let blocks = self
+            .call(|c| {
+                let p = remote.to_string();
+                async move { c.file_blocks(&p).await }
+            })
+            .await
+            .unwrap_or_default();
+        self.record_file(rel, version, &hash, blocks)?;
+        Ok(true)
     }
 
     /// Removes a local tree the drive no longer has (a share that ended),

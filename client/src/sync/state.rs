@@ -31,6 +31,22 @@ pub struct Synced {
     pub blocks: Vec<BlockEntry>,
 }
 
+impl Synced {
+    /// A base for a file never synced: an upload against it is a new
+    /// version that conflicts with whatever the drive has.
+    pub fn nothing_synced() -> Self {
+        Synced {
+            kind: Kind::File,
+            size: 0,
+            mtime_ns: 0,
+            ino: 0,
+            hash: String::new(),
+            version: 0,
+            blocks: Vec::new(),
+        }
+    }
+}
+
 pub struct State {
     db: fjall::Database,
     files: fjall::Keyspace,
