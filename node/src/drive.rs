@@ -14,14 +14,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cluster_config::{BlockId, DeviceId, ShareId, UploadId, UserId};
+use cluster_config::{BlockId, DeviceId, EntryId, ShareId, UploadId, UserId};
 use raft_meta::hashing::{TreeHashState, TreeHasher};
-use raft_meta::records::{BlockRef, EntryRecord, ShareRecord, ShareRole};
+use raft_meta::records::{BlockRef, EntryKind, EntryRecord, ShareRecord, ShareRole};
 use raft_meta::types::{
     AdvanceUpload, CommitFile, CreateUpload, FileContent, FinishUpload, NewBlock,
 };
 use raft_meta::{Command, DrivePath, MetaClient, MetaError, MetaReader, OnConflict, Output};
-use raft_meta::{CommandError, SHARED_ROOT};
+use raft_meta::{CommandError, Resolved, SHARED_ROOT};
 
 use crate::blocks::{BlockError, BlockStore};
 
@@ -279,6 +279,46 @@ pub fn mounts(
         out.push((shown, s.owner, root, rec));
     }
     Ok(out)
+}
+
+/// One entry as the actor sees it: a file or folder of some tree, or one
+/// of the virtual folders of `/Shared`.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    Entry {
+        /// The path as the actor sees it.
+        path: String,
+        /// Whose tree it is in (device names are that user's).
+        owner: UserId,
+        record: EntryRecord,
+        /// The actor's own item, shared with others.
+        shared: bool,
+    },
+    /// `/Shared` or `/Shared/<owner>`.
+    Virtual(String),
+}
+
+/// A folder's listing, at most the asked number of entries.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub entries: Vec<Seen>,
+    pub has_more: bool,
+}
+
+/// A file's versions, newest first, and whose tree it is in.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub owner: UserId,
+    pub versions: Vec<(u64, raft_meta::records::VersionRecord)>,
+}
+
+/// Ids of the entries `user` shares with others.
+pub fn shared_ids(reader: &MetaReader, user: &UserId) -> DriveResult<Vec<EntryId>> {
+    Ok(reader
+        .shares_out(user)?
+        .into_iter()
+        .map(|(_, s)| s.entry)
+        .collect())
 }
 
 /// The content of a new version: what ingest produced.
@@ -712,5 +752,156 @@ impl Drive {
             })
             .await?;
         Ok(())
+    }
+
+    /// What `path` is, as the actor sees it.
+    pub async fn stat(&self, actor: &Actor, path: &DrivePath) -> DriveResult<Seen> {
+        let reader = self.read().await?;
+        let t = match resolve(reader, &actor.user, path)? {
+            Place::Tree(t) => t,
+            _ => return Ok(Seen::Virtual(path.to_string())),
+        };
+        let (id, record) = reader.live(&t.user, &t.path)?.ok_or(DriveError::NotFound)?;
+        let shared = !t.is_shared() && shared_ids(reader, &t.user)?.contains(&id);
+        Ok(Seen::Entry {
+            path: path.to_string(),
+            owner: t.user,
+            record,
+            shared,
+        })
+    }
+
+    /// The entries of the folder at `path` (everything below it with
+    /// `recursive`), at most `limit`. The actor's root shows `/Shared`
+    /// when something is shared with them.
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        path: &DrivePath,
+        recursive: bool,
+        limit: usize,
+    ) -> DriveResult<Listing> {
+        let reader = self.read().await?;
+        let mut entries = Vec::new();
+        let mut has_more;
+        // Everything under `/Shared` (or one owner's part of it): the mount
+        // points, and below them with `recursive`.
+        let list_mounts = |entries: &mut Vec<Seen>,
+                           owner: Option<&UserId>,
+                           with_root: bool|
+         -> DriveResult<bool> {
+            let mut owners: Vec<String> = Vec::new();
+            for (shown, owner_id, root, rec) in mounts(reader, &actor.user, owner)? {
+                if with_root {
+                    let owner_dir = shown
+                        .rsplit_once('/')
+                        .map(|x| x.0)
+                        .unwrap_or_default()
+                        .to_string();
+                    if !owners.contains(&owner_dir) {
+                        owners.push(owner_dir.clone());
+                        entries.push(Seen::Virtual(owner_dir));
+                    }
+                }
+                let folder = rec.kind == EntryKind::Folder;
+                entries.push(Seen::Entry {
+                    path: shown.clone(),
+                    owner: owner_id,
+                    record: rec,
+                    shared: false,
+                });
+                if recursive && folder {
+                    let Some((id, _)) = reader.live(&owner_id, &parse(&root)?)? else {
+                        continue;
+                    };
+                    let room = (limit + 1).saturating_sub(entries.len());
+                    for l in reader.list(&owner_id, &id, &shown, true, room)? {
+                        entries.push(Seen::Entry {
+                            path: l.path,
+                            owner: owner_id,
+                            record: l.record,
+                            shared: false,
+                        });
+                    }
+                }
+                if entries.len() > limit {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        match resolve(reader, &actor.user, path)? {
+            Place::SharedRoot => {
+                has_more = list_mounts(&mut entries, None, true)?;
+                if !recursive {
+                    entries.retain(|e| match e {
+                        Seen::Entry { path, .. } | Seen::Virtual(path) => {
+                            path.matches('/').count() == 2
+                        }
+                    });
+                }
+            }
+            Place::SharedOwner(owner, _) => {
+                has_more = list_mounts(&mut entries, Some(&owner), false)?;
+            }
+            Place::Tree(t) => {
+                let (id, rec) = reader.live(&t.user, &t.path)?.ok_or(DriveError::NotFound)?;
+                if rec.kind != EntryKind::Folder {
+                    return Err(DriveError::BadRequest("not a folder".into()));
+                }
+                let listed = reader.list(&t.user, &id, &path.to_string(), recursive, limit + 1)?;
+                has_more = listed.len() > limit;
+                let mine = if t.is_shared() {
+                    Vec::new()
+                } else {
+                    shared_ids(reader, &t.user)?
+                };
+                for l in listed.into_iter().take(limit) {
+                    entries.push(Seen::Entry {
+                        path: l.path,
+                        owner: t.user,
+                        shared: mine.contains(&l.id),
+                        record: l.record,
+                    });
+                }
+                if path.is_root() && !t.is_shared() && !has_more {
+                    let before = entries.len();
+                    has_more = list_mounts(&mut entries, None, true)?;
+                    if before < entries.len() {
+                        entries.insert(before, Seen::Virtual(format!("/{SHARED_ROOT}")));
+                        if !recursive {
+                            entries.truncate(before + 1);
+                        }
+                    }
+                }
+            }
+        }
+        if entries.len() > limit {
+            entries.truncate(limit);
+            has_more = true;
+        }
+        Ok(Listing { entries, has_more })
+    }
+
+    /// A file's versions, newest first, at most `limit`.
+    pub async fn history(
+        &self,
+        actor: &Actor,
+        path: &DrivePath,
+        limit: usize,
+    ) -> DriveResult<History> {
+        let reader = self.read().await?;
+        let t = target(reader, &actor.user, path)?;
+        let id = match reader.resolve(&t.user, &t.path)? {
+            Resolved::Found(id, rec) if rec.kind == EntryKind::File => id,
+            Resolved::Found(..) => {
+                return Err(DriveError::BadRequest("folders have no history".into()))
+            }
+            _ => return Err(DriveError::NotFound),
+        };
+        Ok(History {
+            owner: t.user,
+            versions: reader.versions(&t.user, &id, limit)?,
+        })
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use cluster_config::generate::{ensure_secret, write_dev_node_config, DevSpec};
 use cluster_config::{ErasureProfile, SystemClock};
 use raft_meta::{DrivePath, OnConflict, Output};
-use strata_node::drive::{Actor, DriveError, NewContent};
+use strata_node::drive::{Actor, DriveError, NewContent, Seen};
 use strata_node::{Ingest, Node, WholeHash};
 
 fn path(p: &str) -> DrivePath {
@@ -133,6 +133,29 @@ async fn a_front_end_without_http_uses_the_drive() {
         .await
         .unwrap();
     assert_eq!(read_all(&node, &actor, "/docs/final.bin").await, body);
+
+    // Listed, with its history: committed, deleted, restored.
+    let listing = drive.list(&actor, &path("/docs"), false, 10).await.unwrap();
+    let names: Vec<String> = listing
+        .entries
+        .iter()
+        .map(|e| match e {
+            Seen::Entry { path, .. } | Seen::Virtual(path) => path.clone(),
+        })
+        .collect();
+    assert_eq!(names, vec!["/docs/final.bin".to_string()]);
+    assert!(!listing.has_more);
+    let history = drive
+        .history(&actor, &path("/docs/final.bin"), 10)
+        .await
+        .unwrap();
+    let deleted: Vec<bool> = history.versions.iter().map(|(_, v)| v.deleted).collect();
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    assert_eq!(deleted.iter().filter(|d| **d).count(), 1, "{deleted:?}");
+    assert!(matches!(
+        drive.history(&actor, &path("/docs"), 10).await,
+        Err(DriveError::BadRequest(_))
+    ));
 
     // Refusals keep their meaning: the root cannot go, a path under
     // `/Shared` nobody shared is not found.

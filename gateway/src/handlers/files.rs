@@ -1,11 +1,14 @@
 //! Metadata, listing, history, restore, delete, move, folders.
 
 use http::StatusCode;
-use raft_meta::records::EntryKind;
-use raft_meta::{Output, Resolved};
+use std::collections::HashMap;
+
+use cluster_config::UserId;
+use raft_meta::{MetaReader, Output};
 use strata_api::{
     FolderRequest, HistoryResponse, ListResponse, MoveRequest, RestoreRequest, VersionInfo,
 };
+use strata_node::drive::Seen;
 
 use super::shares::{self, Target};
 use super::{empty, json, metadata, parse_path, rfc3339, DeviceNames, Response};
@@ -36,26 +39,36 @@ pub(crate) fn entry_response(
     ))
 }
 
+/// A seen entry as the API's file metadata (device names from the tree's
+/// owner, one lookup cache per owner).
+fn seen_metadata<'a>(
+    reader: &'a MetaReader,
+    names: &mut HashMap<UserId, DeviceNames<'a>>,
+    seen: &Seen,
+) -> strata_api::FileMetadata {
+    match seen {
+        Seen::Virtual(path) => shares::virtual_folder(path),
+        Seen::Entry {
+            path,
+            owner,
+            record,
+            shared,
+        } => {
+            let names = names
+                .entry(*owner)
+                .or_insert_with(|| DeviceNames::new(reader, *owner));
+            let mut m = metadata(names, path, record);
+            m.shared |= *shared;
+            m
+        }
+    }
+}
+
 pub async fn get_metadata(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
     let path = parse_path(req.required("path")?)?;
-    let reader = app.read().await?;
-    let t = match shares::resolve(reader, caller, &path)? {
-        shares::Place::Tree(t) => t,
-        _ => {
-            return Ok(json(
-                StatusCode::OK,
-                &shares::virtual_folder(&path.to_string()),
-            ))
-        }
-    };
-    let (id, rec) = reader
-        .live(&t.user, &t.path)?
-        .ok_or_else(ApiError::not_found)?;
-    let mut names = DeviceNames::new(reader, t.user);
-    let mut meta = metadata(&mut names, &path.to_string(), &rec);
-    if !t.is_shared() {
-        meta.shared = shares::shared_ids(reader, &t.user)?.contains(&id);
-    }
+    let seen = app.drive.stat(&caller.actor(), &path).await?;
+    let mut names = HashMap::new();
+    let meta = seen_metadata(app.meta.local(), &mut names, &seen);
     Ok(json(StatusCode::OK, &meta))
 }
 
@@ -66,97 +79,24 @@ pub async fn list(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> 
         .param_u64("limit")?
         .unwrap_or(DEFAULT_LIST_LIMIT)
         .clamp(1, MAX_LIST_LIMIT);
-    let reader = app.read().await?;
-    let limit = limit as usize;
-    let mut entries = Vec::new();
-    let mut has_more;
-    // Everything under `/Shared` (or one owner's part of it): the mount
-    // points, and below them with `recursive`.
-    let list_mounts = |entries: &mut Vec<strata_api::FileMetadata>,
-                       owner: Option<&cluster_config::UserId>,
-                       with_root: bool|
-     -> ApiResult<bool> {
-        let mounts = shares::mounts(reader, caller, owner)?;
-        let mut owners: Vec<String> = Vec::new();
-        for (shown, owner_id, root, rec) in mounts {
-            if with_root {
-                let owner_dir = shown
-                    .rsplit_once('/')
-                    .map(|x| x.0)
-                    .unwrap_or_default()
-                    .to_string();
-                if !owners.contains(&owner_dir) {
-                    owners.push(owner_dir.clone());
-                    entries.push(shares::virtual_folder(&owner_dir));
-                }
-            }
-            let mut names = DeviceNames::new(reader, owner_id);
-            entries.push(metadata(&mut names, &shown, &rec));
-            if recursive && rec.kind == EntryKind::Folder {
-                let root_path = parse_path(&root)?;
-                let Some((id, _)) = reader.live(&owner_id, &root_path)? else {
-                    continue;
-                };
-                let room = (limit + 1).saturating_sub(entries.len());
-                for l in reader.list(&owner_id, &id, &shown, true, room)? {
-                    entries.push(metadata(&mut names, &l.path, &l.record));
-                }
-            }
-            if entries.len() > limit {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    };
-    match shares::resolve(reader, caller, &path)? {
-        shares::Place::SharedRoot => {
-            has_more = list_mounts(&mut entries, None, true)?;
-            if !recursive {
-                entries.retain(|e| e.path.matches('/').count() == 2);
-            }
-        }
-        shares::Place::SharedOwner(owner, _) => {
-            has_more = list_mounts(&mut entries, Some(&owner), false)?;
-        }
-        shares::Place::Tree(t) => {
-            let (id, rec) = reader
-                .live(&t.user, &t.path)?
-                .ok_or_else(ApiError::not_found)?;
-            if rec.kind != EntryKind::Folder {
-                return Err(ApiError::bad_request("not a folder"));
-            }
-            let listed = reader.list(&t.user, &id, &path.to_string(), recursive, limit + 1)?;
-            has_more = listed.len() > limit;
-            let mine = if t.is_shared() {
-                Vec::new()
-            } else {
-                shares::shared_ids(reader, &t.user)?
-            };
-            let mut names = DeviceNames::new(reader, t.user);
-            for l in listed.iter().take(limit) {
-                let mut m = metadata(&mut names, &l.path, &l.record);
-                m.shared |= mine.contains(&l.id);
-                entries.push(m);
-            }
-            // The caller's root shows `/Shared` when something is shared
-            // with them (and, recursively, all of it).
-            if path.is_root() && !t.is_shared() && !has_more {
-                let before = entries.len();
-                has_more = list_mounts(&mut entries, None, true)?;
-                if before < entries.len() {
-                    entries.insert(before, shares::virtual_folder("/Shared"));
-                    if !recursive {
-                        entries.truncate(before + 1);
-                    }
-                }
-            }
-        }
-    }
-    if entries.len() > limit {
-        entries.truncate(limit);
-        has_more = true;
-    }
-    Ok(json(StatusCode::OK, &ListResponse { entries, has_more }))
+    let listing = app
+        .drive
+        .list(&caller.actor(), &path, recursive, limit as usize)
+        .await?;
+    let reader = app.meta.local();
+    let mut names = HashMap::new();
+    let entries = listing
+        .entries
+        .iter()
+        .map(|seen| seen_metadata(reader, &mut names, seen))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &ListResponse {
+            entries,
+            has_more: listing.has_more,
+        },
+    ))
 }
 
 pub async fn history(app: &App, caller: &Caller, req: &Req) -> ApiResult<Response> {
@@ -165,16 +105,13 @@ pub async fn history(app: &App, caller: &Caller, req: &Req) -> ApiResult<Respons
         .param_u64("limit")?
         .unwrap_or(100)
         .clamp(1, MAX_HISTORY_LIMIT);
-    let reader = app.read().await?;
-    let t = shares::target(reader, caller, &path)?;
-    let id = match reader.resolve(&t.user, &t.path)? {
-        Resolved::Found(id, rec) if rec.kind == EntryKind::File => id,
-        Resolved::Found(..) => return Err(ApiError::bad_request("folders have no history")),
-        _ => return Err(ApiError::not_found()),
-    };
-    let mut names = DeviceNames::new(reader, t.user);
-    let versions = reader
-        .versions(&t.user, &id, limit as usize)?
+    let history = app
+        .drive
+        .history(&caller.actor(), &path, limit as usize)
+        .await?;
+    let mut names = DeviceNames::new(app.meta.local(), history.owner);
+    let versions = history
+        .versions
         .into_iter()
         .map(|(n, v)| VersionInfo {
             version: n,

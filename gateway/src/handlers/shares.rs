@@ -9,7 +9,7 @@
 
 use cluster_config::{ShareId, UserId};
 use http::StatusCode;
-use raft_meta::records::{EntryKind, EntryRecord, ShareRecord, ShareRole};
+use raft_meta::records::{EntryKind, ShareRecord, ShareRole};
 use raft_meta::SHARED_ROOT;
 use raft_meta::{DrivePath, MetaReader};
 use strata_api::{ShareCreated, ShareInfo, ShareList, ShareRequest};
@@ -21,27 +21,11 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Req;
 
-pub use strata_node::drive::{Access, Place, Target};
-
-/// Where `path` leads for `caller` (`strata_node::drive::resolve`).
-pub fn resolve(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiResult<Place> {
-    Ok(drive::resolve(reader, &caller.user, path)?)
-}
-
-/// The reader to resolve `path` with: resolving the caller's own paths
-/// reads nothing, so only paths under `/Shared` pay for a current read.
-pub async fn reader_for<'a>(app: &'a App, path: &DrivePath) -> ApiResult<&'a MetaReader> {
-    Ok(app.drive.reader_for(path).await?)
-}
+pub use strata_node::drive::Target;
 
 /// A path that must lead into a tree.
 pub fn target(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiResult<Target> {
     Ok(drive::target(reader, &caller.user, path)?)
-}
-
-/// A path the caller wants to change.
-pub fn write_target(reader: &MetaReader, caller: &Caller, path: &DrivePath) -> ApiResult<Target> {
-    Ok(drive::write_target(reader, &caller.user, path)?)
 }
 
 /// A virtual folder's metadata.
@@ -57,25 +41,6 @@ pub fn virtual_folder(path: &str) -> strata_api::FileMetadata {
         modified_by_device: String::new(),
         shared: true,
     }
-}
-
-/// The mount points under `/Shared` (with their records), for listings.
-pub fn mounts(
-    reader: &MetaReader,
-    caller: &Caller,
-    owner: Option<&UserId>,
-) -> ApiResult<Vec<(String, UserId, String, EntryRecord)>> {
-    Ok(drive::mounts(reader, &caller.user, owner)?)
-}
-
-/// Does the entry at `path` of `user`'s tree have shares out (for the
-/// `shared` flag of the owner's own metadata)?
-pub fn shared_ids(reader: &MetaReader, user: &UserId) -> ApiResult<Vec<cluster_config::EntryId>> {
-    Ok(reader
-        .shares_out(user)?
-        .into_iter()
-        .map(|(_, s)| s.entry)
-        .collect())
 }
 
 fn state_name(pending: bool) -> String {

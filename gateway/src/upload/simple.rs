@@ -14,12 +14,12 @@ use crate::app::App;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::files::entry_response;
-use crate::handlers::{shares, Response};
+use crate::handlers::Response;
 use crate::request::Req;
 
 pub async fn upload(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Response> {
     let shown = file_path(&req, req.required("path")?)?;
-    let target = shares::write_target(shares::reader_for(app, &shown).await?, caller, &shown)?;
+    let target = app.drive.write_target(&caller.actor(), &shown).await?;
     let (owner, path) = (target.user, &target.path);
     let (base_version, on_conflict) = conflict_params(&req)?;
     let declared = req.header_u64("content-length")?;
