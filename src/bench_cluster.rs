@@ -669,7 +669,7 @@ pub async fn run(opts: ClusterOpts) -> anyhow::Result<()> {
     let probe_after = probe_line("after");
 
     // The large file's size as run, not as defaulted.
-    let big = if opts.size_mib % 1024 == 0 {
+    let big = if opts.size_mib.is_multiple_of(1024) {
         format!("{} GiB", opts.size_mib / 1024)
     } else {
         format!("{} MiB", opts.size_mib)
