@@ -269,11 +269,15 @@ pub async fn whole(
         .map(|n| n.get())
         .unwrap_or(2);
     let store = Arc::new(BlockStore::new(
-        1,
+        cluster_config::NodeId::FIRST,
         KeyRing::new(ClusterSecret::from_bytes([9; 32])),
         shards,
         Arc::new(strata_node::placement::Placement::new(
-            strata_node::placement::View::single(1, profile, disks.len()),
+            strata_node::placement::View::single(
+                cluster_config::NodeId::FIRST,
+                profile,
+                disks.len(),
+            ),
         )),
         None,
         2 * cores + 2,

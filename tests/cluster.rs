@@ -514,14 +514,19 @@ async fn unknown_peers_cannot_join_or_read() {
     let c = cluster.user(1, "vic").await;
     retry(|| c.upload("/secret.bin", noise(500_000, 1))).await;
     let target = &cluster.manifest["nodes"][0];
+    let id = |n: u64| cluster_config::NodeId::new(n).unwrap();
     let victim = PeerAddr {
-        id: 1,
+        id: id(1),
         peer_id: target["peer_id"].as_str().unwrap().into(),
         p2p_addr: target["p2p_addr"].as_str().unwrap().into(),
     };
     struct Nobody;
     impl strata_node::net::InboundHandler for Nobody {
-        fn handle(&self, _: u64, _: NetRequest) -> strata_node::net::BoxFuture<NetResponse> {
+        fn handle(
+            &self,
+            _: cluster_config::NodeId,
+            _: NetRequest,
+        ) -> strata_node::net::BoxFuture<NetResponse> {
             Box::pin(async { NetResponse::error(strata_node::net::WireCode::BadRequest, "no") })
         }
     }
@@ -532,7 +537,7 @@ async fn unknown_peers_cannot_join_or_read() {
         async move {
             let stop = tokio_util::sync::CancellationToken::new();
             let (net, task) = strata_node::net::p2p::P2pNet::start(
-                99,
+                id(99),
                 key,
                 psk,
                 &format!("/ip4/127.0.0.99/tcp/{port}"),
@@ -542,7 +547,7 @@ async fn unknown_peers_cannot_join_or_read() {
             )
             .unwrap();
             let ask = NetRequest::HasShards { metas: vec![] };
-            let r = net.call(1, ask, Duration::from_secs(5)).await;
+            let r = net.call(id(1), ask, Duration::from_secs(5)).await;
             stop.cancel();
             let _ = task.await;
             r
@@ -585,13 +590,13 @@ async fn unknown_peers_cannot_join_or_read() {
     for (node, port) in [(1u64, 39004u16), (2, 39005), (3, 39006)] {
         let target = &cluster.manifest["nodes"][node as usize - 1];
         let peer = PeerAddr {
-            id: node,
+            id: id(node),
             peer_id: target["peer_id"].as_str().unwrap().into(),
             p2p_addr: target["p2p_addr"].as_str().unwrap().into(),
         };
         let stop = tokio_util::sync::CancellationToken::new();
         let (net, task) = strata_node::net::p2p::P2pNet::start(
-            99,
+            id(99),
             listed.clone(),
             psk,
             &format!("/ip4/127.0.0.99/tcp/{port}"),
@@ -604,7 +609,7 @@ async fn unknown_peers_cannot_join_or_read() {
             kind: raft_meta::network::RaftRpcKind::ClientWrite,
             payload: payload.clone().into(),
         };
-        let r = net.call(node, ask, Duration::from_secs(5)).await;
+        let r = net.call(id(node), ask, Duration::from_secs(5)).await;
         stop.cancel();
         let _ = task.await;
         let Ok(NetResponse::Raft(bytes)) = r else {

@@ -575,6 +575,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod cluster_tests {
     use super::*;
+    use crate::NodeId;
 
     fn spec(dir: &Path, nodes: usize, erasure: Option<ErasureProfile>) -> ClusterSpec {
         ClusterSpec {
@@ -606,7 +607,13 @@ mod cluster_tests {
             assert_eq!(cl.peers.len(), 4);
             assert_eq!(c.storage.shard_dirs.len(), 2);
             assert_eq!(c.repair.grace, std::time::Duration::from_secs(5));
-            assert_eq!(cl.peer(n.id).unwrap().peer_id.to_string(), n.peer_id);
+            assert_eq!(
+                cl.peer(NodeId::new(n.id).unwrap())
+                    .unwrap()
+                    .peer_id
+                    .to_string(),
+                n.peer_id
+            );
             let key = crate::node_key::load_node_key(&cl.key_file).unwrap();
             assert_eq!(key.public().to_peer_id().to_string(), n.peer_id);
         }
@@ -629,7 +636,10 @@ mod cluster_tests {
             let c = Config::load(Path::new(&n.config)).unwrap();
             assert_eq!(c.zone, n.zone);
             for p in &c.cluster.unwrap().peers {
-                assert_eq!(p.zone.as_deref(), Some(zones[p.id as usize - 1].as_str()));
+                assert_eq!(
+                    p.zone.as_deref(),
+                    Some(zones[p.id.get() as usize - 1].as_str())
+                );
             }
         }
         // A name that would break the config is refused before anything is written.

@@ -151,8 +151,73 @@ impl FromStr for BlockId {
     }
 }
 
-/// A storage node of the cluster (also its Raft node id). Never 0.
-pub type NodeId = u64;
+/// A storage node of the cluster. Never 0: there is no "no node" value, so
+/// "not on any node" is spelled `Option<NodeId>` wherever it can happen.
+///
+/// Encodes as its number (serde, postcard, JSON), and decoding a 0 fails.
+/// openraft's own node id type must have a `Default`, so the Raft layer
+/// keeps plain `u64` ids and converts at that boundary (`get`, `new`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(std::num::NonZeroU64);
+
+impl NodeId {
+    /// Node 1: a single-node drive's id, and a cluster's first node.
+    pub const FIRST: NodeId = NodeId(std::num::NonZeroU64::MIN);
+
+    /// `None` for 0, which is not a node.
+    pub const fn new(id: u64) -> Option<Self> {
+        match std::num::NonZeroU64::new(id) {
+            Some(n) => Some(Self(n)),
+            None => None,
+        }
+    }
+
+    /// The number, as the Raft layer and the wire know it.
+    pub const fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Why a node id could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a node id is a whole number from 1, not {0:?}")]
+pub struct NodeIdParseError(pub String);
+
+impl FromStr for NodeId {
+    type Err = NodeIdParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<u64>()
+            .ok()
+            .and_then(Self::new)
+            .ok_or_else(|| NodeIdParseError(s.chars().take(40).collect()))
+    }
+}
+
+impl From<NodeId> for u64 {
+    fn from(id: NodeId) -> u64 {
+        id.get()
+    }
+}
+
+impl TryFrom<u64> for NodeId {
+    type Error = NodeIdParseError;
+    fn try_from(id: u64) -> Result<Self, Self::Error> {
+        Self::new(id).ok_or_else(|| NodeIdParseError(id.to_string()))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -164,6 +229,22 @@ mod tests {
         let s = id.to_string();
         assert_eq!(s.len(), 32);
         assert_eq!(s.parse::<UserId>().unwrap(), id);
+    }
+
+    #[test]
+    fn node_ids_have_no_zero() {
+        assert_eq!(NodeId::new(0), None);
+        assert_eq!(NodeId::new(7).map(NodeId::get), Some(7));
+        assert!("0".parse::<NodeId>().is_err());
+        assert!("-1".parse::<NodeId>().is_err());
+        assert_eq!("12".parse::<NodeId>().unwrap().get(), 12);
+        // Encodes as its number; a 0 on the wire is refused.
+        assert_eq!(
+            serde_json::to_string(&NodeId::new(3).unwrap()).unwrap(),
+            "3"
+        );
+        assert!(serde_json::from_str::<NodeId>("0").is_err());
+        assert_eq!(serde_json::from_str::<NodeId>("5").unwrap().get(), 5);
     }
 
     #[test]

@@ -177,9 +177,7 @@ impl Config {
     }
 
     pub fn validate(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
-        if raw.node.id == 0 {
-            return Err(ConfigError::NodeIdZero);
-        }
+        let node_id = NodeId::new(raw.node.id).ok_or(ConfigError::NodeIdZero)?;
         let resolve = |p: &str| {
             let p = Path::new(p);
             if p.is_absolute() {
@@ -384,17 +382,13 @@ impl Config {
             (None, None) => None,
             (Some(_), None) => return Err(ConfigError::ClusterIncomplete { missing: "cluster" }),
             (None, Some(_)) => return Err(ConfigError::ClusterIncomplete { missing: "p2p" }),
-            (Some(p2p), Some(cluster)) => Some(validate_cluster(
-                raw.node.id,
-                p2p,
-                cluster,
-                erasure,
-                &resolve,
-            )?),
+            (Some(p2p), Some(cluster)) => {
+                Some(validate_cluster(node_id, p2p, cluster, erasure, &resolve)?)
+            }
         };
 
         Ok(Config {
-            node_id: raw.node.id,
+            node_id,
             node_name: raw
                 .node
                 .name
@@ -468,9 +462,7 @@ fn validate_cluster(
     let mut ids = HashSet::new();
     let mut keys = HashSet::new();
     for raw in cluster.peers {
-        if raw.id == 0 {
-            return Err(ConfigError::NodeIdZero);
-        }
+        let id = NodeId::new(raw.id).ok_or(ConfigError::NodeIdZero)?;
         let peer_id: libp2p_identity::PeerId =
             raw.peer_id.parse().map_err(|e| ConfigError::InvalidValue {
                 key: "cluster.peers.peer_id",
@@ -485,10 +477,10 @@ fn validate_cluster(
                 reason: "expected an https:// URL".into(),
             });
         }
-        if !ids.insert(raw.id) {
+        if !ids.insert(id) {
             return Err(ConfigError::DuplicatePeer {
                 what: "id",
-                value: raw.id.to_string(),
+                value: id.to_string(),
             });
         }
         if !keys.insert(peer_id) {
@@ -498,7 +490,7 @@ fn validate_cluster(
             });
         }
         peers.push(Peer {
-            id: raw.id,
+            id,
             peer_id,
             p2p_addr: raw.p2p_addr,
             api_url: raw.api_url,
@@ -507,7 +499,7 @@ fn validate_cluster(
         });
     }
     if !ids.contains(&me) {
-        return Err(ConfigError::NotAPeer { id: me });
+        return Err(ConfigError::NotAPeer { id: me.get() });
     }
     let initial = peers.iter().filter(|p| p.initial).count();
     if initial == 0 {
@@ -625,7 +617,7 @@ cluster_secret_file = "secret"
     #[test]
     fn good_config_has_defaults_and_resolved_paths() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.node_id, 1);
+        assert_eq!(c.node_id.get(), 1);
         assert_eq!(c.node_name, "node-1");
         assert_eq!(c.erasure, ErasureProfile { data: 2, parity: 1 });
         assert_eq!(c.limits.max_file_bytes, 10 << 30);

@@ -249,6 +249,10 @@ mod tests {
     use std::time::Duration;
     use strata_node::net::{NetError, WireCode};
 
+    fn n(i: u64) -> cluster_config::NodeId {
+        cluster_config::NodeId::new(i).unwrap()
+    }
+
     fn answer(e: impl Into<ApiError>) -> (u16, ErrorCode, String, Option<String>) {
         let e = e.into();
         let retry = e
@@ -263,16 +267,16 @@ mod tests {
     fn a_silent_peer_is_a_retryable_503() {
         for e in [
             BlockError::Peer(NetError::Timeout {
-                node: 4,
+                node: n(4),
                 timeout: Duration::from_secs(4),
             }),
             BlockError::Peer(NetError::Unreachable {
-                node: 4,
+                node: n(4),
                 reason: "connection refused 127.0.0.4:7001".into(),
             }),
             BlockError::Peer(NetError::Closed),
             BlockError::PeerRefused {
-                node: 2,
+                node: n(2),
                 code: WireCode::NotReady,
                 message: "block store not started yet".into(),
             },
@@ -314,7 +318,7 @@ mod tests {
         let (status, code, _, _) = answer(BlockError::Store(full));
         assert_eq!((status, code), (507, ErrorCode::InsufficientStorage));
         let (status, code, _, _) = answer(BlockError::PeerRefused {
-            node: 3,
+            node: n(3),
             code: WireCode::DiskFull,
             message: "No space left on device".into(),
         });

@@ -62,7 +62,7 @@ pub fn filter(
                 let span = tracing::info_span!(
                     "request",
                     id = %request_id,
-                    node = app.meta.node_id(),
+                    node = app.meta.node_id().get(),
                     method = %req.method,
                     path = %req.path,
                     peer = remote.map(|r| r.0.to_string()).unwrap_or_default(),

@@ -95,7 +95,7 @@ impl HttpServer {
             http::ConnLimits::from_config(&config.api),
             stop.clone(),
         ));
-        tracing::info!(node = config.node_id, addr = %local_addr, "serving");
+        tracing::info!(node = %config.node_id, addr = %local_addr, "serving");
         Ok(Self {
             app,
             url,

@@ -316,8 +316,8 @@ impl BlockStore {
     /// once; each is durable when its write answers, and no two shards of
     /// the block share a disk. Fails below the write quorum (K+1 shards
     /// on distinct disks, so an acknowledged block always has a spare);
-    /// otherwise shards that could not be written are recorded as 0 and
-    /// left to repair. `shards` hold their payload after `HEADER_LEN` free
+    /// otherwise shards that could not be written are recorded as on no
+    /// node (`None`) and left to repair. `shards` hold their payload after `HEADER_LEN` free
     /// bytes.
     async fn write_shards(
         &self,
@@ -325,9 +325,9 @@ impl BlockStore {
         id: &BlockId,
         stored: &StoredBlock,
         shards: Vec<Vec<u8>>,
-    ) -> Result<Vec<NodeId>, BlockError> {
+    ) -> Result<Vec<Option<NodeId>>, BlockError> {
         let plan = view.write_plan(id);
-        let mut nodes = vec![0u64; shards.len()];
+        let mut nodes = vec![None; shards.len()];
         let writes = futures::future::join_all(shards.into_iter().enumerate().filter_map(
             |(i, mut record)| {
                 let target = (*plan.get(i)?)?;
@@ -350,16 +350,16 @@ impl BlockStore {
         let mut full = None;
         for (i, target, r) in writes.await {
             match r {
-                Ok(()) => nodes[i] = target,
+                Ok(()) => nodes[i] = Some(target),
                 Err(e) => {
-                    tracing::warn!(block = %id, shard = i, node = target, error = %e, "shard write failed; left for repair");
+                    tracing::warn!(block = %id, shard = i, node = %target, error = %e, "shard write failed; left for repair");
                     if e.is_disk_full() {
                         full = Some(e);
                     }
                 }
             }
         }
-        let written = nodes.iter().filter(|n| **n != 0).count();
+        let written = nodes.iter().flatten().count();
         if written < view.write_quorum() {
             // Short because disks are full: that is what to say.
             if let Some(e) = full {
@@ -421,9 +421,6 @@ impl BlockStore {
     /// Reads and verifies one shard from `node`: its payload, or `None` if
     /// missing or bad.
     pub async fn get_shard(&self, node: NodeId, meta: &ShardMeta) -> Option<Bytes> {
-        if node == 0 {
-            return None;
-        }
         if node == self.me {
             let store = self.local.clone();
             let meta = *meta;
@@ -447,13 +444,13 @@ impl BlockStore {
             Ok(NetResponse::Shard(Some(file))) => match shard::verify(&file, meta) {
                 Ok(_) => Some(file.slice(HEADER_LEN..)),
                 Err(e) => {
-                    tracing::warn!(block = %meta.block, shard = meta.index, node, error = %e, "bad shard from peer");
+                    tracing::warn!(block = %meta.block, shard = meta.index, node = %node, error = %e, "bad shard from peer");
                     None
                 }
             },
             Ok(_) => None,
             Err(e) => {
-                tracing::debug!(block = %meta.block, shard = meta.index, node, error = %e, "shard fetch failed");
+                tracing::debug!(block = %meta.block, shard = meta.index, node = %node, error = %e, "shard fetch failed");
                 None
             }
         }
@@ -466,7 +463,8 @@ impl BlockStore {
         let up = stored
             .nodes
             .iter()
-            .filter(|n| **n != 0 && (**n == self.me || view.healthy.contains(n)))
+            .flatten()
+            .filter(|n| **n == self.me || view.healthy.contains(n))
             .count();
         up >= stored.data_shards as usize
     }
@@ -477,7 +475,8 @@ impl BlockStore {
         let n = stored
             .nodes
             .iter()
-            .filter(|n| **n != 0 && (**n == self.me || up.contains(n)))
+            .flatten()
+            .filter(|n| **n == self.me || up.contains(n))
             .count();
         n >= stored.data_shards as usize
     }
@@ -492,7 +491,7 @@ impl BlockStore {
         };
         let probes = nodes
             .into_iter()
-            .filter(|n| *n != 0 && (*n == self.me || healthy.contains(n)))
+            .filter(|n| *n == self.me || healthy.contains(n))
             .map(|n| async move {
                 if n == self.me {
                     return Some(n);
@@ -524,20 +523,19 @@ impl BlockStore {
     ) -> (Vec<Option<Bytes>>, Vec<usize>) {
         let k = stored.data_shards as usize;
         let total = k + stored.parity_shards as usize;
-        let node_of = |i: usize| stored.nodes.get(i).copied().unwrap_or(0);
         let healthy = self.placement.view().healthy.clone();
         let up = |n: NodeId| n == self.me || healthy.contains(&n);
-        let mut order: Vec<usize> = (0..total)
-            .filter(|i| Some(*i) != skip && node_of(*i) != 0)
+        let mut order: Vec<(usize, NodeId)> = (0..total)
+            .filter(|i| Some(*i) != skip)
+            .filter_map(|i| Some((i, stored.nodes.get(i).copied().flatten()?)))
             .collect();
         // Holders that are up first, then data before parity, then by index.
-        order.sort_by_key(|&i| (!up(node_of(i)), i >= k, i));
+        order.sort_by_key(|&(i, n)| (!up(n), i >= k, i));
         let mut queue = order.into_iter();
-        let fetch = |i: usize| async move {
+        let fetch = |(i, node): (usize, NodeId)| async move {
             let meta = Self::shard_meta(id, stored, i);
-            let got =
-                tokio::time::timeout(PEER_READ_TIMEOUT, self.get_shard(node_of(i), &meta)).await;
-            (i, got)
+            let got = tokio::time::timeout(PEER_READ_TIMEOUT, self.get_shard(node, &meta)).await;
+            (i, node, got)
         };
         let mut running = futures::stream::FuturesUnordered::new();
         for i in queue.by_ref().take(k) {
@@ -553,18 +551,18 @@ impl BlockStore {
             tokio::select! {
                 next = futures::StreamExt::next(&mut running) => match next {
                     None => break,
-                    Some((i, Ok(Some(p)))) => {
+                    Some((i, _, Ok(Some(p)))) => {
                         shards[i] = Some(p);
                         have += 1;
                     }
-                    Some((i, Ok(None))) => {
+                    Some((i, _, Ok(None))) => {
                         bad.push(i);
                         if let Some(j) = queue.next() {
                             running.push(fetch(j));
                         }
                     }
-                    Some((i, Err(_))) => {
-                        tracing::debug!(block = %id, shard = i, node = node_of(i), "shard read timed out");
+                    Some((i, node, Err(_))) => {
+                        tracing::debug!(block = %id, shard = i, node = %node, "shard read timed out");
                         if let Some(j) = queue.next() {
                             running.push(fetch(j));
                         }
@@ -622,7 +620,7 @@ impl BlockStore {
         self.stats.blocks_read.fetch_add(1, Ordering::Relaxed);
         let repairable: Vec<usize> = bad
             .into_iter()
-            .filter(|i| rec.stored.nodes.get(*i).copied().unwrap_or(0) != 0)
+            .filter(|i| rec.stored.nodes.get(*i).copied().flatten().is_some())
             .collect();
         if !repairable.is_empty() {
             self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
@@ -650,15 +648,17 @@ impl BlockStore {
             _ => return,
         };
         for &i in indices {
-            let node = stored.nodes[i];
+            let Some(node) = stored.nodes.get(i).copied().flatten() else {
+                continue;
+            };
             let meta = Self::shard_meta(id, stored, i);
             match self.put_shard(node, &meta, &all[i]).await {
                 Ok(()) => {
                     self.stats.shards_repaired.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(block = %id, shard = i, node, "read repair rewrote a shard");
+                    tracing::info!(block = %id, shard = i, node = %node, "read repair rewrote a shard");
                 }
                 Err(e) => {
-                    tracing::warn!(block = %id, shard = i, node, error = %e, "read repair failed")
+                    tracing::warn!(block = %id, shard = i, node = %node, error = %e, "read repair failed")
                 }
             }
         }
@@ -756,11 +756,11 @@ mod tests {
         let shards = LocalShards::open(&dirs).unwrap();
         let profile = ErasureProfile { data: 2, parity: 1 };
         let store = Arc::new(BlockStore::new(
-            1,
+            NodeId::FIRST,
             KeyRing::new(ClusterSecret::from_bytes([7; 32])),
             shards,
             Arc::new(crate::placement::Placement::new(
-                crate::placement::View::single(1, profile, 3),
+                crate::placement::View::single(NodeId::FIRST, profile, 3),
             )),
             None,
             4,
@@ -929,11 +929,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dirs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("d{i}"))).collect();
         let store = Arc::new(BlockStore::new(
-            1,
+            NodeId::FIRST,
             KeyRing::new(ClusterSecret::from_bytes([7; 32])),
             LocalShards::open(&dirs).unwrap(),
             Arc::new(crate::placement::Placement::new(
-                crate::placement::View::single(1, ErasureProfile { data: 2, parity: 1 }, 2),
+                crate::placement::View::single(
+                    NodeId::FIRST,
+                    ErasureProfile { data: 2, parity: 1 },
+                    2,
+                ),
             )),
             None,
             4,

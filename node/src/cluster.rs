@@ -10,7 +10,7 @@ use crate::health::Health;
 use crate::net::{PeerAddr, SharedNet};
 use crate::placement::Placement;
 use crate::repair::Repair;
-use cluster_config::{Config, Peer};
+use cluster_config::{Config, NodeId, Peer};
 use raft_meta::records::{LayoutMember, LayoutRecord, MemberState};
 use raft_meta::types::BootstrapAdmin;
 use raft_meta::{Command, CommandError, MetaClient, MetaError};
@@ -78,7 +78,7 @@ pub fn initial_layout(config: &Config) -> Option<LayoutRecord> {
 
 /// Everyone this node talks to: the configured peers and the layout's.
 fn peer_list(config_peers: &[Peer], layout: Option<&LayoutRecord>) -> Vec<PeerAddr> {
-    let mut all: BTreeMap<u64, PeerAddr> = config_peers
+    let mut all: BTreeMap<NodeId, PeerAddr> = config_peers
         .iter()
         .map(|p| {
             (

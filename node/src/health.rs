@@ -18,7 +18,7 @@ use crate::net::SharedNet;
 pub const TOPIC: &str = "health";
 const BEAT_EVERY: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Heartbeat {
     pub node: NodeId,
     /// Shards this node knows it should hold but does not (yet).
@@ -30,6 +30,20 @@ pub struct Heartbeat {
     /// Shard disks of this node (writes put at most one shard of a block on
     /// each).
     pub disks: u16,
+}
+
+impl Heartbeat {
+    /// What `node` says before it has anything to report.
+    pub fn new(node: NodeId) -> Self {
+        Self {
+            node,
+            local_missing: 0,
+            shards_scrubbed: 0,
+            shards_rebuilt: 0,
+            repair: None,
+            disks: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -91,10 +105,7 @@ impl Health {
             clock,
             timeout,
             seen: Mutex::new(HashMap::new()),
-            mine: Mutex::new(Heartbeat {
-                node: me,
-                ..Default::default()
-            }),
+            mine: Mutex::new(Heartbeat::new(me)),
         }
     }
 
@@ -209,42 +220,36 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::n;
     use cluster_config::ManualClock;
     use std::sync::Arc;
 
     #[test]
     fn a_peer_is_up_until_silent_for_the_timeout() {
         let clock = ManualClock::new(1_000);
-        let h = Health::new(1, Duration::from_secs(3), Arc::new(clock.clone()));
-        assert!(h.is_healthy(1), "this node is always up");
-        assert!(!h.is_healthy(2), "never heard from");
+        let h = Health::new(n(1), Duration::from_secs(3), Arc::new(clock.clone()));
+        assert!(h.is_healthy(n(1)), "this node is always up");
+        assert!(!h.is_healthy(n(2)), "never heard from");
         clock.advance_ms(500);
-        assert_eq!(h.silent_for(2), Duration::from_millis(500));
+        assert_eq!(h.silent_for(n(2)), Duration::from_millis(500));
         h.record(
-            2,
+            n(2),
             Heartbeat {
-                node: 2,
                 disks: 2,
-                ..Default::default()
+                ..Heartbeat::new(n(2))
             },
         );
-        assert!(h.is_healthy(2));
-        assert_eq!(h.disks().get(&2), Some(&2));
+        assert!(h.is_healthy(n(2)));
+        assert_eq!(h.disks().get(&n(2)), Some(&2));
         clock.advance_ms(2_999);
-        assert!(h.is_healthy(2));
+        assert!(h.is_healthy(n(2)));
         clock.advance_ms(1);
-        assert!(!h.is_healthy(2));
-        assert_eq!(h.silent_for(2), Duration::from_secs(3));
-        assert!(!h.peer(2).healthy);
-        assert!(!h.disks().contains_key(&2));
+        assert!(!h.is_healthy(n(2)));
+        assert_eq!(h.silent_for(n(2)), Duration::from_secs(3));
+        assert!(!h.peer(n(2)).healthy);
+        assert!(!h.disks().contains_key(&n(2)));
         // A beat that claims to be from someone else is not taken.
-        h.record(
-            3,
-            Heartbeat {
-                node: 4,
-                ..Default::default()
-            },
-        );
-        assert!(!h.is_healthy(3) && !h.is_healthy(4));
+        h.record(n(3), Heartbeat::new(n(4)));
+        assert!(!h.is_healthy(n(3)) && !h.is_healthy(n(4)));
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cluster_config::NodeId;
 use raft_meta::records::{LayoutRecord, MemberState};
 use raft_meta::{MemberNode, MetaClient, MetaError};
 
@@ -27,9 +28,12 @@ pub async fn sync(
     if membership.get_joint_config().len() > 1 {
         return Ok(false); // a change is in progress
     }
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let known: BTreeMap<u64, MemberNode> =
-        membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+    // openraft numbers members with plain u64s; a 0 never joins.
+    let voters: BTreeSet<NodeId> = membership.voter_ids().filter_map(NodeId::new).collect();
+    let known: BTreeMap<NodeId, MemberNode> = membership
+        .nodes()
+        .filter_map(|(id, n)| Some((NodeId::new(*id)?, n.clone())))
+        .collect();
     let active: Vec<&raft_meta::records::LayoutMember> = layout
         .members
         .iter()
@@ -44,14 +48,14 @@ pub async fn sync(
                 p2p_addr: m.p2p_addr.clone(),
             };
             meta.add_learner(m.id, node, false).await?;
-            tracing::info!(node = m.id, "added as a Raft learner");
+            tracing::info!(node = %m.id, "added as a Raft learner");
             return Ok(true);
         }
     }
     // Voters: keep the healthy active ones, fill up with healthy learners.
     let target = voter_target(active.len());
-    let active_ids: BTreeSet<u64> = active.iter().map(|m| m.id).collect();
-    let mut want: BTreeSet<u64> = voters
+    let active_ids: BTreeSet<NodeId> = active.iter().map(|m| m.id).collect();
+    let mut want: BTreeSet<NodeId> = voters
         .iter()
         .copied()
         .filter(|v| active_ids.contains(v) && (health.is_healthy(*v) || *v == meta.node_id()))
@@ -72,7 +76,7 @@ pub async fn sync(
         return Ok(true);
     }
     // Removed nodes leave the membership once they vote no more.
-    let stale: BTreeSet<u64> = known
+    let stale: BTreeSet<NodeId> = known
         .keys()
         .copied()
         .filter(|id| !active_ids.contains(id) && !voters.contains(id))

@@ -35,7 +35,7 @@ fn score(block: &BlockId, node: NodeId) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(b"strata placement v1");
     h.update(block.as_bytes());
-    h.update(&node.to_le_bytes());
+    h.update(&node.get().to_le_bytes());
     let mut w = [0u8; 8];
     w.copy_from_slice(&h.finalize().as_bytes()[..8]);
     u64::from_le_bytes(w)
@@ -193,14 +193,15 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::n;
     use raft_meta::records::LayoutMember;
 
-    fn layout(n: u64, zones: bool) -> LayoutRecord {
+    fn layout(count: u64, zones: bool) -> LayoutRecord {
         LayoutRecord {
             version: 1,
-            members: (1..=n)
+            members: (1..=count)
                 .map(|id| LayoutMember {
-                    id,
+                    id: n(id),
                     peer_id: String::new(),
                     p2p_addr: String::new(),
                     api_url: String::new(),
@@ -213,12 +214,12 @@ mod tests {
         }
     }
 
-    fn view(n: u64, zones: bool) -> View {
+    fn view(count: u64, zones: bool) -> View {
         View {
-            me: 1,
-            layout: Some(layout(n, zones)),
+            me: n(1),
+            layout: Some(layout(count, zones)),
             profile: ErasureProfile { data: 2, parity: 1 },
-            healthy: (1..=n).collect(),
+            healthy: (1..=count).map(n).collect(),
             disks: HashMap::new(),
             min_write: None,
         }
@@ -237,8 +238,8 @@ mod tests {
             assert_eq!(t.len(), 3);
             let distinct: HashSet<_> = t.iter().collect();
             assert_eq!(distinct.len(), 3);
-            for n in t {
-                load[n as usize] += 1;
+            for node in t {
+                load[node.get() as usize] += 1;
             }
         }
         for (n, l) in load.iter().enumerate().skip(1) {
@@ -251,7 +252,7 @@ mod tests {
         let v = view(6, true);
         for i in 0..500 {
             let t = v.write_targets(&block(i));
-            let zones: HashSet<u64> = t.iter().map(|id| id % 3).collect();
+            let zones: HashSet<u64> = t.iter().map(|id| id.get() % 3).collect();
             assert_eq!(zones.len(), 3, "block {i} placed {t:?}");
         }
     }
@@ -267,11 +268,11 @@ mod tests {
             let t = v.write_targets(&block(i));
             assert_eq!(t.iter().collect::<HashSet<_>>().len(), 6);
             for z in 0..3 {
-                let in_zone = t.iter().filter(|id| *id % 3 == z).count();
+                let in_zone = t.iter().filter(|id| id.get() % 3 == z).count();
                 assert_eq!(in_zone, 2, "block {i} placed {t:?}");
             }
-            for n in t {
-                per_node[n as usize] += 1;
+            for node in t {
+                per_node[node.get() as usize] += 1;
             }
         }
         // Still spread evenly over the nodes of each zone.
@@ -284,7 +285,7 @@ mod tests {
     fn without_zones_the_ranking_is_the_rendezvous_order() {
         let v = view(7, false);
         for i in 0..200 {
-            let mut by_score: Vec<NodeId> = (1..=7).collect();
+            let mut by_score: Vec<NodeId> = (1..=7).map(n).collect();
             by_score.sort_by_key(|id| std::cmp::Reverse(score(&block(i), *id)));
             assert_eq!(v.ranking(&block(i)), by_score);
         }
@@ -293,24 +294,24 @@ mod tests {
     #[test]
     fn a_down_node_is_skipped_and_adding_a_node_moves_few() {
         let mut v = view(4, false);
-        v.healthy.remove(&2);
+        v.healthy.remove(&n(2));
         for i in 0..200 {
-            assert!(!v.write_targets(&block(i)).contains(&2));
+            assert!(!v.write_targets(&block(i)).contains(&n(2)));
         }
         // Adding a fifth node changes the desired set of about 3/5 of the
         // blocks by exactly one node.
         let before = view(4, false);
         let after = view(5, false);
         let mut moved = 0;
-        let n = 5000;
-        for i in 0..n {
+        let blocks = 5000;
+        for i in 0..blocks {
             let a: HashSet<_> = before.desired(&block(i), 3).into_iter().collect();
             let b: HashSet<_> = after.desired(&block(i), 3).into_iter().collect();
             let gone = a.difference(&b).count();
             assert!(gone <= 1);
             moved += gone;
         }
-        let ideal = n as f64 * 3.0 / 5.0;
+        let ideal = blocks as f64 * 3.0 / 5.0;
         assert!(
             (moved as f64 - ideal).abs() < ideal * 0.1,
             "moved {moved}, ideal {ideal}"
@@ -334,7 +335,7 @@ mod tests {
         v.min_write = None;
         assert_eq!(v.write_quorum(), 2);
         assert_eq!(
-            View::single(1, ErasureProfile { data: 2, parity: 1 }, 3).write_quorum(),
+            View::single(n(1), ErasureProfile { data: 2, parity: 1 }, 3).write_quorum(),
             3
         );
     }
@@ -346,16 +347,16 @@ mod tests {
         // disks, no node taking more than its disks.
         let mut v = view(5, false);
         v.profile = ErasureProfile { data: 3, parity: 2 };
-        v.healthy = HashSet::from([1, 3, 5]);
-        v.disks = (1..=5).map(|n| (n, 2)).collect();
+        v.healthy = HashSet::from([n(1), n(3), n(5)]);
+        v.disks = (1..=5).map(|i| (n(i), 2)).collect();
         for i in 0..300 {
             let plan = v.write_plan(&block(i));
             assert_eq!(plan.len(), 5);
             assert!(plan.iter().all(|p| p.is_some()), "{plan:?}");
-            let mut per: HashMap<u64, usize> = HashMap::new();
-            for n in plan.iter().flatten() {
-                assert!(v.healthy.contains(n));
-                *per.entry(*n).or_default() += 1;
+            let mut per: HashMap<NodeId, usize> = HashMap::new();
+            for node in plan.iter().flatten() {
+                assert!(v.healthy.contains(node));
+                *per.entry(*node).or_default() += 1;
             }
             assert!(per.values().all(|c| *c <= 2), "{plan:?}");
             assert_eq!(per.len(), 3);
@@ -363,11 +364,11 @@ mod tests {
         // Each node's shards land on distinct disks (index mod disks).
         for i in 0..300 {
             let plan = v.write_plan(&block(i));
-            for node in [1u64, 3, 5] {
+            for node in [n(1), n(3), n(5)] {
                 let residues: Vec<usize> = plan
                     .iter()
                     .enumerate()
-                    .filter(|(_, n)| **n == Some(node))
+                    .filter(|(_, on)| **on == Some(node))
                     .map(|(i, _)| i % 2)
                     .collect();
                 let distinct: HashSet<_> = residues.iter().collect();
@@ -375,20 +376,23 @@ mod tests {
             }
         }
         // A single node keeps as many shards as it has disks.
-        let mut single = View::single(1, ErasureProfile { data: 2, parity: 1 }, 2);
-        assert_eq!(single.write_plan(&block(1)), vec![Some(1), Some(1), None]);
-        single.disks.insert(1, 3);
-        assert_eq!(single.write_plan(&block(1)), vec![Some(1); 3]);
+        let mut single = View::single(n(1), ErasureProfile { data: 2, parity: 1 }, 2);
+        assert_eq!(
+            single.write_plan(&block(1)),
+            vec![Some(n(1)), Some(n(1)), None]
+        );
+        single.disks.insert(n(1), 3);
+        assert_eq!(single.write_plan(&block(1)), vec![Some(n(1)); 3]);
         // One disk each: two shards have no place; the write stops short
         // of K+1 = 4 and is refused by the block store.
-        v.disks = (1..=5).map(|n| (n, 1)).collect();
+        v.disks = (1..=5).map(|i| (n(i), 1)).collect();
         let plan = v.write_plan(&block(7));
         assert_eq!(plan.iter().flatten().count(), 3);
         assert!(plan.iter().flatten().count() < v.write_quorum());
         // All up: one shard per node, as before.
         let mut all = view(5, false);
         all.profile = ErasureProfile { data: 3, parity: 2 };
-        all.disks = (1..=5).map(|n| (n, 2)).collect();
+        all.disks = (1..=5).map(|i| (n(i), 2)).collect();
         let plan = all.write_plan(&block(7));
         assert_eq!(plan.iter().flatten().collect::<HashSet<_>>().len(), 5);
     }

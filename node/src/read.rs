@@ -95,7 +95,7 @@ pub async fn open_range(
     if records.len() > 1 {
         let holders: HashSet<NodeId> = records[1..]
             .iter()
-            .flat_map(|r| r.stored.nodes.iter().copied())
+            .flat_map(|r| r.stored.nodes.iter().copied().flatten())
             .collect();
         let up = store.responsive(holders).await;
         for ((b, _, _), rec) in pieces.iter().zip(&records).skip(1) {

@@ -52,7 +52,8 @@ pub struct Repair {
 struct Task {
     entry: BlockEntry,
     index: usize,
-    from: NodeId,
+    /// Where the shard is recorded now (`None`: on no node).
+    from: Option<NodeId>,
     to: NodeId,
     /// The shard on `from` is intact and can be copied (a move), rather
     /// than rebuilt from the others.
@@ -296,9 +297,9 @@ impl Repair {
     async fn execute(&self, t: Task) -> Result<bool, String> {
         let stored = &t.entry.record.stored;
         let meta = BlockStore::shard_meta(&t.entry.block, stored, t.index);
-        let copied = match t.copy {
-            true => self.blocks.get_shard(t.from, &meta).await,
-            false => None,
+        let copied = match (t.copy, t.from) {
+            (true, Some(from)) => self.blocks.get_shard(from, &meta).await,
+            _ => None,
         };
         let payload = match copied {
             Some(p) => p,
@@ -329,17 +330,17 @@ impl Repair {
         if out != raft_meta::Output::Placed(1) {
             return Err("placement changed meanwhile".into());
         }
-        if t.copy {
+        if let (true, Some(from)) = (t.copy, t.from) {
             // The old copy goes only after the new placement is committed.
             if let Some(net) = &self.net {
                 let req = NetRequest::DeleteShard {
                     block: t.entry.block,
                     index: t.index as u8,
                 };
-                let _ = net.call(t.from, req, Duration::from_secs(10)).await;
+                let _ = net.call(from, req, Duration::from_secs(10)).await;
             }
         }
-        tracing::debug!(block = %t.entry.block, shard = t.index, from = t.from, to = t.to, moved = t.copy, "shard placed");
+        tracing::debug!(block = %t.entry.block, shard = t.index, from = ?t.from, to = %t.to, moved = t.copy, "shard placed");
         Ok(t.copy)
     }
 
@@ -376,7 +377,7 @@ impl Repair {
             after = Some(last.key.clone());
             for e in page {
                 for (i, n) in e.record.stored.nodes.iter().enumerate() {
-                    if *n == me {
+                    if *n == Some(me) {
                         out.push((e.clone(), i));
                     }
                 }
@@ -514,7 +515,8 @@ fn safety(entry: &BlockEntry, snap: &Snapshot<'_>) -> Safety {
     Safety {
         live: nodes
             .iter()
-            .filter(|n| **n != 0 && !snap.gone.contains(n) && snap.up(**n))
+            .flatten()
+            .filter(|n| !snap.gone.contains(n) && snap.up(**n))
             .count(),
         total: nodes.len(),
         data: entry.record.stored.data_shards as usize,
@@ -541,13 +543,17 @@ fn plan(entry: &BlockEntry, snap: &Snapshot<'_>) -> (Vec<Task>, u64) {
     let mut holding: HashSet<NodeId> = nodes
         .iter()
         .copied()
-        .filter(|n| *n != 0 && !gone.contains(n))
+        .flatten()
+        .filter(|n| !gone.contains(n))
         .collect();
     let mut tasks = Vec::new();
     let mut stuck = 0;
     // Shards to rebuild: nowhere, or on a node that is gone.
     let mut lost: Vec<usize> = (0..total)
-        .filter(|&i| nodes[i] == 0 || gone.contains(&nodes[i]) || layout.member(nodes[i]).is_none())
+        .filter(|&i| match nodes[i] {
+            None => true,
+            Some(n) => gone.contains(&n) || layout.member(n).is_none(),
+        })
         .collect();
     // Shards to move: on a live node outside the desired set, or a
     // second shard a live node took while the block's own node was
@@ -555,7 +561,9 @@ fn plan(entry: &BlockEntry, snap: &Snapshot<'_>) -> (Vec<Task>, u64) {
     // is up.
     let mut movable: Vec<usize> = (0..total)
         .filter(|&i| {
-            !lost.contains(&i) && (!desired.contains(&nodes[i]) || nodes[..i].contains(&nodes[i]))
+            // Not lost, so on a node.
+            let Some(n) = nodes[i] else { return false };
+            !lost.contains(&i) && (!desired.contains(&n) || nodes[..i].contains(&nodes[i]))
         })
         .collect();
     let mut free: Vec<NodeId> = desired
@@ -615,18 +623,19 @@ fn plan(entry: &BlockEntry, snap: &Snapshot<'_>) -> (Vec<Task>, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::n;
     use cluster_config::{BlockId, ErasureProfile, UserId};
     use raft_meta::records::{BlockRecord, LayoutMember, LayoutRecord, StoredBlock};
 
     /// Five active nodes (`removed` among them marked removed), 2+1.
-    fn view(healthy: &[NodeId], removed: &[NodeId]) -> View {
+    fn view(healthy: &[u64], removed: &[u64]) -> View {
         View {
-            me: 1,
+            me: n(1),
             layout: Some(LayoutRecord {
                 version: 2,
                 members: (1..=5)
                     .map(|id| LayoutMember {
-                        id,
+                        id: n(id),
                         peer_id: String::new(),
                         p2p_addr: String::new(),
                         api_url: String::new(),
@@ -642,13 +651,18 @@ mod tests {
                 parity_shards: 1,
             }),
             profile: ErasureProfile { data: 2, parity: 1 },
-            healthy: healthy.iter().copied().collect(),
+            healthy: healthy.iter().copied().map(n).collect(),
             disks: HashMap::new(),
             min_write: None,
         }
     }
 
+    /// A block with every shard on a node.
     fn entry(block: BlockId, nodes: Vec<NodeId>) -> BlockEntry {
+        entry_on(block, nodes.into_iter().map(Some).collect())
+    }
+
+    fn entry_on(block: BlockId, nodes: Vec<Option<NodeId>>) -> BlockEntry {
         BlockEntry {
             key: Vec::new(),
             user: UserId([1; 16]),
@@ -696,7 +710,7 @@ mod tests {
         }
     }
 
-    /// A shard never written (node 0) or on a gone node is rebuilt on an
+    /// A shard never written (on no node) or on a gone node is rebuilt on an
     /// up node that holds nothing of the block; a node that is only down
     /// (not gone) is waited for.
     #[test]
@@ -709,7 +723,7 @@ mod tests {
             if victim == v_me() {
                 continue; // the planning node is always up to itself
             }
-            let up: Vec<NodeId> = (1..=5).filter(|n| *n != victim).collect();
+            let up: Vec<u64> = (1..=5).filter(|i| n(*i) != victim).collect();
             let v = view(&up, &[]);
             // Down, not gone: the shard stays, the block counts as short.
             let none = HashSet::new();
@@ -730,12 +744,15 @@ mod tests {
             let (tasks, stuck) = plan(&e, &snap);
             assert_eq!((tasks.len(), stuck), (1, 0), "{tasks:?}");
             let t = &tasks[0];
-            assert_eq!((t.index, t.from, t.copy, t.live), (1, victim, false, 2));
+            assert_eq!(
+                (t.index, t.from, t.copy, t.live),
+                (1, Some(victim), false, 2)
+            );
             assert!(v.healthy.contains(&t.to) && !home.contains(&t.to), "{t:?}");
             // Never written: the same.
-            let mut nodes = home.clone();
-            nodes[2] = 0;
-            let (tasks, _) = plan(&entry(b, nodes), &snap);
+            let mut nodes: Vec<_> = home.iter().copied().map(Some).collect();
+            nodes[2] = None;
+            let (tasks, _) = plan(&entry_on(b, nodes), &snap);
             assert!(tasks.iter().any(|t| t.index == 2 && !t.copy), "{tasks:?}");
         }
     }
@@ -763,9 +780,12 @@ mod tests {
             let (tasks, stuck) = plan(&e, &snap);
             assert_eq!((tasks.len(), stuck), (1, 0), "{tasks:?}");
             let t = &tasks[0];
-            assert_eq!((t.index, t.from, t.to, t.copy), (2, home[0], home[2], true));
+            assert_eq!(
+                (t.index, t.from, t.to, t.copy),
+                (2, Some(home[0]), home[2], true)
+            );
             // Its home down: stuck, nothing planned.
-            let up: Vec<NodeId> = (1..=5).filter(|n| *n != home[2]).collect();
+            let up: Vec<u64> = (1..=5).filter(|i| n(*i) != home[2]).collect();
             let v = view(&up, &[]);
             let snap = Snapshot {
                 view: &v,
@@ -786,24 +806,24 @@ mod tests {
             let b = block(i);
             let before = view(&[1, 2, 3, 4, 5], &[]);
             let home = before.desired(&b, 3);
-            if !home.contains(&5) {
+            if !home.contains(&n(5)) {
                 continue;
             }
             let v = view(&[1, 2, 3, 4, 5], &[5]);
-            let gone = HashSet::from([5]);
+            let gone = HashSet::from([n(5)]);
             let snap = Snapshot {
                 view: &v,
                 gone: &gone,
             };
             let (tasks, _) = plan(&entry(b, home.clone()), &snap);
-            let idx = home.iter().position(|n| *n == 5).unwrap();
+            let idx = home.iter().position(|h| *h == n(5)).unwrap();
             assert!(
                 tasks
                     .iter()
-                    .any(|t| t.index == idx && t.from == 5 && t.to != 5),
+                    .any(|t| t.index == idx && t.from == Some(n(5)) && t.to != n(5)),
                 "{tasks:?}"
             );
-            assert!(tasks.iter().all(|t| t.to != 5));
+            assert!(tasks.iter().all(|t| t.to != n(5)));
             moved += 1;
         }
         assert!(moved > 10);

@@ -217,11 +217,11 @@ impl Node {
             LEADER_WAIT
         };
         match meta.wait_for_leader(leader_wait).await {
-            Ok(leader) => tracing::info!(node = me, leader, "metadata ready"),
+            Ok(leader) => tracing::info!(node = %me, %leader, "metadata ready"),
             // A cluster node serves anyway: readiness says it is not ready,
             // writes answer 503 until a quorum forms.
             Err(e) if config.cluster.is_some() => {
-                tracing::warn!(node = me, error = %e, "no leader yet")
+                tracing::warn!(node = %me, error = %e, "no leader yet")
             }
             Err(e) => return Err(e.into()),
         }
@@ -278,7 +278,7 @@ impl Node {
             background.spawn(hub.clone().run_gossip(net.clone(), background_stop.clone()));
         }
         background.spawn(sweep_uploads(meta.client(), background_stop.clone()));
-        tracing::info!(node = me, "node running");
+        tracing::info!(node = %me, "node running");
         Ok(Self {
             config,
             clock,
@@ -377,7 +377,7 @@ impl Node {
             let _ = p2p.await;
         }
         self.stop.cancel();
-        tracing::info!(node = self.config.node_id, "node stopped");
+        tracing::info!(node = %self.config.node_id, "node stopped");
     }
 }
 

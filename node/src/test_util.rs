@@ -12,3 +12,8 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     }
     out
 }
+
+/// Node `i` (tests name nodes by small numbers).
+pub fn n(i: u64) -> cluster_config::NodeId {
+    cluster_config::NodeId::new(i).expect("test node ids start at 1")
+}

@@ -3,7 +3,7 @@
 //! stream for the others, and a peer that restarts.
 
 mod common;
-use common::noise;
+use common::{node, noise};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ struct Echo {
 }
 
 impl InboundHandler for Echo {
-    fn handle(&self, _from: u64, req: NetRequest) -> BoxFuture<NetResponse> {
+    fn handle(&self, _from: cluster_config::NodeId, req: NetRequest) -> BoxFuture<NetResponse> {
         self.served.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             match req {
@@ -69,7 +69,7 @@ fn start(id: u64, key: &libp2p::identity::Keypair, peers: &[PeerAddr]) -> Node {
         served: AtomicU64::new(0),
     });
     let (net, task) = P2pNet::start(
-        id,
+        node(id),
         key.clone(),
         [5; 32],
         &peers[id as usize - 1].p2p_addr,
@@ -91,7 +91,7 @@ async fn until_answered(net: &P2pNet, to: u64) {
     loop {
         let r = net
             .call(
-                to,
+                node(to),
                 NetRequest::HasShards { metas: vec![] },
                 Duration::from_secs(2),
             )
@@ -111,7 +111,7 @@ async fn concurrent_large_calls_timeouts_and_a_restart() {
         .collect();
     let peers: Vec<PeerAddr> = (1..=2u64)
         .map(|i| PeerAddr {
-            id: i,
+            id: node(i),
             peer_id: keys[i as usize - 1].public().to_peer_id().to_string(),
             p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 38300 + i),
         })
@@ -132,7 +132,7 @@ async fn concurrent_large_calls_timeouts_and_a_restart() {
                 let want = *blake3::hash(&data).as_bytes();
                 let put = net
                     .call(
-                        to,
+                        node(to),
                         NetRequest::PutShard {
                             meta: meta(1),
                             file: Bytes::from(data),
@@ -147,7 +147,7 @@ async fn concurrent_large_calls_timeouts_and_a_restart() {
                 let index = (i % 5) as u8;
                 let get = net
                     .call(
-                        to,
+                        node(to),
                         NetRequest::GetShard { meta: meta(index) },
                         Duration::from_secs(30),
                     )
@@ -170,7 +170,7 @@ async fn concurrent_large_calls_timeouts_and_a_restart() {
     let slow = a
         .net
         .call(
-            2,
+            node(2),
             NetRequest::GetShard { meta: meta(9) },
             Duration::from_millis(300),
         )
@@ -182,7 +182,7 @@ async fn concurrent_large_calls_timeouts_and_a_restart() {
         let put = a
             .net
             .call(
-                2,
+                node(2),
                 NetRequest::PutShard {
                     meta: meta(1),
                     file: Bytes::from(data),
@@ -205,7 +205,7 @@ async fn concurrent_large_calls_timeouts_and_a_restart() {
     let down = a
         .net
         .call(
-            2,
+            node(2),
             NetRequest::HasShards { metas: vec![] },
             Duration::from_secs(10),
         )
@@ -231,7 +231,7 @@ async fn a_flood_of_silent_connections_does_not_keep_a_peer_out() {
         .collect();
     let peers: Vec<PeerAddr> = (1..=2u64)
         .map(|i| PeerAddr {
-            id: i,
+            id: node(i),
             peer_id: keys[i as usize - 1].public().to_peer_id().to_string(),
             p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 38310 + i),
         })

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_config::{DeviceId, SystemClock, UserId};
+use cluster_config::{DeviceId, NodeId, SystemClock, UserId};
 use raft_meta::{Command, MemberNode, MetaClient, MetaNode};
 use strata_node::net::mem::MemNetwork;
 use strata_node::net::raft::NetRaftTransport;
@@ -21,13 +21,13 @@ fn create_user(name: &str) -> Command {
     }
 }
 
-async fn leader_of(clients: &[(u64, MetaClient)], exclude: Option<u64>) -> u64 {
+async fn leader_of(clients: &[(NodeId, MetaClient)], exclude: Option<NodeId>) -> NodeId {
     for _ in 0..200 {
         for (id, c) in clients {
             if Some(*id) == exclude {
                 continue;
             }
-            if let Some(l) = c.raft_metrics().current_leader {
+            if let Some(l) = c.raft_metrics().current_leader.and_then(NodeId::new) {
                 if Some(l) != exclude && clients.iter().any(|(i, c)| *i == l && c.is_leader()) {
                     return l;
                 }
@@ -42,16 +42,18 @@ async fn leader_of(clients: &[(u64, MetaClient)], exclude: Option<u64>) -> u64 {
 async fn raft_elects_forwards_and_survives_a_partition() {
     let dir = tempfile::tempdir().unwrap();
     let switch = MemNetwork::new();
-    let members: BTreeMap<u64, MemberNode> = (1..=3).map(|i| (i, MemberNode::default())).collect();
+    let ids: Vec<NodeId> = (1..=3).filter_map(NodeId::new).collect();
+    let members: BTreeMap<NodeId, MemberNode> =
+        ids.iter().map(|i| (*i, MemberNode::default())).collect();
     let mut nodes = Vec::new();
-    for id in 1..=3u64 {
+    for &id in &ids {
         let handler = NodeHandler::default();
         let net = Arc::new(switch.join(id, Arc::new(handler.clone())));
         let node = MetaNode::start(
             id,
             &dir.path().join(id.to_string()),
             Arc::new(NetRaftTransport::new(net)),
-            (id == 1).then(|| members.clone()),
+            (id == NodeId::FIRST).then(|| members.clone()),
             Arc::new(SystemClock),
         )
         .await
@@ -59,10 +61,9 @@ async fn raft_elects_forwards_and_survives_a_partition() {
         handler.raft.set(node.raft().clone());
         nodes.push(node);
     }
-    let clients: Vec<(u64, MetaClient)> = nodes
+    let clients: Vec<(NodeId, MetaClient)> = nodes
         .iter()
-        .enumerate()
-        .map(|(i, n)| (i as u64 + 1, n.client()))
+        .map(|n| (n.client().node_id(), n.client()))
         .collect();
     let leader = leader_of(&clients, None).await;
     let follower = clients

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_config::SharedClock;
+use cluster_config::{NodeId, SharedClock};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use strata_api::backoff::Backoff;
 use tokio::sync::broadcast;
@@ -160,12 +160,17 @@ impl MetaNode {
     /// lists the voters to initialise a brand-new cluster with (only the
     /// bootstrapping node passes them); an initialised store ignores it.
     pub async fn start(
-        node_id: u64,
+        node_id: NodeId,
         dir: &Path,
         transport: Arc<dyn RaftTransport>,
-        initial: Option<BTreeMap<u64, MemberNode>>,
+        initial: Option<BTreeMap<NodeId, MemberNode>>,
         clock: SharedClock,
     ) -> Result<Self, MetaError> {
+        // openraft's ids are plain numbers; ours never 0.
+        let id = node_id;
+        let node_id = node_id.get();
+        let initial: Option<BTreeMap<u64, MemberNode>> =
+            initial.map(|m| m.into_iter().map(|(id, n)| (id.get(), n)).collect());
         let (log, sm) = store::open(dir).await?;
         let log = log.for_member(node_id);
         let durable = log.durability();
@@ -201,6 +206,7 @@ impl MetaNode {
                 applied,
                 journal,
                 node_id,
+                id,
                 transport,
                 batcher: tokio::sync::OnceCell::new(),
                 slots: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
@@ -234,11 +240,11 @@ impl MetaNode {
     }
 
     /// Waits until some member leads (or `timeout` passes).
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, MetaError> {
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, MetaError> {
         let mut metrics = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(l) = metrics.borrow().current_leader {
+            if let Some(l) = metrics.borrow().current_leader.and_then(NodeId::new) {
                 return Ok(l);
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
@@ -274,6 +280,8 @@ struct Inner {
     applied: broadcast::Sender<u64>,
     journal: crate::store::sm_journal::JournalTx,
     node_id: u64,
+    /// `node_id` as strata knows it.
+    id: NodeId,
     transport: Arc<dyn RaftTransport>,
     batcher: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<Pending>>,
     /// Entries proposed and not yet answered, at most `BATCHES_IN_FLIGHT`.
@@ -326,7 +334,8 @@ impl MetaClient {
         match raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
+                let (Some(leader), Some(node)) = (f.leader_id.and_then(NodeId::new), f.leader_node)
+                else {
                     return Err(Attempt::Retry("no leader".into()));
                 };
                 let bytes = self
@@ -365,8 +374,8 @@ impl MetaClient {
         self.inner.clock.now_ms()
     }
 
-    pub fn node_id(&self) -> u64 {
-        self.inner.node_id
+    pub fn node_id(&self) -> NodeId {
+        self.inner.id
     }
 
     /// Wakes whenever this node applies new entries.
@@ -457,10 +466,11 @@ impl MetaClient {
         match self.inner.raft.client_write(req.clone()).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
+                let (Some(leader), Some(node)) = (f.leader_id.and_then(NodeId::new), f.leader_node)
+                else {
                     return Err(Attempt::Retry("no leader elected yet".into()));
                 };
-                if leader == self.inner.node_id {
+                if leader == self.inner.id {
                     return Err(Attempt::Retry("leadership changing".into()));
                 }
                 // Not applied here; after the leader receives it, a lost answer
@@ -501,13 +511,13 @@ impl MetaClient {
     /// when `blocking`.
     pub async fn add_learner(
         &self,
-        id: u64,
+        id: NodeId,
         node: MemberNode,
         blocking: bool,
     ) -> Result<(), MetaError> {
         self.inner
             .raft
-            .add_learner(id, node, blocking)
+            .add_learner(id.get(), node, blocking)
             .await
             .map(|_| ())
             .map_err(|e| MetaError::Unavailable(format!("add learner {id}: {e}")))
@@ -516,8 +526,9 @@ impl MetaClient {
     /// Sets the voters (leader only); non-voters stay learners.
     pub async fn set_voters(
         &self,
-        voters: std::collections::BTreeSet<u64>,
+        voters: std::collections::BTreeSet<NodeId>,
     ) -> Result<(), MetaError> {
+        let voters = voters.into_iter().map(NodeId::get).collect();
         self.inner
             .raft
             .change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters), true)
@@ -529,8 +540,9 @@ impl MetaClient {
     /// Removes nodes from the membership entirely (leader only).
     pub async fn remove_nodes(
         &self,
-        ids: std::collections::BTreeSet<u64>,
+        ids: std::collections::BTreeSet<NodeId>,
     ) -> Result<(), MetaError> {
+        let ids = ids.into_iter().map(NodeId::get).collect();
         self.inner
             .raft
             .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use cluster_config::NodeId;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -81,7 +82,7 @@ fn forwardable(cmd: &crate::types::Command) -> Result<(), String> {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("raft transport to node {target}: {reason}")]
 pub struct TransportError {
-    pub target: u64,
+    pub target: NodeId,
     pub reason: String,
 }
 
@@ -89,7 +90,7 @@ pub trait RaftTransport: Send + Sync + 'static {
     /// Sends one encoded RPC to `target` and returns its encoded answer.
     fn call(
         &self,
-        target: u64,
+        target: NodeId,
         node: &MemberNode,
         kind: RaftRpcKind,
         payload: Vec<u8>,
@@ -102,7 +103,7 @@ pub struct NoPeers;
 impl RaftTransport for NoPeers {
     fn call(
         &self,
-        target: u64,
+        target: NodeId,
         _: &MemberNode,
         _: RaftRpcKind,
         _: Vec<u8>,
@@ -184,9 +185,14 @@ impl PeerNetwork {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
+        // openraft only asks for members, and members are never node 0.
+        let Some(target) = NodeId::new(self.target) else {
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "node id 0");
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        };
         let bytes = self
             .transport
-            .call(self.target, &self.node, kind, encode(req))
+            .call(target, &self.node, kind, encode(req))
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let answer: Result<Resp, RaftError<u64, E>> = decode("raft rpc answer", &bytes)
@@ -267,10 +273,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 /// enough), and never for commands no gateway forwards.
 pub async fn handle_raft_rpc(
     raft: &Raft,
-    from: u64,
+    from: NodeId,
     kind: RaftRpcKind,
     payload: &[u8],
 ) -> Result<Vec<u8>, String> {
+    let from = from.get();
     if matches!(kind, RaftRpcKind::ClientWrite | RaftRpcKind::ReadIndex) && !is_member(raft, from) {
         tracing::warn!(
             from,

@@ -4,7 +4,7 @@
 //! meets a version it does not know fails loudly (`Corrupt`) instead of
 //! misreading; a new version adds a migration arm in `decode`.
 
-use cluster_config::{BlockId, DeviceId, EntryId, UploadId, UserId};
+use cluster_config::{BlockId, DeviceId, EntryId, NodeId, UploadId, UserId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -137,15 +137,52 @@ pub struct StoredBlock {
     pub key_version: u8,
     /// Layout generation the shards were placed under.
     pub layout: u64,
-    /// The node holding shard i; 0 when shard i is not stored anywhere
+    /// The node holding shard i; `None` when shard i is not stored anywhere
     /// (written while its node was down) and waits for repair.
-    pub nodes: Vec<u64>,
+    #[serde(with = "shard_homes")]
+    pub nodes: Vec<Option<NodeId>>,
+}
+
+/// The stored form of where a shard is: its node's number, 0 for a shard
+/// that is on no node. Node ids are never 0, so the encoding is
+/// unambiguous, and it is the same bytes records and log entries have
+/// always had: nothing needs rewriting. The 0 lives only here; code sees
+/// `Option<NodeId>`.
+pub(crate) mod shard_home {
+    use cluster_config::NodeId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(node: &Option<NodeId>, s: S) -> Result<S::Ok, S::Error> {
+        node.map_or(0, NodeId::get).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NodeId>, D::Error> {
+        Ok(NodeId::new(u64::deserialize(d)?))
+    }
+}
+
+/// `shard_home` for every shard of a block.
+mod shard_homes {
+    use cluster_config::NodeId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(nodes: &[Option<NodeId>], s: S) -> Result<S::Ok, S::Error> {
+        let raw: Vec<u64> = nodes.iter().map(|n| n.map_or(0, NodeId::get)).collect();
+        raw.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<NodeId>>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?
+            .into_iter()
+            .map(NodeId::new)
+            .collect())
+    }
 }
 
 /// One node of the cluster layout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutMember {
-    pub id: u64,
+    pub id: NodeId,
     pub peer_id: String,
     pub p2p_addr: String,
     pub api_url: String,
@@ -177,7 +214,7 @@ impl LayoutRecord {
             .filter(|m| m.state == MemberState::Active)
     }
 
-    pub fn member(&self, id: u64) -> Option<&LayoutMember> {
+    pub fn member(&self, id: NodeId) -> Option<&LayoutMember> {
         self.members.iter().find(|m| m.id == id)
     }
 }
@@ -321,5 +358,65 @@ mod tests {
         assert!(decode::<DeviceRecord>("device", &future).is_err());
         assert!(decode::<DeviceRecord>("device", &[]).is_err());
         assert!(decode::<DeviceRecord>("device", &bytes[..3]).is_err());
+    }
+
+    /// `StoredBlock` as it was written when shard homes were plain numbers
+    /// with 0 for "on no node".
+    #[derive(Serialize, Deserialize)]
+    struct NumberedStoredBlock {
+        sealed_len: u32,
+        data_shards: u8,
+        parity_shards: u8,
+        key_version: u8,
+        layout: u64,
+        nodes: Vec<u64>,
+    }
+
+    #[test]
+    fn shard_homes_keep_their_stored_bytes() {
+        let old = NumberedStoredBlock {
+            sealed_len: 1 << 20,
+            data_shards: 2,
+            parity_shards: 1,
+            key_version: 1,
+            layout: 4,
+            nodes: vec![3, 0, 300],
+        };
+        let old_bytes = encode(&old);
+        let new: StoredBlock = decode("block", &old_bytes).unwrap();
+        assert_eq!(
+            new.nodes,
+            vec![NodeId::new(3), None, NodeId::new(300)],
+            "a 0 reads as no node"
+        );
+        assert_eq!(encode(&new), old_bytes, "the same bytes are written back");
+        // A layout member with id 0 does not decode: there is no node 0.
+        let member = |id: u64| {
+            #[derive(Serialize)]
+            struct NumberedMember<'a> {
+                id: u64,
+                peer_id: &'a str,
+                p2p_addr: &'a str,
+                api_url: &'a str,
+                zone: Option<&'a str>,
+                state: MemberState,
+            }
+            encode(&NumberedMember {
+                id,
+                peer_id: "p",
+                p2p_addr: "a",
+                api_url: "u",
+                zone: None,
+                state: MemberState::Active,
+            })
+        };
+        assert_eq!(
+            decode::<LayoutMember>("member", &member(2))
+                .unwrap()
+                .id
+                .get(),
+            2
+        );
+        assert!(decode::<LayoutMember>("member", &member(0)).is_err());
     }
 }

@@ -7,7 +7,7 @@
 
 use std::io::Cursor;
 
-use cluster_config::{BlockId, DeviceId, EntryId, ShareId, UploadId, UserId};
+use cluster_config::{BlockId, DeviceId, EntryId, NodeId, ShareId, UploadId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::hashing::TreeHashState;
@@ -283,8 +283,10 @@ pub struct PlacementChange {
     pub user: UserId,
     pub block: BlockId,
     pub index: u8,
-    pub from: u64,
-    pub to: u64,
+    /// Where the shard is now (`None`: on no node yet).
+    #[serde(with = "crate::records::shard_home")]
+    pub from: Option<NodeId>,
+    pub to: NodeId,
 }
 
 impl Command {

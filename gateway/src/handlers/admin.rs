@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use cluster_config::NodeId;
 use http::StatusCode;
 use raft_meta::records::{LayoutMember, MemberState};
 use serde::{Deserialize, Serialize};
 use strata_node::blocks::BlockStore;
+use strata_node::health::Heartbeat;
 use strata_node::net::{NetRequest, NetResponse};
 
 use super::{json, Response};
@@ -31,7 +33,7 @@ pub async fn require_admin(app: &App, caller: &Caller) -> ApiResult<()> {
 
 #[derive(Serialize)]
 struct MemberStatus {
-    id: u64,
+    id: NodeId,
     role: &'static str,
     healthy: bool,
     state: &'static str,
@@ -65,8 +67,8 @@ struct RepairView {
 
 #[derive(Serialize)]
 struct ClusterStatus {
-    node_id: u64,
-    leader: Option<u64>,
+    node_id: NodeId,
+    leader: Option<NodeId>,
     term: u64,
     layout_version: u64,
     erasure: String,
@@ -85,11 +87,13 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
     let me = app.meta.node_id();
     let metrics = app.meta.raft_metrics();
     let membership = metrics.membership_config.membership().clone();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    // openraft numbers members with plain u64s; a 0 is never one.
+    let voters: BTreeSet<NodeId> = membership.voter_ids().filter_map(NodeId::new).collect();
+    let leader = metrics.current_leader.and_then(NodeId::new);
     let layout = app.meta.local().layout()?;
     let view = app.blocks.placement().view();
-    let role = |id: u64| {
-        if metrics.current_leader == Some(id) {
+    let role = |id: NodeId| {
+        if leader == Some(id) {
             "leader"
         } else if voters.contains(&id) {
             "follower"
@@ -105,14 +109,14 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
         (Some(cluster), Some(layout)) => {
             for (id, m) in layout.members.iter().map(|m| (m.id, m)) {
                 let h = cluster.health().peer(id);
-                let beat = h.beat.clone().unwrap_or_default();
+                let beat = h.beat.clone().unwrap_or_else(|| Heartbeat::new(id));
                 if !h.healthy && m.state == MemberState::Active {
                     down_now.push(id);
                 }
                 if h.healthy {
                     local_missing += beat.local_missing;
                 }
-                if metrics.current_leader == Some(id) {
+                if leader == Some(id) {
                     leader_repair = if id == me {
                         Some(cluster.repair().status())
                     } else {
@@ -171,7 +175,7 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
     let scanning = app.cluster.is_some() && (repair.scans_completed == 0 || stale || went_down);
     let status = ClusterStatus {
         node_id: me,
-        leader: metrics.current_leader,
+        leader,
         term: metrics.current_term,
         layout_version: layout.as_ref().map(|l| l.version).unwrap_or(0),
         erasure: format!("{}+{}", view.profile.data, view.profile.parity),
@@ -205,7 +209,8 @@ pub async fn cluster(app: &App, caller: &Caller) -> ApiResult<Response> {
 
 #[derive(Deserialize)]
 struct AddNode {
-    id: u64,
+    /// From 1: a 0 is refused when the body is read.
+    id: NodeId,
     peer_id: String,
     p2p_addr: String,
     api_url: String,
@@ -215,7 +220,7 @@ struct AddNode {
 pub async fn add_node(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Response> {
     require_admin(app, caller).await?;
     let body: AddNode = req.json(app.config.limits.max_json_body_bytes).await?;
-    if body.id == 0 || body.peer_id.is_empty() || !body.p2p_addr.starts_with('/') {
+    if body.peer_id.is_empty() || !body.p2p_addr.starts_with('/') {
         return Err(ApiError::bad_request(
             "id, peer_id and p2p_addr (a multiaddr) are required",
         ));
@@ -250,7 +255,7 @@ pub async fn add_node(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Res
         .set_layout(layout.version, next.clone())
         .await?;
     tracing::info!(
-        node = body.id,
+        node = %body.id,
         version = next.version,
         "node added to the layout"
     );
@@ -262,9 +267,9 @@ pub async fn add_node(app: &App, caller: &Caller, mut req: Req) -> ApiResult<Res
 
 pub async fn remove_node(app: &App, caller: &Caller, id: &str) -> ApiResult<Response> {
     require_admin(app, caller).await?;
-    let id: u64 = id
+    let id: NodeId = id
         .parse()
-        .map_err(|_| ApiError::bad_request("node id must be a number"))?;
+        .map_err(|_| ApiError::bad_request("node id must be a number from 1"))?;
     let layout = app
         .meta
         .linearizable()
@@ -287,7 +292,7 @@ pub async fn remove_node(app: &App, caller: &Caller, id: &str) -> ApiResult<Resp
     app.accounts
         .set_layout(layout.version, next.clone())
         .await?;
-    tracing::info!(node = id, version = next.version, "node leaving the layout");
+    tracing::info!(node = %id, version = next.version, "node leaving the layout");
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"layout_version": next.version}),
@@ -308,7 +313,7 @@ struct Census {
     /// Files using such blocks (`user:/path`), the first 100.
     lost_files: Vec<String>,
     /// Shards per node, as the metadata places them.
-    per_node: BTreeMap<u64, u64>,
+    per_node: BTreeMap<NodeId, u64>,
 }
 
 /// Asks every holder whether it has each shard, intact.
@@ -326,18 +331,18 @@ pub async fn verify(app: &App, caller: &Caller) -> ApiResult<Response> {
         let page = reader.blocks_after(after.as_deref(), 256)?;
         let Some(last) = page.last() else { break };
         after = Some(last.key.clone());
-        let mut asks: BTreeMap<u64, Vec<(usize, strata_node::block::shard::ShardMeta)>> =
+        let mut asks: BTreeMap<NodeId, Vec<(usize, strata_node::block::shard::ShardMeta)>> =
             BTreeMap::new();
         for (bi, e) in page.iter().enumerate() {
             census.blocks += 1;
             for (i, node) in e.record.stored.nodes.iter().enumerate() {
                 census.shards_expected += 1;
-                if *node == 0 {
+                let Some(node) = *node else {
                     census.shards_unplaced += 1;
                     continue;
-                }
-                *census.per_node.entry(*node).or_default() += 1;
-                asks.entry(*node)
+                };
+                *census.per_node.entry(node).or_default() += 1;
+                asks.entry(node)
                     .or_default()
                     .push((bi, BlockStore::shard_meta(&e.block, &e.record.stored, i)));
             }

@@ -158,7 +158,7 @@ pub async fn metrics(app: &App, req: &Req) -> ApiResult<Response> {
          # HELP strata_raft_is_leader Whether this node leads.\n# TYPE strata_raft_is_leader gauge\nstrata_raft_is_leader {}",
         r.current_term,
         r.last_applied.map(|l| l.index).unwrap_or(0),
-        u8::from(r.current_leader == Some(app.meta.node_id())),
+        u8::from(r.current_leader == Some(app.meta.node_id().get())),
     );
     let mut resp = Response::new(out.into());
     resp.headers_mut().insert(

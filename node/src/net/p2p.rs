@@ -125,7 +125,7 @@ fn parse_peers(list: &[PeerAddr]) -> Peers {
         let (Ok(peer), Ok(addr)) = (p.peer_id.parse::<PeerId>(), p.p2p_addr.parse::<Multiaddr>())
         else {
             tracing::warn!(
-                node = p.id,
+                node = %p.id,
                 "ignoring a peer with a malformed key or address"
             );
             continue;
@@ -331,7 +331,7 @@ impl Links {
         });
         self.tasks.spawn(l.clone().read_answers(reader));
         self.tasks.spawn(l.clone().write_requests(writer, queued));
-        tracing::debug!(node = self.me, peer = to, lane, "stream opened");
+        tracing::debug!(node = %self.me, peer = %to, lane, "stream opened");
         *open = Some(l.clone());
         Ok(l)
     }
@@ -457,7 +457,7 @@ async fn serve(
                 continue;
             }
             Ok(_) => {
-                tracing::debug!(peer = from, "answer on a request stream; closing it");
+                tracing::debug!(peer = %from, "answer on a request stream; closing it");
                 break;
             }
             Err(_) => break,
@@ -761,7 +761,7 @@ impl EventLoop {
                 tracing::debug!(node = ?read(&self.peers).by_peer.get(&peer_id), "peer disconnected");
             }
             SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!(node = self.me, %address, "p2p listening");
+                tracing::info!(node = %self.me, %address, "p2p listening");
             }
             _ => {}
         }

@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use cluster_config::NodeId;
 use raft_meta::network::{
     handle_raft_rpc, BoxFuture as RaftFuture, RaftRpcKind, RaftTransport, TransportError,
 };
@@ -33,7 +34,7 @@ impl NetRaftTransport {
 impl RaftTransport for NetRaftTransport {
     fn call(
         &self,
-        target: u64,
+        target: NodeId,
         _node: &MemberNode,
         kind: RaftRpcKind,
         payload: Vec<u8>,
@@ -78,7 +79,12 @@ impl RaftSlot {
         let _ = self.0.set(raft);
     }
 
-    pub async fn handle(&self, from: u64, kind: RaftRpcKind, payload: bytes::Bytes) -> NetResponse {
+    pub async fn handle(
+        &self,
+        from: NodeId,
+        kind: RaftRpcKind,
+        payload: bytes::Bytes,
+    ) -> NetResponse {
         let Some(raft) = self.0.get() else {
             return NetResponse::error(WireCode::NotReady, "raft not started yet");
         };

@@ -29,7 +29,7 @@ impl InboundHandler for NodeHandler {
                 NetRequest::Raft { kind, payload } => this.raft.handle(from, kind, payload).await,
                 other => match this.blocks.get() {
                     Some(b) => {
-                        tracing::trace!(from, req = other.name(), "shard request");
+                        tracing::trace!(%from, req = other.name(), "shard request");
                         b.handle(other).await
                     }
                     None => NetResponse::error(WireCode::NotReady, "block store not started yet"),

@@ -12,3 +12,9 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     }
     out
 }
+
+/// Node `i` (tests name nodes by small numbers).
+#[allow(dead_code)]
+pub fn node(i: u64) -> cluster_config::NodeId {
+    cluster_config::NodeId::new(i).expect("test node ids start at 1")
+}

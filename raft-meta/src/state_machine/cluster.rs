@@ -27,13 +27,11 @@ pub(super) fn set_layout(tx: &mut Tx<'_>, expected: u64, layout: &LayoutRecord) 
         ))
         .into());
     }
-    let mut ids: Vec<u64> = layout.members.iter().map(|m| m.id).collect();
+    let mut ids: Vec<_> = layout.members.iter().map(|m| m.id).collect();
     ids.sort_unstable();
     ids.dedup();
-    if ids.len() != layout.members.len() || ids.contains(&0) {
-        return Err(
-            CommandError::BadRequest("layout node ids must be unique and non-zero".into()).into(),
-        );
+    if ids.len() != layout.members.len() {
+        return Err(CommandError::BadRequest("layout node ids must be unique".into()).into());
     }
     tx.put(keys::layout(), layout);
     Ok(Output::Done)
@@ -52,7 +50,7 @@ pub(super) fn update_placement(tx: &mut Tx<'_>, changes: &[PlacementChange]) -> 
         if *slot != c.from {
             continue;
         }
-        *slot = c.to;
+        *slot = Some(c.to);
         tx.put(key, &rec);
         applied += 1;
     }

@@ -1,6 +1,6 @@
 //! State machine commands, applied directly to a temporary table.
 
-use cluster_config::{BlockId, DeviceId, UploadId, UserId};
+use cluster_config::{BlockId, DeviceId, NodeId, UploadId, UserId};
 
 use super::tx::Tx;
 use crate::hashing::TreeHasher;
@@ -26,7 +26,7 @@ fn stored() -> StoredBlock {
         parity_shards: 1,
         key_version: 1,
         layout: 1,
-        nodes: vec![1, 2, 3],
+        nodes: [1, 2, 3].map(NodeId::new).to_vec(),
     }
 }
 
