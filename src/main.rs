@@ -5,6 +5,7 @@ mod bench;
 mod bench_cluster;
 mod bench_node;
 mod bench_sync;
+mod chaos;
 mod cli;
 mod cluster;
 mod dev;
@@ -109,6 +110,11 @@ enum Cmd {
     Share(cli::ShareArgs),
     /// Keep a local folder and the drive identical.
     Sync(cli::SyncArgs),
+    /// Fault injection against a cluster of real nodes, with an oracle.
+    Chaos {
+        #[command(subcommand)]
+        which: chaos::ChaosCmd,
+    },
     /// Measure the block pipeline and the whole drive.
     Bench {
         #[command(subcommand)]
@@ -221,6 +227,15 @@ fn main() -> ExitCode {
         libc::umask(0o077);
     }
     let cli = Cli::parse();
+    // The chaos harness injects network faults in a network namespace of
+    // its own: entered here, before any thread exists, so every thread
+    // and every node it starts is inside.
+    let network = match &cli.cmd {
+        Cmd::Chaos {
+            which: chaos::ChaosCmd::Run(args),
+        } if args.wants_network() => strata_chaos::enter_private_network(),
+        _ => Err("not asked for".into()),
+    };
     init_logging();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -238,6 +253,7 @@ fn main() -> ExitCode {
             Cmd::Dev(args) => dev::run(args).await,
             Cmd::Serve { config } => serve(config).await,
             Cmd::Bench { which } => bench::run(which).await,
+            Cmd::Chaos { which } => chaos::run(which, network).await,
             Cmd::InitCluster(args) => cluster::init(args),
             Cmd::Login(a) => cli::login(a).await,
             Cmd::Ls(a) => cli::ls(a).await,

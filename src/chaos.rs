@@ -1,0 +1,111 @@
+//! `strata chaos run`: the fault-injection harness (the `strata-chaos` crate)
+//! against real nodes started from this binary.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use strata_chaos::{FaultKind, Options};
+
+#[derive(Subcommand)]
+pub enum ChaosCmd {
+    /// Start a cluster, run a seeded workload under a seeded fault schedule, check every invariant.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Nodes of the cluster (3 to 9).
+    #[arg(long, default_value_t = 5)]
+    pub nodes: u64,
+    /// Erasure profile K+M.
+    #[arg(long, default_value = "2+1")]
+    pub ec: String,
+    /// How long the workload and the faults run.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Seed of the workload and the fault schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Concurrent workers (two per user).
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Largest file a worker writes, in MiB.
+    #[arg(long, default_value_t = 24)]
+    pub max_file_mib: u64,
+    /// Fault kinds to inject, comma-separated (default: all): kill,
+    /// kill_leader, pause, partition, loss, latency, bitrot, wiped_disk.
+    #[arg(long, value_delimiter = ',')]
+    pub faults: Vec<String>,
+    /// Write the report as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Where the cluster lives (default: a temporary folder, removed after a clean run).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the cluster's folder (logs and data) after the run.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+impl RunArgs {
+    pub fn kinds(&self) -> anyhow::Result<Vec<FaultKind>> {
+        if self.faults.is_empty() {
+            return Ok(FaultKind::ALL.to_vec());
+        }
+        self.faults
+            .iter()
+            .map(|f| {
+                FaultKind::parse(f.trim()).with_context(|| {
+                    let all: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                    format!("unknown fault {f:?} (known: {})", all.join(", "))
+                })
+            })
+            .collect()
+    }
+
+    pub fn wants_network(&self) -> bool {
+        self.kinds().is_ok_and(|k| k.iter().any(|k| k.is_network()))
+    }
+}
+
+/// Runs the harness; `network` says whether this process is in a private
+/// network namespace where network faults can be injected.
+pub async fn run(cmd: ChaosCmd, network: Result<(), String>) -> anyhow::Result<()> {
+    let ChaosCmd::Run(args) = cmd;
+    let (data, parity) = strata_chaos::parse_ec(&args.ec)?;
+    let faults = args.kinds()?;
+    if let Err(why) = &network {
+        if faults.iter().any(|k| k.is_network()) {
+            eprintln!("chaos: network faults off ({why})");
+        }
+    }
+    let opts = Options {
+        binary: std::env::current_exe().context("finding the strata binary")?,
+        nodes: args.nodes,
+        data,
+        parity,
+        seconds: args.seconds,
+        seed: args.seed,
+        clients: args.clients,
+        max_file_bytes: args.max_file_mib << 20,
+        faults,
+        network: network.is_ok(),
+        dir: args.dir.clone(),
+        keep: args.keep,
+    };
+    let report = strata_chaos::run(opts).await?;
+    crate::say(&report.human());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.ok() {
+        anyhow::bail!(
+            "{} invariant violations (seed {})",
+            report.violations.len(),
+            report.seed
+        );
+    }
+    Ok(())
+}

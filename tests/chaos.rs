@@ -1,0 +1,111 @@
+//! `strata chaos run` as CI runs it: five real nodes, a fixed seed, every
+//! fault kind injected at least once, and the oracle must find nothing.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Fault kinds the harness injects; the network ones need root (a
+/// private network namespace, nftables and tc), which the report says.
+const KINDS: [&str; 8] = [
+    "kill",
+    "kill_leader",
+    "pause",
+    "partition",
+    "loss",
+    "latency",
+    "bitrot",
+    "wiped_disk",
+];
+const NETWORK: [&str; 3] = ["partition", "loss", "latency"];
+
+#[test]
+fn a_seeded_chaos_run_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(common::bin())
+        .args([
+            "chaos",
+            "run",
+            "--nodes",
+            "5",
+            "--ec",
+            "2+1",
+            "--seconds",
+            "75",
+        ])
+        .args(["--seed", "3", "--clients", "6", "--max-file-mib", "8"])
+        .arg("--dir")
+        .arg(dir.path().join("run"))
+        .arg("--json")
+        .arg(&json)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("strata chaos run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{stdout}\n{stderr}"));
+    assert_eq!(
+        report["violations"].as_array().map(Vec::len),
+        Some(0),
+        "{stdout}\n{stderr}"
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(report["seed"], 3);
+    assert!(
+        report["acknowledged_ops"].as_u64().unwrap() >= 500,
+        "too little work to mean anything: {report}"
+    );
+    let network = report["network"].as_bool().unwrap();
+    for kind in KINDS {
+        if NETWORK.contains(&kind) && !network {
+            continue;
+        }
+        assert!(
+            report["faults"][kind].as_u64().unwrap_or(0) >= 1,
+            "{kind} never injected: {report}"
+        );
+    }
+    for check in [
+        "acknowledged_readable",
+        "old_versions_readable",
+        "history_matches_model",
+        "listing_matches_model",
+        "deleted_stays_deleted",
+        "users_isolated",
+        "repair_restores_shards",
+    ] {
+        assert!(
+            report["checks"][check].as_u64().unwrap_or(0) >= 1,
+            "{check} never checked: {report}"
+        );
+    }
+    // The human report says the same.
+    assert!(stdout.contains("violations: none"), "{stdout}");
+}
+
+/// Bad options are refused before anything starts.
+#[test]
+fn chaos_options_are_checked() {
+    for args in [
+        &["--nodes", "2"][..],
+        &["--ec", "4+2", "--nodes", "5"][..],
+        &["--ec", "two"][..],
+        &["--faults", "meteor"][..],
+        &["--seconds", "0"][..],
+    ] {
+        let out = Command::new(common::bin())
+            .args(["chaos", "run"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+            "{args:?}: no message"
+        );
+    }
+}
