@@ -77,6 +77,7 @@ fn a_seeded_chaos_run_loses_nothing() {
         "deleted_stays_deleted",
         "users_isolated",
         "repair_restores_shards",
+        "change_feed_exactly_once",
     ] {
         assert!(
             report["checks"][check].as_u64().unwrap_or(0) >= 1,

@@ -75,6 +75,38 @@ pub struct Model {
     pub unsettled: BTreeMap<String, Pending>,
     /// Files deleted with an acknowledgement (their path must be gone).
     pub deleted: Vec<String>,
+    /// Every change the drive applied, in the order this worker applied
+    /// them: what its change feed must deliver, each exactly once.
+    pub applied: Vec<Applied>,
+    /// The change feed position before the worker's first write.
+    pub cursor: Option<String>,
+}
+
+/// One change a worker made, as the change feed must show it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Applied {
+    /// New content at a path (a create, an overwrite, a restore).
+    Wrote {
+        path: String,
+        hash: String,
+    },
+    Moved {
+        from: String,
+        to: String,
+    },
+    Deleted {
+        path: String,
+    },
+}
+
+impl Applied {
+    /// The paths it touches (an order is kept per path).
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            Applied::Wrote { path, .. } | Applied::Deleted { path } => vec![path],
+            Applied::Moved { from, to } => vec![from, to],
+        }
+    }
 }
 
 /// A write whose outcome is not known yet: what the path holds if it was

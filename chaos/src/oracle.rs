@@ -319,3 +319,156 @@ pub async fn users_isolated(workers: &[Worker], nodes: &[(u64, Client)], report:
         }
     }
 }
+
+/// Each worker's changes, read from its user's change feed after
+/// healing: every change the drive applied is there exactly once, and
+/// the changes of each path come in the order they were made.
+pub async fn change_feed_exactly_once(
+    workers: &[Worker],
+    nodes: &[(u64, Client)],
+    report: &mut Report,
+) {
+    use crate::model::Applied;
+    use strata_api::ChangeKind;
+    let Some((id, base)) = nodes.first() else {
+        return;
+    };
+    for w in workers {
+        let Some(start) = w.model.cursor.clone() else {
+            violation(
+                report,
+                "change_feed_exactly_once",
+                format!("{} (user {}) never got a feed position", w.folder, w.user),
+            );
+            continue;
+        };
+        report.check("change_feed_exactly_once", 1);
+        let c = w.session_on(base);
+        let prefix = format!("{}/", w.folder);
+        let mine = |p: &str| p.starts_with(&prefix);
+        let mut feed: Vec<Applied> = Vec::new();
+        let mut last_seq = 0u64;
+        let mut cursor = start;
+        // Writing the content a path already has may or may not be a
+        // change; it is not counted.
+        let mut holds: BTreeMap<String, String> = BTreeMap::new();
+        let mut failed = None;
+        for _ in 0..10_000 {
+            let page = match patient(|| c.changes(&cursor, 1000)).await {
+                Ok(p) => p,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            };
+            for ch in page.changes {
+                if ch.seq <= last_seq {
+                    violation(
+                        report,
+                        "change_feed_exactly_once",
+                        format!(
+                            "user {} through node {id}: change {} after {} (out of order or repeated)",
+                            w.user, ch.seq, last_seq
+                        ),
+                    );
+                }
+                last_seq = last_seq.max(ch.seq);
+                let from_mine = ch.from.as_deref().is_some_and(mine);
+                if ch.entry_kind != EntryKind::File || !(mine(&ch.path) || from_mine) {
+                    continue;
+                }
+                let entry = match ch.kind {
+                    ChangeKind::Created | ChangeKind::Modified | ChangeKind::Restored => {
+                        if holds.get(&ch.path) == Some(&ch.content_hash) {
+                            continue;
+                        }
+                        holds.insert(ch.path.clone(), ch.content_hash.clone());
+                        Applied::Wrote {
+                            path: ch.path,
+                            hash: ch.content_hash,
+                        }
+                    }
+                    ChangeKind::Moved => {
+                        let from = ch.from.unwrap_or_default();
+                        if let Some(h) = holds.remove(&from) {
+                            holds.insert(ch.path.clone(), h);
+                        }
+                        Applied::Moved { from, to: ch.path }
+                    }
+                    ChangeKind::Deleted => {
+                        holds.remove(&ch.path);
+                        Applied::Deleted { path: ch.path }
+                    }
+                    ChangeKind::Unknown => {
+                        violation(
+                            report,
+                            "change_feed_exactly_once",
+                            format!(
+                                "user {}: a change of an unknown kind at {}",
+                                w.user, ch.path
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                feed.push(entry);
+            }
+            cursor = page.cursor;
+            if !page.has_more {
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            violation(
+                report,
+                "change_feed_exactly_once",
+                format!("reading the feed of user {} through node {id}: {e}", w.user),
+            );
+            continue;
+        }
+        let want = &w.model.applied;
+        let mut a = feed.clone();
+        let mut b = want.clone();
+        a.sort();
+        b.sort();
+        if a != b {
+            let extra: Vec<_> = a.iter().filter(|x| !b.contains(x)).take(5).collect();
+            let missing: Vec<_> = b.iter().filter(|x| !a.contains(x)).take(5).collect();
+            violation(
+                report,
+                "change_feed_exactly_once",
+                format!(
+                    "{} (user {}): the feed holds {} changes, the workload made {}; extra {extra:?}, missing {missing:?}",
+                    w.folder,
+                    w.user,
+                    feed.len(),
+                    want.len()
+                ),
+            );
+            continue;
+        }
+        // Per path, the same order.
+        let per_path = |list: &[Applied]| {
+            let mut m: BTreeMap<String, Vec<Applied>> = BTreeMap::new();
+            for x in list {
+                for p in x.paths() {
+                    m.entry(p.to_string()).or_default().push(x.clone());
+                }
+            }
+            m
+        };
+        let (got, wanted) = (per_path(&feed), per_path(want));
+        if let Some((p, _)) = wanted.iter().find(|(p, v)| got.get(*p) != Some(*v)) {
+            violation(
+                report,
+                "change_feed_exactly_once",
+                format!(
+                    "{p} (user {}): the feed orders its changes {:?}, they were made {:?}",
+                    w.user,
+                    got.get(p),
+                    wanted.get(p)
+                ),
+            );
+        }
+    }
+}

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use strata_client::{Client, ClientError};
 
-use crate::model::{Content, Model, Pending};
+use crate::model::{Applied, Content, Model, Pending};
 use crate::report::Violation;
 
 /// Counters and findings shared by the workers and the harness.
@@ -172,6 +172,17 @@ impl Worker {
 
     /// Runs operations until told to stop.
     pub async fn run(mut self) -> Self {
+        // Where this worker's changes start in its user's feed.
+        for _ in 0..20 {
+            let c = self.client().clone();
+            match tokio::time::timeout(Duration::from_secs(10), c.latest_cursor()).await {
+                Ok(Ok(cursor)) => {
+                    self.model.cursor = Some(cursor);
+                    break;
+                }
+                _ => self.fail_over(),
+            }
+        }
         while !self.shared.stopped() {
             self.one().await;
         }
@@ -541,19 +552,31 @@ impl Worker {
             if let Some(f) = self.model.files.remove(from) {
                 self.model.files.insert(path.to_string(), f);
             }
+            self.model.applied.push(Applied::Moved {
+                from: from.clone(),
+                to: path.to_string(),
+            });
             return;
         }
         match p.applied {
-            Some(c) => self
-                .model
-                .files
-                .entry(path.to_string())
-                .or_default()
-                .versions
-                .push(c),
+            Some(c) => {
+                let file = self.model.files.entry(path.to_string()).or_default();
+                // Writing the content a file already has need not be a
+                // change.
+                if file.current().map(|cur| cur.hash) != Some(c.hash) {
+                    self.model.applied.push(Applied::Wrote {
+                        path: path.to_string(),
+                        hash: c.hex(),
+                    });
+                }
+                file.versions.push(c);
+            }
             None => {
                 self.model.files.remove(path);
                 self.model.deleted.push(path.to_string());
+                self.model.applied.push(Applied::Deleted {
+                    path: path.to_string(),
+                });
             }
         }
     }
