@@ -119,7 +119,7 @@ fn upload_metadata(app: &App, req: &Req) -> ApiResult<Option<String>> {
 }
 
 /// `Upload-Metadata`: `key base64,key base64`.
-fn parse_metadata(raw: &str) -> ApiResult<Vec<(String, String)>> {
+pub fn parse_metadata(raw: &str) -> ApiResult<Vec<(String, String)>> {
     let mut out = Vec::new();
     for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, value) = match pair.split_once(' ') {
