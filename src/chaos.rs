@@ -33,8 +33,14 @@ pub struct RunArgs {
     /// Largest file a worker writes, in MiB.
     #[arg(long, default_value_t = 24)]
     pub max_file_mib: u64,
+    /// New content the workers may send in all, in GiB (the disks keep
+    /// every byte, times (K+M)/K); past it they move, delete, restore
+    /// and read.
+    #[arg(long, default_value_t = 4)]
+    pub max_written_gib: u64,
     /// Fault kinds to inject, comma-separated (default: all): kill,
-    /// kill_leader, pause, partition, loss, latency, bitrot, wiped_disk.
+    /// kill_leader, pause, partition, loss, latency, bitrot, wiped_disk,
+    /// disk_full, clock_jump.
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<String>,
     /// Write the report as JSON to this file too.
@@ -89,6 +95,7 @@ pub async fn run(cmd: ChaosCmd, network: Result<(), String>) -> anyhow::Result<(
         seed: args.seed,
         clients: args.clients,
         max_file_bytes: args.max_file_mib << 20,
+        max_written_bytes: args.max_written_gib << 30,
         faults,
         network: network.is_ok(),
         dir: args.dir.clone(),

@@ -96,32 +96,9 @@ impl Injector {
         self.urls.get(&id).map(|u| self.admin.with_base(u))
     }
 
-    /// The node the live nodes say leads, if one answers.
-    async fn leader(&self) -> Option<u64> {
-        for id in self.urls.keys() {
-            if self.cluster.lock().await.state(*id) != NodeState::Up {
-                continue;
-            }
-            let c = self.admin_via(*id)?;
-            let r = tokio::time::timeout(Duration::from_secs(5), async {
-                let resp = c
-                    .request(strata_client::Method::GET, "/api/v1/admin/cluster")
-                    .send()
-                    .await
-                    .ok()?;
-                let v: serde_json::Value = resp.json().await.ok()?;
-                v["leader"].as_u64()
-            })
-            .await;
-            if let Ok(Some(l)) = r {
-                return Some(l);
-            }
-        }
-        None
-    }
-
-    /// Whether the cluster reports every shard of every block in place.
-    pub async fn all_shards_in_place(&self) -> Option<serde_json::Value> {
+    /// An admin API answer from the first live node that gives one
+    /// within `limit`.
+    async fn admin_get(&self, path: &str, limit: Duration) -> Option<serde_json::Value> {
         for id in self.urls.keys() {
             if self.cluster.lock().await.state(*id) != NodeState::Up {
                 continue;
@@ -129,9 +106,9 @@ impl Injector {
             let Some(c) = self.admin_via(*id) else {
                 continue;
             };
-            let r = tokio::time::timeout(Duration::from_secs(60), async {
+            let r = tokio::time::timeout(limit, async {
                 let resp = c
-                    .request(strata_client::Method::GET, "/api/v1/admin/verify")
+                    .request(strata_client::Method::GET, path)
                     .send()
                     .await
                     .ok()?;
@@ -146,6 +123,20 @@ impl Injector {
             }
         }
         None
+    }
+
+    /// The node the live nodes say leads, if one answers.
+    async fn leader(&self) -> Option<u64> {
+        let v = self
+            .admin_get("/api/v1/admin/cluster", Duration::from_secs(5))
+            .await?;
+        v["leader"].as_u64()
+    }
+
+    /// The cluster's shard census (`/admin/verify`), from a live node.
+    pub async fn all_shards_in_place(&self) -> Option<serde_json::Value> {
+        self.admin_get("/api/v1/admin/verify", Duration::from_secs(60))
+            .await
     }
 
     /// Runs the schedule until `stop`, then waits for every fault to heal.
@@ -221,6 +212,8 @@ impl Injector {
             FaultKind::Pause => self.pause(node, p.hold_ms).await,
             FaultKind::WipedDisk => self.wipe(node, p.salt, p.hold_ms).await,
             FaultKind::Bitrot => self.bitrot(node, p.salt).await,
+            FaultKind::DiskFull => self.fill_disk(p.hold_ms).await,
+            FaultKind::ClockJump => self.jump_clock(node, p.salt, p.hold_ms).await,
             FaultKind::Partition | FaultKind::Loss | FaultKind::Latency => match &self.net {
                 Some(net) => net.apply(&p, self.nodes).await,
                 None => false,
@@ -330,6 +323,53 @@ impl Injector {
         true
     }
 
+    /// Fills the small disk to the last byte, holds, frees it again.
+    async fn fill_disk(&self, hold_ms: u64) -> bool {
+        let Some((node, mount)) = self.cluster.lock().await.small_disk().cloned() else {
+            return false;
+        };
+        let filler = mount.join("filler");
+        let fill = filler.clone();
+        let filled = tokio::task::spawn_blocking(move || fill_up(&fill)).await;
+        match filled {
+            Ok(Ok(bytes)) => {
+                tracing::info!(node, bytes, "disk filled");
+            }
+            other => {
+                tracing::warn!(node, result = ?other.map(|r| r.map_err(|e| e.to_string())), "filling the disk");
+                let _ = std::fs::remove_file(&filler);
+                return false;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        let _ = std::fs::remove_file(&filler);
+        true
+    }
+
+    /// Moves a node's wall clock 1 to 60 minutes forward or back, holds,
+    /// sets it right.
+    async fn jump_clock(&self, node: u64, salt: u64, hold_ms: u64) -> bool {
+        let mut rng = ChaCha8Rng::seed_from_u64(salt);
+        let minutes: i64 = rng.random_range(1..=60);
+        let offset = if rng.random_bool(0.5) {
+            minutes * 60
+        } else {
+            -minutes * 60
+        };
+        {
+            let c = self.cluster.lock().await;
+            if !c.clocks() || c.set_clock(node, offset).is_err() {
+                return false;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        let c = self.cluster.lock().await;
+        if let Err(e) = c.set_clock(node, 0) {
+            tracing::warn!(node, error = %e, "setting the clock right");
+        }
+        true
+    }
+
     /// Flips a few bytes inside one of the node's larger shard files,
     /// without changing its length.
     async fn bitrot(&self, node: u64, salt: u64) -> bool {
@@ -366,6 +406,22 @@ fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
             Ok(m) if m.is_dir() => collect_files(&p, out),
             Ok(m) if m.is_file() => out.push((p, m.len())),
             _ => {}
+        }
+    }
+}
+
+/// Writes zeros to `path` until the file system is full; returns the
+/// bytes written.
+fn fill_up(path: &Path) -> std::io::Result<u64> {
+    let mut f = std::fs::File::create(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(total),
+            Err(e) => return Err(e),
         }
     }
 }

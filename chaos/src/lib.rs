@@ -64,6 +64,9 @@ pub struct Options {
     pub clients: usize,
     /// The largest file a worker writes.
     pub max_file_bytes: u64,
+    /// New content the workers may send in all (a disk budget: nothing is
+    /// collected yet, so every byte stays, times (K+M)/K).
+    pub max_written_bytes: u64,
     pub faults: Vec<FaultKind>,
     /// Whether network faults can be injected (the process is in a
     /// private network namespace and `tc` works).
@@ -92,6 +95,11 @@ impl Options {
         }
         if self.seconds == 0 || self.seconds > 7 * 24 * 3600 {
             return Err(ChaosError::Option("--seconds must be 1 to 604800".into()));
+        }
+        if !(1..=1024).contains(&(self.max_written_bytes >> 30)) {
+            return Err(ChaosError::Option(
+                "--max-written-gib must be 1 to 1024".into(),
+            ));
         }
         if !(1..=64).contains(&self.clients) {
             return Err(ChaosError::Option("--clients must be 1 to 64".into()));
@@ -191,10 +199,23 @@ pub async fn run(opts: Options) -> Result<Report, ChaosError> {
         seconds: opts.seconds,
         ..Default::default()
     };
-    let cluster = ProcCluster::generate(&opts.binary, &dir, opts.nodes, &ec, opts.seed).await?;
+    let cluster = ProcCluster::generate(
+        &opts.binary,
+        &dir,
+        opts.nodes,
+        &ec,
+        opts.seed,
+        opts.network && opts.faults.contains(&FaultKind::DiskFull),
+        opts.faults.contains(&FaultKind::ClockJump),
+    )
+    .await?;
     let cluster = Arc::new(AsyncMutex::new(cluster));
     let result = drive(&opts, &cluster, &mut report).await;
-    cluster.lock().await.stop_all().await;
+    {
+        let mut c = cluster.lock().await;
+        c.stop_all().await;
+        c.release().await;
+    }
     let cluster_dir = dir.join("cluster");
     if opts.keep || !report.ok() {
         report.kept = Some(cluster_dir.display().to_string());
@@ -220,7 +241,7 @@ async fn drive(
         .into_iter()
         .filter_map(|id| Some((id, cluster.url(id)?)))
         .collect();
-    let shared = Arc::new(Shared::new(opts.seed));
+    let shared = Arc::new(Shared::new(opts.seed, opts.max_written_bytes));
     // Two workers per user, each with a session on every node.
     let mut workers = Vec::new();
     for i in 0..opts.clients {
@@ -254,11 +275,17 @@ async fn drive(
         None
     };
     report.network = net.is_some();
+    let (small_disk, clocks) = (cluster.small_disk().is_some(), cluster.clocks());
     let kinds: Vec<FaultKind> = opts
         .faults
         .iter()
         .copied()
-        .filter(|k| !k.is_network() || net.is_some())
+        .filter(|k| match k {
+            k if k.is_network() => net.is_some(),
+            FaultKind::DiskFull => small_disk,
+            FaultKind::ClockJump => clocks,
+            _ => true,
+        })
         .collect();
     for k in opts.faults.iter().filter(|k| !kinds.contains(k)) {
         report.faults_skipped.insert(k.name().to_string(), 0);

@@ -20,18 +20,26 @@ use tokio::process::Command;
 
 use crate::schedule::{FaultKind, Planned};
 
-/// Moves this process into a network namespace of its own, with its
-/// loopback up. Call before any thread starts: threads created later
-/// inherit it, and so do the nodes the harness starts. Needs root;
-/// returns why not otherwise.
+/// Moves this process into network and mount namespaces of its own,
+/// with its loopback up and every mount private (a file system the
+/// harness mounts is gone with it). Call before any thread starts:
+/// threads created later inherit them, and so do the nodes the harness
+/// starts. Needs root; returns why not otherwise.
 pub fn enter_private_network() -> Result<(), String> {
-    // SAFETY: unshare(2) with CLONE_NEWNET only changes this process's
-    // network namespace; it touches no memory.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+    // SAFETY: unshare(2) only changes this process's namespaces; it
+    // touches no memory.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS) } != 0 {
         return Err(format!(
-            "a private network namespace needs root: {}",
+            "private namespaces need root: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    let private = std::process::Command::new("mount")
+        .args(["--make-rprivate", "/"])
+        .status()
+        .map_err(|e| format!("mount --make-rprivate /: {e}"))?;
+    if !private.success() {
+        return Err("mount --make-rprivate / failed".into());
     }
     let up = std::process::Command::new("ip")
         .args(["link", "set", "lo", "up"])

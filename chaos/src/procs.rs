@@ -51,6 +51,11 @@ struct Proc {
 pub struct ProcCluster {
     binary: PathBuf,
     out: PathBuf,
+    /// The node whose second shard disk is a small file system of its
+    /// own (for `disk_full`), and that file system's mount point.
+    small: Option<(u64, PathBuf)>,
+    /// libfaketime, when node clocks can be moved (`clock_jump`).
+    faketime: Option<PathBuf>,
     pub manifest: Manifest,
     ca: Vec<u8>,
     procs: BTreeMap<u64, Proc>,
@@ -84,6 +89,8 @@ impl ProcCluster {
         nodes: u64,
         ec: &str,
         seed: u64,
+        small_disk: bool,
+        clocks: bool,
     ) -> Result<Self, ChaosError> {
         let out = dir.join("cluster");
         let base = free_base_port(nodes, seed)?;
@@ -113,6 +120,36 @@ impl ProcCluster {
             );
             std::fs::write(&p, text).map_err(|e| io_setup(&p, e))?;
         }
+        // The last node's second disk on a small file system of its own.
+        let mut small = None;
+        if small_disk {
+            let mount = out.join(format!("node-{nodes}/small"));
+            std::fs::create_dir_all(&mount).map_err(|e| io_setup(&mount, e))?;
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=1536m,mode=0700", "tmpfs"])
+                .arg(&mount)
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if ok {
+                let p = out.join(format!("node-{nodes}.toml"));
+                let text = std::fs::read_to_string(&p).map_err(|e| io_setup(&p, e))?;
+                let from = format!("\"node-{nodes}/disk-1\"");
+                let to = format!("\"node-{nodes}/small/disk-1\"");
+                std::fs::write(&p, text.replace(&from, &to)).map_err(|e| io_setup(&p, e))?;
+                small = Some((nodes, mount));
+            } else {
+                tracing::warn!("no small file system for disk_full (mount failed)");
+            }
+        }
+        let faketime = clocks.then(faketime_library).flatten();
+        if let Some(lib) = &faketime {
+            tracing::debug!(lib = %lib.display(), "node clocks can jump");
+            for i in 1..=nodes {
+                let f = out.join(format!("node-{i}.faketime"));
+                std::fs::write(&f, "+0\n").map_err(|e| io_setup(&f, e))?;
+            }
+        }
         let path = out.join("cluster.json");
         let bytes = std::fs::read(&path).map_err(|e| io_setup(&path, e))?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
@@ -121,6 +158,8 @@ impl ProcCluster {
         Ok(Self {
             binary: binary.to_path_buf(),
             out,
+            small,
+            faketime,
             manifest,
             ca,
             procs: BTreeMap::new(),
@@ -141,10 +180,10 @@ impl ProcCluster {
 
     /// The shard directories of node `id`.
     pub fn shard_dirs(&self, id: u64) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.out.join(format!("node-{id}")))
-            .into_iter()
-            .flatten()
-            .flatten()
+        let home = self.out.join(format!("node-{id}"));
+        let mut dirs: Vec<PathBuf> = [home.clone(), home.join("small")]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
             .map(|e| e.path())
             .filter(|p| {
                 p.file_name()
@@ -154,6 +193,32 @@ impl ProcCluster {
             .collect();
         dirs.sort();
         dirs
+    }
+
+    /// The node with a small disk, and where that file system is mounted.
+    pub fn small_disk(&self) -> Option<&(u64, PathBuf)> {
+        self.small.as_ref()
+    }
+
+    /// Whether node clocks can be moved.
+    pub fn clocks(&self) -> bool {
+        self.faketime.is_some()
+    }
+
+    /// Sets node `id`'s wall clock `offset_s` seconds off (monotonic time
+    /// is left alone, as a stepped clock does); the node sees it within
+    /// a second.
+    pub fn set_clock(&self, id: u64, offset_s: i64) -> std::io::Result<()> {
+        let f = self.out.join(format!("node-{id}.faketime"));
+        std::fs::write(f, format!("{offset_s:+}\n"))
+    }
+
+    /// Unmounts the small file system (the mount namespace goes with the
+    /// process anyway).
+    pub async fn release(&mut self) {
+        if let Some((_, mount)) = self.small.take() {
+            let _ = Command::new("umount").arg(&mount).status().await;
+        }
     }
 
     pub fn log_path(&self, id: u64) -> PathBuf {
@@ -190,7 +255,17 @@ impl ProcCluster {
             .append(true)
             .open(&log_path)
             .map_err(|e| io_setup(&log_path, e))?;
-        let mut child = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary);
+        if let Some(lib) = &self.faketime {
+            cmd.env("LD_PRELOAD", lib)
+                .env(
+                    "FAKETIME_TIMESTAMP_FILE",
+                    self.out.join(format!("node-{id}.faketime")),
+                )
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn,openraft=off")
@@ -291,6 +366,18 @@ impl ProcCluster {
             }
         }
     }
+}
+
+/// libfaketime's multi-threaded build, where Debian puts it.
+fn faketime_library() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 fn io_setup(path: &Path, e: std::io::Error) -> ChaosError {

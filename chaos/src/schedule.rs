@@ -29,11 +29,16 @@ pub enum FaultKind {
     Loss,
     /// Delay added to one node's traffic.
     Latency,
+    /// The small shard disk of one node filled to the last byte, then
+    /// emptied again.
+    DiskFull,
+    /// A node's wall clock jumped forward or back, then set right.
+    ClockJump,
 }
 
 impl FaultKind {
     /// The kinds the harness injects, in report order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::Pause,
@@ -42,6 +47,8 @@ impl FaultKind {
         FaultKind::Latency,
         FaultKind::Bitrot,
         FaultKind::WipedDisk,
+        FaultKind::DiskFull,
+        FaultKind::ClockJump,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +61,8 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Loss => "loss",
             FaultKind::Latency => "latency",
+            FaultKind::DiskFull => "disk_full",
+            FaultKind::ClockJump => "clock_jump",
         }
     }
 

@@ -28,14 +28,19 @@ pub struct Shared {
     pub refused: AtomicU64,
     pub unknown: AtomicU64,
     pub reads_checked: AtomicU64,
+    /// Bytes of new content sent, and the most the run may send (no
+    /// collection yet: every byte written stays on the disks).
+    pub written: AtomicU64,
+    pub max_written: u64,
     pub violations: Mutex<Vec<Violation>>,
     pub seed: u64,
 }
 
 impl Shared {
-    pub fn new(seed: u64) -> Self {
+    pub fn new(seed: u64, max_written: u64) -> Self {
         Self {
             seed,
+            max_written,
             ..Default::default()
         }
     }
@@ -65,6 +70,17 @@ enum Outcome<T> {
     Refused(ClientError),
     /// No answer, or a 5xx: applied or not, nobody said.
     Unknown(String),
+}
+
+impl<T> Outcome<T> {
+    /// The outcome without the answer's body.
+    fn done(self) -> Outcome<()> {
+        match self {
+            Outcome::Acked(_) => Outcome::Acked(()),
+            Outcome::Refused(e) => Outcome::Refused(e),
+            Outcome::Unknown(e) => Outcome::Unknown(e),
+        }
+    }
 }
 
 fn classify<T>(r: Result<Result<T, ClientError>, tokio::time::error::Elapsed>) -> Outcome<T> {
@@ -204,10 +220,19 @@ impl Worker {
             .filter(|p| !busy.contains(p))
             .cloned()
             .collect();
-        let roll: u32 = self.rng.random_range(0..100);
+        let mut roll: u32 = self.rng.random_range(0..100);
         self.shared.ops.fetch_add(1, Ordering::Relaxed);
+        // Past the byte budget, no new content: moves, deletes, restores
+        // (which reuse stored blocks) and reads go on.
+        let may_write = self.shared.written.load(Ordering::Relaxed) < self.shared.max_written;
+        if !may_write && roll <= 44 {
+            roll = 45 + roll % 55;
+        }
+        if live.is_empty() && !may_write {
+            return;
+        }
         match roll {
-            _ if live.len() < 3 => self.create().await,
+            _ if live.len() < 3 && may_write => self.create().await,
             0..=24 => self.create().await,
             25..=44 => {
                 let path = live[self.rng.random_range(0..live.len())].clone();
@@ -239,17 +264,16 @@ impl Worker {
 
     /// Simple or resumable upload of fresh content to `path`.
     async fn put(&mut self, path: &str, content: &Content) -> Outcome<()> {
+        self.shared
+            .written
+            .fetch_add(content.size, Ordering::Relaxed);
         let resumable = content.size >= 256 << 10 && self.rng.random_bool(0.4);
         let limit = Self::timeout_for(content.size);
         let data = bytes::Bytes::from(content.bytes());
         if !resumable {
             let c = self.client().clone();
             let r = tokio::time::timeout(limit, c.upload(path, data)).await;
-            return match classify(r) {
-                Outcome::Acked(_) => Outcome::Acked(()),
-                Outcome::Refused(e) => Outcome::Refused(e),
-                Outcome::Unknown(e) => Outcome::Unknown(e),
-            };
+            return classify(r).done();
         }
         // Resumable, in pieces; an unanswered piece is continued through
         // another node from the offset the drive reports.
@@ -359,11 +383,7 @@ impl Worker {
         self.step += 1;
         let c = self.client().clone();
         let r = tokio::time::timeout(Duration::from_secs(30), c.move_entry(from, &to)).await;
-        let out = match classify(r) {
-            Outcome::Acked(_) => Outcome::Acked(()),
-            Outcome::Refused(e) => Outcome::Refused(e),
-            Outcome::Unknown(e) => Outcome::Unknown(e),
-        };
+        let out = classify(r).done();
         self.settle_write(
             &to,
             out,
@@ -453,11 +473,7 @@ impl Worker {
         };
         let c = self.client().clone();
         let r = tokio::time::timeout(Duration::from_secs(30), c.restore(path, v.version)).await;
-        let out = match classify(r) {
-            Outcome::Acked(_) => Outcome::Acked(()),
-            Outcome::Refused(e) => Outcome::Refused(e),
-            Outcome::Unknown(e) => Outcome::Unknown(e),
-        };
+        let out = classify(r).done();
         self.settle_write(
             path,
             out,
