@@ -221,16 +221,23 @@ impl Worker {
             .cloned()
             .collect();
         let mut roll: u32 = self.rng.random_range(0..100);
-        self.shared.ops.fetch_add(1, Ordering::Relaxed);
-        // Past the byte budget, no new content: moves, deletes, restores
-        // (which reuse stored blocks) and reads go on.
+        // Past the byte budget, no new content and no deletes (the files
+        // stay to be read): moves, restores (which reuse stored blocks)
+        // and reads go on.
         let may_write = self.shared.written.load(Ordering::Relaxed) < self.shared.max_written;
-        if !may_write && roll <= 44 {
-            roll = 45 + roll % 55;
+        if !may_write && roll <= 62 {
+            roll = match roll % 3 {
+                0 => 45,
+                1 => 63,
+                _ => 73 + roll % 27,
+            };
         }
         if live.is_empty() && !may_write {
+            // Nothing left to do: wait for the end without spinning.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             return;
         }
+        self.shared.ops.fetch_add(1, Ordering::Relaxed);
         match roll {
             _ if live.len() < 3 && may_write => self.create().await,
             0..=24 => self.create().await,
