@@ -31,6 +31,9 @@ struct Budget {
     /// Nodes whose shards were damaged since the cluster last reported
     /// every shard in place.
     damaged: HashSet<u64>,
+    /// Destroying faults under way: a census taken meanwhile may not yet
+    /// see their damage, so it cannot clear `damaged`.
+    damaging: usize,
 }
 
 pub struct Injector {
@@ -222,6 +225,10 @@ impl Injector {
         if p.kind.takes_a_node_down() {
             self.budget().out.remove(&node);
         }
+        if p.kind.destroys_shards() {
+            let mut b = self.budget();
+            b.damaging = b.damaging.saturating_sub(1);
+        }
         if done {
             tracing::info!(step = p.step, kind = %p.kind, node, "fault injected and healed");
             Self::count(&self.injected, p.kind);
@@ -237,7 +244,13 @@ impl Injector {
             let mut b = self.budget();
             if b.damaged.contains(&node) || b.damaged.len() < self.parity {
                 b.damaged.insert(node);
+                b.damaging += 1;
                 return true;
+            }
+            if b.damaging > 0 {
+                // Earlier damage is still being done: no census can vouch
+                // for it yet.
+                return false;
             }
         }
         // Wait (at most about 20 s) for the cluster to report the
@@ -253,11 +266,15 @@ impl Injector {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         let mut b = self.budget();
-        if healed {
+        // Only a census with no destroying fault under way, before or
+        // during it, clears the damage.
+        if healed && b.damaging == 0 {
             b.damaged.clear();
             b.damaged.insert(node);
+            b.damaging += 1;
+            return true;
         }
-        healed
+        false
     }
 
     async fn kill(&self, node: u64, hold_ms: u64) -> bool {
