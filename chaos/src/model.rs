@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use cluster_config::ids::to_hex;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -29,7 +30,7 @@ impl Content {
     }
 
     pub fn hex(&self) -> String {
-        hex(&self.hash)
+        to_hex(&self.hash)
     }
 }
 
@@ -40,10 +41,6 @@ pub fn bytes_of(seed: u64, size: u64) -> Vec<u8> {
     let mut out = vec![0u8; size as usize];
     ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut out);
     out
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A file the workload wrote: the contents of its versions, oldest first,
@@ -134,6 +131,5 @@ mod tests {
         assert_eq!(a.bytes(), bytes_of(42, 100_000));
         assert_ne!(a.hash, Content::new(43, 100_000).hash);
         assert_eq!(Content::new(1, 0).bytes(), Vec::<u8>::new());
-        assert_eq!(hex(&[0, 255, 16]), "00ff10");
     }
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use strata_api::EntryKind;
 use strata_client::Client;
 
-use crate::model::hex;
 use crate::report::{Report, Violation};
 use crate::workload::Worker;
+use cluster_config::ids::to_hex;
 
 fn violation(report: &mut Report, invariant: &str, detail: String) {
     tracing::error!(invariant, %detail, "violation");
@@ -85,7 +85,7 @@ pub async fn acknowledged_readable(
                             "{path} (user {}) through node {id}: {} bytes, blake3 {}; acknowledged {} bytes, {}",
                             w.user,
                             bytes.len(),
-                            hex(blake3::hash(&bytes).as_bytes()),
+                            to_hex(blake3::hash(&bytes).as_bytes()),
                             cur.size,
                             cur.hex()
                         ),

@@ -68,26 +68,11 @@ impl Report {
             "operations: {} tried, {} acknowledged, {} refused, {} unanswered (settled by reading), {} reads compared",
             self.ops, self.acknowledged_ops, self.refused_ops, self.unanswered_ops, self.reads_checked
         );
-        let faults: Vec<String> = self
-            .faults
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(s, "faults: {}", faults.join(", "));
+        let _ = writeln!(s, "faults: {}", counts(&self.faults));
         if !self.faults_skipped.is_empty() {
-            let skipped: Vec<String> = self
-                .faults_skipped
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
-            let _ = writeln!(s, "skipped: {}", skipped.join(", "));
+            let _ = writeln!(s, "skipped: {}", counts(&self.faults_skipped));
         }
-        let checks: Vec<String> = self
-            .checks
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(s, "checks: {}", checks.join(", "));
+        let _ = writeln!(s, "checks: {}", counts(&self.checks));
         if self.violations.is_empty() {
             let _ = writeln!(s, "violations: none");
         } else {
@@ -101,4 +86,10 @@ impl Report {
         }
         s
     }
+}
+
+/// `a 1, b 2`.
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    parts.join(", ")
 }

@@ -176,6 +176,14 @@ impl Worker {
         self.at = (self.at + 1) % self.clients.len();
     }
 
+    /// The model's current content of `path`.
+    fn current(&self, path: &str) -> Option<Content> {
+        self.model
+            .files
+            .get(path)
+            .and_then(|f| f.current().copied())
+    }
+
     fn fresh_content(&mut self) -> Content {
         let size = pick_size(&mut self.rng, self.max_file);
         self.step += 1;
@@ -342,28 +350,16 @@ impl Worker {
 
     async fn create(&mut self) {
         let path = self.new_path();
-        let content = self.fresh_content();
-        let out = self.put(&path, &content).await;
-        self.settle_write(
-            &path,
-            out,
-            Pending {
-                step: self.step,
-                what: "create",
-                applied: Some(content),
-                not_applied: None,
-                other: None,
-            },
-        )
-        .await;
+        self.write(&path, "create").await;
     }
 
     async fn overwrite(&mut self, path: &str) {
-        let before = self
-            .model
-            .files
-            .get(path)
-            .and_then(|f| f.current().copied());
+        self.write(path, "overwrite").await;
+    }
+
+    /// Fresh content to `path`, over whatever it holds.
+    async fn write(&mut self, path: &str, what: &'static str) {
+        let before = self.current(path);
         let content = self.fresh_content();
         let out = self.put(path, &content).await;
         self.settle_write(
@@ -371,7 +367,7 @@ impl Worker {
             out,
             Pending {
                 step: self.step,
-                what: "overwrite",
+                what,
                 applied: Some(content),
                 not_applied: before,
                 other: None,
@@ -382,11 +378,7 @@ impl Worker {
 
     async fn rename(&mut self, from: &str) {
         let to = self.new_path();
-        let cur = self
-            .model
-            .files
-            .get(from)
-            .and_then(|f| f.current().copied());
+        let cur = self.current(from);
         self.step += 1;
         let c = self.client().clone();
         let r = tokio::time::timeout(Duration::from_secs(30), c.move_entry(from, &to)).await;
@@ -406,11 +398,7 @@ impl Worker {
     }
 
     async fn delete(&mut self, path: &str) {
-        let cur = self
-            .model
-            .files
-            .get(path)
-            .and_then(|f| f.current().copied());
+        let cur = self.current(path);
         self.step += 1;
         let c = self.client().clone();
         let r = tokio::time::timeout(Duration::from_secs(30), c.delete(path)).await;
@@ -499,12 +487,7 @@ impl Worker {
     /// for byte (never a mix, never another user's bytes).
     async fn read(&mut self, path: &str) {
         self.step += 1;
-        let Some(cur) = self
-            .model
-            .files
-            .get(path)
-            .and_then(|f| f.current().copied())
-        else {
+        let Some(cur) = self.current(path) else {
             return;
         };
         let c = self.client().clone();
@@ -520,7 +503,7 @@ impl Worker {
                             "{path} (user {}) read {} bytes, blake3 {}; the model holds {} bytes, {}",
                             self.user,
                             bytes.len(),
-                            crate::model::hex(blake3::hash(&bytes).as_bytes()),
+                            cluster_config::ids::to_hex(blake3::hash(&bytes).as_bytes()),
                             cur.size,
                             cur.hex()
                         ),
