@@ -11,6 +11,46 @@ use strata_chaos::{FaultKind, Options};
 pub enum ChaosCmd {
     /// Start a cluster, run a seeded workload under a seeded fault schedule, check every invariant.
     Run(RunArgs),
+    /// Run the real node code as a cluster in one process, on a simulated
+    /// network and clock, through many seeds of workload and faults.
+    Sim(SimArgs),
+}
+
+#[derive(Args)]
+pub struct SimArgs {
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How many seeds, from the first on.
+    #[arg(long, default_value_t = 100)]
+    pub seeds: u64,
+    /// Nodes of the simulated cluster (3 to 9).
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// Erasure profile K+M.
+    #[arg(long, default_value = "2+1")]
+    pub ec: String,
+    /// Drive operations per seed.
+    #[arg(long, default_value_t = 40)]
+    pub ops: usize,
+    /// Seeds run at once (default: the machine's cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run every N-th seed twice and compare the traces (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub replay_every: u64,
+    /// Keep going after a failing seed.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Where seeds keep their files (default: /dev/shm when present).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write the report as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// One line per seed.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Args)]
@@ -78,7 +118,10 @@ impl RunArgs {
 /// Runs the harness; `network` says whether this process is in a private
 /// network namespace where network faults can be injected.
 pub async fn run(cmd: ChaosCmd, network: Result<(), String>) -> anyhow::Result<()> {
-    let ChaosCmd::Run(args) = cmd;
+    let args = match cmd {
+        ChaosCmd::Run(args) => args,
+        ChaosCmd::Sim(args) => return sim(args).await,
+    };
     let (data, parity) = strata_chaos::parse_ec(&args.ec)?;
     let faults = args.kinds()?;
     if let Err(why) = &network {
@@ -112,6 +155,41 @@ pub async fn run(cmd: ChaosCmd, network: Result<(), String>) -> anyhow::Result<(
             "{} invariant violations (seed {})",
             report.violations.len(),
             report.seed
+        );
+    }
+    Ok(())
+}
+
+async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let (data, parity) = strata_chaos::parse_ec(&args.ec)?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let opts = strata_chaos::sim::SimOptions {
+        first_seed: args.seed,
+        seeds: args.seeds,
+        nodes: args.nodes,
+        ec: (data, parity),
+        ops: args.ops,
+        threads,
+        dir: args.dir.clone(),
+        replay_every: args.replay_every,
+        keep_going: args.keep_going,
+        verbose: args.verbose,
+    };
+    let report = tokio::task::spawn_blocking(move || strata_chaos::sim::run(&opts)).await??;
+    crate::say(&report.human());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.ok() {
+        anyhow::bail!(
+            "{} invariant violations in seeds {:?}",
+            report.violations.len(),
+            report.failed_seeds
         );
     }
     Ok(())

@@ -122,9 +122,9 @@ enum Cmd {
     },
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,fjall=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -236,7 +236,19 @@ fn main() -> ExitCode {
         } if args.wants_network() => strata_chaos::enter_private_network(),
         _ => Err("not asked for".into()),
     };
-    init_logging();
+    // The simulation's nodes say what every fault does to them: thousands
+    // of seeds would drown the report, so only errors show by default.
+    let quiet = matches!(
+        &cli.cmd,
+        Cmd::Chaos {
+            which: chaos::ChaosCmd::Sim(_)
+        }
+    );
+    init_logging(if quiet {
+        "error,openraft=off"
+    } else {
+        "info,openraft=warn,fjall=warn"
+    });
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

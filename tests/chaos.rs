@@ -114,3 +114,93 @@ fn chaos_options_are_checked() {
         );
     }
 }
+
+/// The simulation as CI runs it: 500 seeds of the real node code on the
+/// in-memory network and the virtual clock, every fault kind injected,
+/// every invariant checked, nothing violated. Every 25th seed runs twice
+/// and its replay is compared (reported, see RELIABILITY.md).
+#[test]
+fn five_hundred_simulated_seeds_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("sim.json");
+    let out = Command::new(common::bin())
+        .args(["chaos", "sim", "--seed", "1", "--seeds", "500"])
+        .args(["--replay-every", "25", "--keep-going"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("strata chaos sim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{stdout}\n{stderr}"));
+    assert_eq!(
+        report["violations"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        report["violations"]
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(report["seeds"], 500);
+    assert!(
+        report["acknowledged_ops"].as_u64().unwrap() >= 5_000,
+        "too little work to mean anything: {report}"
+    );
+    for kind in [
+        "kill",
+        "kill_leader",
+        "pause",
+        "partition",
+        "loss",
+        "latency",
+        "bitrot",
+        "wiped_disk",
+        "clock_jump",
+        "torn_write",
+    ] {
+        assert!(
+            report["faults"][kind].as_u64().unwrap_or(0) >= 5,
+            "{kind} hardly injected: {}",
+            report["faults"]
+        );
+    }
+    for check in [
+        "acknowledged_readable",
+        "history_matches_model",
+        "listing_matches_model",
+        "replicas_agree",
+        "users_isolated",
+        "repair_restores_shards",
+    ] {
+        assert!(
+            report["checks"][check].as_u64().unwrap_or(0) >= 500,
+            "{check} hardly checked: {}",
+            report["checks"]
+        );
+    }
+    assert_eq!(report["replays_checked"], 20);
+    assert!(stdout.contains("violations: 0"), "{stdout}");
+}
+
+/// Bad simulation options are refused before any seed runs.
+#[test]
+fn simulation_options_are_checked() {
+    for args in [
+        &["--nodes", "2"][..],
+        &["--ec", "3+2", "--nodes", "4"][..],
+        &["--seeds", "0"][..],
+        &["--ops", "0"][..],
+    ] {
+        let out = Command::new(common::bin())
+            .args(["chaos", "sim"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("bad option"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -22,6 +22,7 @@ pub mod oracle;
 pub mod procs;
 pub mod report;
 pub mod schedule;
+pub mod sim;
 pub mod workload;
 
 use std::collections::BTreeMap;

@@ -263,6 +263,9 @@ impl ProcCluster {
                     self.out.join(format!("node-{id}.faketime")),
                 )
                 .env("FAKETIME_CACHE_DURATION", "1")
+                // No shared-memory segment per process: a SIGKILLed node
+                // would leave its segment behind in /dev/shm.
+                .env("FAKETIME_DISABLE_SHM", "1")
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         let mut child = cmd

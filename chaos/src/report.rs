@@ -89,7 +89,7 @@ impl Report {
 }
 
 /// `a 1, b 2`.
-fn counts(map: &BTreeMap<String, u64>) -> String {
+pub(crate) fn counts(map: &BTreeMap<String, u64>) -> String {
     let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
     parts.join(", ")
 }

@@ -184,6 +184,11 @@ impl BlockStore {
         }
     }
 
+    /// How blocking work runs on this node (in place in the simulation).
+    pub fn offload(&self) -> crate::Offload {
+        self.local.offload()
+    }
+
     pub fn user_keys(&self, user: &UserId) -> UserKeys {
         self.keys.user(user)
     }
@@ -265,11 +270,11 @@ impl BlockStore {
         let view = self.placement.view();
         let profile = view.profile;
         let this = self.clone();
-        let encoded = tokio::task::spawn_blocking(move || {
-            this.encode_blocking(&keys, &chunk, profile, &*exists)
-        })
-        .await
-        .map_err(|e| BlockError::Task(e.to_string()))??;
+        let encoded = self
+            .offload()
+            .run(move || this.encode_blocking(&keys, &chunk, profile, &*exists))
+            .await
+            .map_err(|e| BlockError::Task(e.to_string()))??;
         let enc = match encoded {
             Err(reference) => {
                 return Ok(StoredChunk {
@@ -424,7 +429,7 @@ impl BlockStore {
         if node == self.me {
             let store = self.local.clone();
             let meta = *meta;
-            return match tokio::task::spawn_blocking(move || store.read_any_disk(&meta)).await {
+            return match self.offload().run(move || store.read_any_disk(&meta)).await {
                 Ok(Ok(p)) => Some(p),
                 Ok(Err(e)) => {
                     if !matches!(e, ShardReadError::Missing) {
@@ -484,7 +489,9 @@ impl BlockStore {
     /// Of `nodes`, those that the health view holds up and that answer a
     /// probe within a second, asked all at once: a node paused a moment
     /// ago still looks healthy but does not answer.
-    pub async fn responsive(&self, nodes: HashSet<NodeId>) -> HashSet<NodeId> {
+    /// The probes go out in node order (a `BTreeSet`), so a simulated run
+    /// sends the same messages in the same order every time.
+    pub async fn responsive(&self, nodes: std::collections::BTreeSet<NodeId>) -> HashSet<NodeId> {
         let healthy = self.placement.view().healthy.clone();
         let Some(net) = self.net.as_ref() else {
             return nodes.into_iter().filter(|n| *n == self.me).collect();
@@ -549,6 +556,7 @@ impl BlockStore {
         let mut more = true;
         while have < k {
             tokio::select! {
+                biased;
                 next = futures::StreamExt::next(&mut running) => match next {
                     None => break,
                     Some((i, _, Ok(Some(p)))) => {
@@ -604,13 +612,16 @@ impl BlockStore {
             });
         }
         let decode_shards = shards.clone();
-        let plain = tokio::task::spawn_blocking(move || {
-            let sealed = Erasure::new(k, m).decode(&decode_shards, stored.sealed_len as usize)?;
-            codec::open(&keys, &id, sealed)
-                .map_err(|source| BlockError::Corrupt { block: id, source })
-        })
-        .await
-        .map_err(|e| BlockError::Task(e.to_string()))??;
+        let plain = self
+            .offload()
+            .run(move || {
+                let sealed =
+                    Erasure::new(k, m).decode(&decode_shards, stored.sealed_len as usize)?;
+                codec::open(&keys, &id, sealed)
+                    .map_err(|source| BlockError::Corrupt { block: id, source })
+            })
+            .await
+            .map_err(|e| BlockError::Task(e.to_string()))??;
         if plain.len() != rec.plain_len as usize {
             return Err(BlockError::Corrupt {
                 block: id,
@@ -642,7 +653,10 @@ impl BlockStore {
         indices: &[usize],
     ) {
         let erasure = Erasure::new(stored.data_shards as usize, stored.parity_shards as usize);
-        let all = match tokio::task::spawn_blocking(move || erasure.reconstruct_all(&shards)).await
+        let all = match self
+            .offload()
+            .run(move || erasure.reconstruct_all(&shards))
+            .await
         {
             Ok(Ok(all)) => all,
             _ => return,
@@ -682,7 +696,9 @@ impl BlockStore {
             });
         }
         let erasure = Erasure::new(k, stored.parity_shards as usize);
-        let all = tokio::task::spawn_blocking(move || erasure.reconstruct_all(&shards))
+        let all = self
+            .offload()
+            .run(move || erasure.reconstruct_all(&shards))
             .await
             .map_err(|e| BlockError::Task(e.to_string()))??;
         all.into_iter()
@@ -709,7 +725,7 @@ impl BlockStore {
                 Err(e) => NetResponse::error(wire_code(&e), e.to_string()),
             },
             NetRequest::GetShard { meta } => {
-                let read = tokio::task::spawn_blocking(move || store.read_record(&meta)).await;
+                let read = self.offload().run(move || store.read_record(&meta)).await;
                 match read {
                     Ok(Ok(record)) => NetResponse::Shard(Some(record)),
                     Ok(Err(_)) => NetResponse::Shard(None),
@@ -717,10 +733,10 @@ impl BlockStore {
                 }
             }
             NetRequest::HasShards { metas } => {
-                let has = tokio::task::spawn_blocking(move || {
-                    metas.iter().map(|m| store.read_record(m).is_ok()).collect()
-                })
-                .await;
+                let has = self
+                    .offload()
+                    .run(move || metas.iter().map(|m| store.read_record(m).is_ok()).collect())
+                    .await;
                 match has {
                     Ok(v) => NetResponse::Has(v),
                     Err(e) => NetResponse::error(WireCode::NotReady, e.to_string()),

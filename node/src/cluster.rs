@@ -124,6 +124,7 @@ pub async fn watch_layout(
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
             _ = applied.recv() => {}
@@ -176,6 +177,7 @@ pub async fn leader_duties(
 ) {
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }

@@ -196,6 +196,7 @@ impl Health {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     if let Ok(bytes) = postcard::to_stdvec(&self.mine()) {

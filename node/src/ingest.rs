@@ -132,7 +132,10 @@ impl Ingest {
     async fn cut(&mut self, eof: bool) -> Result<(), BlockError> {
         let bytes = self.buf.split().freeze();
         let for_cut = bytes.clone();
-        let lens = tokio::task::spawn_blocking(move || chunk::cut(&for_cut, eof))
+        let lens = self
+            .store
+            .offload()
+            .run(move || chunk::cut(&for_cut, eof))
             .await
             .map_err(|e| BlockError::Task(e.to_string()))?;
         let mut at = 0;

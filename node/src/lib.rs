@@ -36,6 +36,7 @@ pub mod keys;
 pub mod membership;
 pub mod net;
 pub mod notify;
+pub mod offload;
 pub mod passwords;
 pub mod placement;
 pub mod read;
@@ -43,8 +44,10 @@ pub mod repair;
 pub mod server;
 #[cfg(test)]
 mod test_util;
+pub mod verify;
 
 pub use blocks::{BlockError, BlockStore};
 pub use ingest::{Ingest, Ingested, Partial, WholeHash};
 pub use keys::KeyRing;
-pub use server::{Node, NodeError};
+pub use offload::Offload;
+pub use server::{Network, Node, NodeError, Seams};

@@ -139,6 +139,7 @@ impl Hub {
         let mut rx = meta.subscribe_journal();
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 msg = rx.recv() => match msg {
                     Ok(heads) => self.journal_advanced(&heads),
@@ -160,6 +161,7 @@ impl Hub {
         let mut rx = net.subscribe();
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 msg = rx.recv() => match msg {
                     Ok(g) if g.topic == PRESENCE_TOPIC => {

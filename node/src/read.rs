@@ -4,7 +4,7 @@
 //! the requested bytes down a bounded channel; the HTTP body reads from it.
 //! If the client goes away the channel closes and the producer stops.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -93,7 +93,7 @@ pub async fn open_range(
     // The first block is read below before answering; later ones need
     // their holders to answer now, not only to have beaten recently.
     if records.len() > 1 {
-        let holders: HashSet<NodeId> = records[1..]
+        let holders: BTreeSet<NodeId> = records[1..]
             .iter()
             .flat_map(|r| r.stored.nodes.iter().copied().flatten())
             .collect();

@@ -15,12 +15,15 @@ use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cluster_config::{NodeId, RepairConfig};
 use raft_meta::records::MemberState;
 use raft_meta::types::PlacementChange;
 use raft_meta::{BlockEntry, Command, MetaClient};
+// tokio's clock: the same as std's in a node, the virtual one in the
+// simulation, where scrub passes come due with the rest of the cluster.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::blocks::BlockStore;
@@ -117,6 +120,7 @@ impl Repair {
     pub async fn run_coordinator(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.config.scan_interval) => {}
             }
@@ -360,6 +364,7 @@ impl Repair {
             }
             self.publish();
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.config.scan_interval) => {}
             }
@@ -423,14 +428,17 @@ impl Repair {
         // Census first: a replaced disk shows up at once, and is fixed first.
         let local = self.blocks.local().clone();
         let census: Vec<(BlockEntry, usize)> = mine.clone();
-        let missing: Vec<(BlockEntry, usize)> = tokio::task::spawn_blocking(move || {
-            census
-                .into_iter()
-                .filter(|(e, i)| !local.exists(&e.block, *i as u8))
-                .collect()
-        })
-        .await
-        .unwrap_or_default();
+        let missing: Vec<(BlockEntry, usize)> = self
+            .blocks
+            .offload()
+            .run(move || {
+                census
+                    .into_iter()
+                    .filter(|(e, i)| !local.exists(&e.block, *i as u8))
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
         self.local_missing
             .store(missing.len() as u64, Ordering::Relaxed);
         self.publish();
@@ -474,7 +482,11 @@ impl Repair {
             }
             let meta = BlockStore::shard_meta(&entry.block, &entry.record.stored, index);
             let local = self.blocks.local().clone();
-            let read = tokio::task::spawn_blocking(move || local.read_any_disk(&meta)).await;
+            let read = self
+                .blocks
+                .offload()
+                .run(move || local.read_any_disk(&meta))
+                .await;
             self.scrubbed.fetch_add(1, Ordering::Relaxed);
             match read {
                 Ok(Ok(p)) => bytes += p.len() as u64,
@@ -487,6 +499,7 @@ impl Repair {
             let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::select! {
+                    biased;
                     _ = stop.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(wait) => {}
                 }

@@ -68,6 +68,27 @@ struct Running {
     net_stop: CancellationToken,
 }
 
+/// How a node reaches its peers.
+#[derive(Clone, Default)]
+pub enum Network {
+    /// libp2p over TCP, with the config's key, addresses and cluster key.
+    #[default]
+    P2p,
+    /// An in-memory switch: the simulation plugs every node of a cluster
+    /// into one and injects its faults there.
+    Memory(crate::net::mem::MemNetwork),
+}
+
+/// Where a node meets the world, for a simulation to replace.
+#[derive(Clone, Default)]
+pub struct Seams {
+    pub network: Network,
+    pub meta: raft_meta::MetaOptions,
+    /// Shard writes and blocking work run on the task that asks for them
+    /// (`LocalShards::open_inline`, `Offload`).
+    pub inline_io: bool,
+}
+
 /// A running node. Cheap handles to its parts are given to front ends;
 /// `shutdown` stops it.
 pub struct Node {
@@ -92,6 +113,23 @@ impl Node {
         clock: SharedClock,
         api_url: String,
     ) -> Result<Self, NodeError> {
+        Self::start_with(config, clock, api_url, Seams::default()).await
+    }
+
+    /// Starts a node with the simulation's seams: its network (libp2p for
+    /// a real node, an in-memory switch) and its Raft log and election
+    /// settings. Everything else is the same code.
+    pub async fn start_with(
+        config: Config,
+        clock: SharedClock,
+        api_url: String,
+        seams: Seams,
+    ) -> Result<Self, NodeError> {
+        let Seams {
+            network,
+            meta: meta_options,
+            inline_io,
+        } = seams;
         let config = Arc::new(config);
         let me = config.node_id;
         let stop = CancellationToken::new();
@@ -113,7 +151,11 @@ impl Node {
                 tracing::warn!(dir = %dir.display(), entries = n, "data directory was readable by others; made private to this user");
             }
         }
-        let shards = LocalShards::open(&config.storage.shard_dirs)?;
+        let shards = if inline_io {
+            LocalShards::open_inline(&config.storage.shard_dirs)?
+        } else {
+            LocalShards::open(&config.storage.shard_dirs)?
+        };
         if !shards.replaced_disks().is_empty() {
             tracing::info!(disks = ?shards.replaced_disks(), "new or replaced shard directories");
         }
@@ -135,30 +177,36 @@ impl Node {
                 (None, Arc::new(Placement::new(view)), Arc::new(NoPeers))
             }
             Some(cluster) => {
-                let key = load_node_key(&cluster.key_file)?;
                 let layout = crate::cluster::initial_layout(&config);
-                let peers = cluster
-                    .peers
-                    .iter()
-                    .map(|p| PeerAddr {
-                        id: p.id,
-                        peer_id: p.peer_id.to_string(),
-                        p2p_addr: p.p2p_addr.clone(),
-                    })
-                    .collect();
-                let psk = KeyRing::new(secret.clone()).purpose_key(crate::net::secure::PSK_CONTEXT);
-                let (p2p, task) = P2pNet::start(
-                    me,
-                    key,
-                    psk,
-                    &cluster.p2p_listen,
-                    peers,
-                    Arc::new(handler.clone()),
-                    net_stop.clone(),
-                )
-                .map_err(|e| NodeError::P2p(e.to_string()))?;
-                p2p_task = Some(task);
-                let net: SharedNet = Arc::new(p2p);
+                let net: SharedNet = match network {
+                    Network::P2p => {
+                        let key = load_node_key(&cluster.key_file)?;
+                        let peers = cluster
+                            .peers
+                            .iter()
+                            .map(|p| PeerAddr {
+                                id: p.id,
+                                peer_id: p.peer_id.to_string(),
+                                p2p_addr: p.p2p_addr.clone(),
+                            })
+                            .collect();
+                        let psk = KeyRing::new(secret.clone())
+                            .purpose_key(crate::net::secure::PSK_CONTEXT);
+                        let (p2p, task) = P2pNet::start(
+                            me,
+                            key,
+                            psk,
+                            &cluster.p2p_listen,
+                            peers,
+                            Arc::new(handler.clone()),
+                            net_stop.clone(),
+                        )
+                        .map_err(|e| NodeError::P2p(e.to_string()))?;
+                        p2p_task = Some(task);
+                        Arc::new(p2p)
+                    }
+                    Network::Memory(switch) => Arc::new(switch.join(me, Arc::new(handler.clone()))),
+                };
                 let view = View {
                     me,
                     layout,
@@ -202,12 +250,13 @@ impl Node {
                 })
             }
         };
-        let meta = MetaNode::start(
+        let meta = MetaNode::start_with(
             me,
             &config.storage.meta_dir,
             transport,
             initial,
             clock.clone(),
+            &meta_options,
         )
         .await?;
         handler.raft.set(meta.raft().clone());
@@ -387,6 +436,7 @@ async fn sweep_uploads(meta: MetaClient, stop: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }

@@ -61,6 +61,7 @@ async fn run_batcher(
         let first = match carry.take() {
             Some(p) => p,
             None => tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 p = rx.recv() => match p {
                     Some(p) => p,
@@ -72,6 +73,7 @@ async fn run_batcher(
         let Some(inner) = inner.upgrade() else { return };
         let client = MetaClient { inner };
         let permit = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
@@ -130,13 +132,35 @@ async fn run_batcher(
     }
 }
 
+/// What a deployment never changes but the simulation does.
+#[derive(Debug, Clone)]
+pub struct MetaOptions {
+    /// The size a Raft log segment is allocated with.
+    pub wal_segment_bytes: u64,
+    /// The election timeout's range in milliseconds, `[min, max)`.
+    pub election_timeout_ms: (u64, u64),
+    /// Log appends are made durable on the appending thread instead of
+    /// the flusher thread.
+    pub wal_flush_inline: bool,
+}
+
+impl Default for MetaOptions {
+    fn default() -> Self {
+        Self {
+            wal_segment_bytes: crate::store::wal::SEGMENT_BYTES,
+            election_timeout_ms: (600, 1200),
+            wal_flush_inline: false,
+        }
+    }
+}
+
 /// Raft timing for a cluster on one LAN or one machine.
-pub fn raft_config() -> Result<openraft::Config, MetaError> {
+fn raft_config(opts: &MetaOptions) -> Result<openraft::Config, MetaError> {
     let cfg = openraft::Config {
         cluster_name: "strata".into(),
         heartbeat_interval: 150,
-        election_timeout_min: 600,
-        election_timeout_max: 1200,
+        election_timeout_min: opts.election_timeout_ms.0,
+        election_timeout_max: opts.election_timeout_ms.1,
         max_payload_entries: 512,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
         max_in_snapshot_log_to_keep: 2_000,
@@ -166,19 +190,39 @@ impl MetaNode {
         initial: Option<BTreeMap<NodeId, MemberNode>>,
         clock: SharedClock,
     ) -> Result<Self, MetaError> {
+        Self::start_with(
+            node_id,
+            dir,
+            transport,
+            initial,
+            clock,
+            &MetaOptions::default(),
+        )
+        .await
+    }
+
+    /// `start` with settings of the log and of elections (the simulation's).
+    pub async fn start_with(
+        node_id: NodeId,
+        dir: &Path,
+        transport: Arc<dyn RaftTransport>,
+        initial: Option<BTreeMap<NodeId, MemberNode>>,
+        clock: SharedClock,
+        opts: &MetaOptions,
+    ) -> Result<Self, MetaError> {
         // openraft's ids are plain numbers; ours never 0.
         let id = node_id;
         let node_id = node_id.get();
         let initial: Option<BTreeMap<u64, MemberNode>> =
             initial.map(|m| m.into_iter().map(|(id, n)| (id.get(), n)).collect());
-        let (log, sm) = store::open(dir).await?;
+        let (log, sm) = store::open_with(dir, opts).await?;
         let log = log.for_member(node_id);
         let durable = log.durability();
         let sm = sm.gated_by(durable.clone());
         let reader = MetaReader::new(sm.tree());
         let applied = sm.applied_events();
         let journal = sm.journal_events();
-        let config = Arc::new(raft_config()?);
+        let config = Arc::new(raft_config(opts)?);
         let raft = Raft::new(
             node_id,
             config,

@@ -30,7 +30,7 @@ mod state_machine;
 mod store;
 mod table;
 
-pub use client::{MetaClient, MetaNode};
+pub use client::{MetaClient, MetaNode, MetaOptions};
 pub use error::MetaError;
 pub use kv::Resolved;
 pub use path::{DrivePath, PathError};

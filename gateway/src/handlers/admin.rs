@@ -1,16 +1,14 @@
 //! The admin API: cluster status, membership, and a full shard census.
 //! Admin accounts only.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cluster_config::NodeId;
 use http::StatusCode;
 use raft_meta::records::{LayoutMember, MemberState};
 use serde::{Deserialize, Serialize};
-use strata_node::blocks::BlockStore;
 use strata_node::health::Heartbeat;
-use strata_node::net::{NetRequest, NetResponse};
 
 use super::{json, Response};
 use crate::app::App;
@@ -299,114 +297,12 @@ pub async fn remove_node(app: &App, caller: &Caller, id: &str) -> ApiResult<Resp
     ))
 }
 
-#[derive(Serialize, Default)]
-struct Census {
-    blocks: u64,
-    shards_expected: u64,
-    shards_present: u64,
-    shards_unplaced: u64,
-    blocks_complete: u64,
-    /// Blocks with fewer than K+M intact shards.
-    blocks_short: u64,
-    /// Blocks with fewer than K intact shards: unreadable.
-    blocks_lost: u64,
-    /// Files using such blocks (`user:/path`), the first 100.
-    lost_files: Vec<String>,
-    /// Shards per node, as the metadata places them.
-    per_node: BTreeMap<NodeId, u64>,
-}
-
 /// Asks every holder whether it has each shard, intact.
 pub async fn verify(app: &App, caller: &Caller) -> ApiResult<Response> {
     require_admin(app, caller).await?;
     let reader = app.meta.linearizable().await?.clone();
-    let mut census = Census::default();
-    let mut lost: BTreeMap<
-        cluster_config::UserId,
-        std::collections::HashSet<cluster_config::BlockId>,
-    > = BTreeMap::new();
-    let mut after: Option<Vec<u8>> = None;
-    let me = app.meta.node_id();
-    loop {
-        let page = reader.blocks_after(after.as_deref(), 256)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key.clone());
-        let mut asks: BTreeMap<NodeId, Vec<(usize, strata_node::block::shard::ShardMeta)>> =
-            BTreeMap::new();
-        for (bi, e) in page.iter().enumerate() {
-            census.blocks += 1;
-            for (i, node) in e.record.stored.nodes.iter().enumerate() {
-                census.shards_expected += 1;
-                let Some(node) = *node else {
-                    census.shards_unplaced += 1;
-                    continue;
-                };
-                *census.per_node.entry(node).or_default() += 1;
-                asks.entry(node)
-                    .or_default()
-                    .push((bi, BlockStore::shard_meta(&e.block, &e.record.stored, i)));
-            }
-        }
-        let mut present = vec![0usize; page.len()];
-        for (node, list) in asks {
-            let metas: Vec<_> = list.iter().map(|(_, m)| *m).collect();
-            let has: Vec<bool> = if node == me {
-                match app.blocks.handle(NetRequest::HasShards { metas }).await {
-                    NetResponse::Has(h) => h,
-                    _ => vec![false; list.len()],
-                }
-            } else {
-                match &app.cluster {
-                    Some(c) => match c
-                        .net()
-                        .call(
-                            node,
-                            NetRequest::HasShards { metas },
-                            Duration::from_secs(60),
-                        )
-                        .await
-                    {
-                        Ok(NetResponse::Has(h)) => h,
-                        _ => vec![false; list.len()],
-                    },
-                    None => vec![false; list.len()],
-                }
-            };
-            for ((bi, _), ok) in list.iter().zip(has) {
-                if ok {
-                    present[*bi] += 1;
-                    census.shards_present += 1;
-                }
-            }
-        }
-        for (bi, e) in page.iter().enumerate() {
-            if present[bi] == e.record.stored.nodes.len() {
-                census.blocks_complete += 1;
-            } else {
-                census.blocks_short += 1;
-            }
-            if present[bi] < e.record.stored.data_shards as usize {
-                census.blocks_lost += 1;
-                let set = lost.entry(e.user).or_default();
-                if set.len() < 10_000 {
-                    set.insert(e.block);
-                }
-            }
-        }
-    }
-    for (user, blocks) in &lost {
-        if census.lost_files.len() >= strata_node::health::MAX_NAMED_FILES {
-            break;
-        }
-        let name = reader
-            .user(user)?
-            .map(|u| u.username)
-            .unwrap_or_else(|| user.to_string());
-        let room = strata_node::health::MAX_NAMED_FILES - census.lost_files.len();
-        for path in reader.files_using(user, blocks, room)? {
-            census.lost_files.push(format!("{name}:{path}"));
-        }
-    }
+    let net = app.cluster.as_ref().map(|c| c.net());
+    let census = strata_node::verify::census(&reader, &app.blocks, net, app.meta.node_id()).await?;
     Ok(json(StatusCode::OK, &census))
 }
 

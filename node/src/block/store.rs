@@ -169,6 +169,9 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 type Index = RwLock<HashMap<Key, Loc>>;
 
+/// A disk's writer and its queue, run in place (the simulation).
+type InlineWriter = Mutex<(Writer, mpsc::Receiver<Op>)>;
+
 pub struct LocalShards {
     disks: Vec<Arc<Disk>>,
     queues: Vec<mpsc::Sender<Op>>,
@@ -176,6 +179,9 @@ pub struct LocalShards {
     /// Disks found without their marker at open: new or wiped.
     replaced: Vec<usize>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The simulation's writers: run by the task that writes, one per
+    /// disk, instead of on threads of their own.
+    inline: Option<Vec<InlineWriter>>,
 }
 
 impl std::fmt::Debug for LocalShards {
@@ -783,8 +789,19 @@ impl LocalShards {
         Self::open_with(dirs, PACK_BYTES)
     }
 
+    /// `open` for the simulation: every write and every blocking step runs
+    /// on the task that asks for it (see `Offload`), so no thread outside
+    /// the runtime decides when it completes.
+    pub fn open_inline(dirs: &[PathBuf]) -> Result<Self, StoreError> {
+        Self::open_opts(dirs, PACK_BYTES, true)
+    }
+
     /// `open` with packs sealed past `pack_bytes`.
     pub fn open_with(dirs: &[PathBuf], pack_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_opts(dirs, pack_bytes, false)
+    }
+
+    fn open_opts(dirs: &[PathBuf], pack_bytes: u64, inline: bool) -> Result<Self, StoreError> {
         let index: Arc<Index> = Arc::new(RwLock::new(HashMap::new()));
         let mut replaced = Vec::new();
         let mut disks = Vec::new();
@@ -816,6 +833,16 @@ impl LocalShards {
             disks.push(disk);
             writers.push((writer, receivers.remove(0)));
         }
+        if inline {
+            return Ok(Self {
+                disks,
+                queues,
+                index,
+                replaced,
+                threads: Mutex::new(Vec::new()),
+                inline: Some(writers.into_iter().map(Mutex::new).collect()),
+            });
+        }
         let mut threads = Vec::new();
         for (w, rx) in writers {
             let name = format!("shard-writer-{}", w.disk.number);
@@ -834,7 +861,25 @@ impl LocalShards {
             index,
             replaced,
             threads: Mutex::new(threads),
+            inline: None,
         })
+    }
+
+    /// How this store's blocking work runs (in place in the simulation).
+    pub fn offload(&self) -> crate::Offload {
+        crate::Offload::new(self.inline.is_some())
+    }
+
+    /// Runs `op` on disk `disk`'s writer now, then whatever the writers
+    /// queued for each other (a superseded record on another disk).
+    fn apply_inline(writers: &[InlineWriter], disk: usize, op: Op) {
+        lock(&writers[disk]).0.apply(vec![op]);
+        for w in writers {
+            let mut w = lock(w);
+            while let Ok(op) = w.1.try_recv() {
+                w.0.apply(vec![op]);
+            }
+        }
     }
 
     fn load_disk(
@@ -1019,14 +1064,18 @@ impl LocalShards {
         }
         let disk = self.disk_for(&meta.block, meta.index as usize);
         let (done, rx) = oneshot::channel();
-        self.queues[disk]
-            .send(Op::Put {
-                key: (meta.block, meta.index),
-                record,
-                done,
-            })
-            .await
-            .map_err(|_| StoreError::Stopped(disk))?;
+        let op = Op::Put {
+            key: (meta.block, meta.index),
+            record,
+            done,
+        };
+        match &self.inline {
+            Some(writers) => Self::apply_inline(writers, disk, op),
+            None => self.queues[disk]
+                .send(op)
+                .await
+                .map_err(|_| StoreError::Stopped(disk))?,
+        }
         rx.await.map_err(|_| StoreError::Stopped(disk))?
     }
 
@@ -1082,10 +1131,14 @@ impl LocalShards {
         if let Some(loc) = loc {
             let disk = loc.disk as usize;
             let (done, rx) = oneshot::channel();
-            self.queues[disk]
-                .send(Op::Remove { key, loc, done })
-                .await
-                .map_err(|_| StoreError::Stopped(disk))?;
+            let op = Op::Remove { key, loc, done };
+            match &self.inline {
+                Some(writers) => Self::apply_inline(writers, disk, op),
+                None => self.queues[disk]
+                    .send(op)
+                    .await
+                    .map_err(|_| StoreError::Stopped(disk))?,
+            }
             rx.await.map_err(|_| StoreError::Stopped(disk))??;
         }
         for d in (0..self.disks.len()).filter(|d| self.disks[*d].has_legacy) {
@@ -1195,6 +1248,42 @@ mod tests {
             .all(|&b| b == 0));
         st.clear();
         assert_eq!(st.len, 0);
+    }
+
+    /// The simulation's store writes on the caller's task: no writer
+    /// threads, the same records, found again by a threaded open.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_inline_store_writes_in_place_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("d{i}"))).collect();
+        {
+            let store = LocalShards::open_inline(&dirs).unwrap();
+            assert!(lock(&store.threads).is_empty());
+            for blk in 0..10u8 {
+                let m = meta(blk, blk % 3);
+                store
+                    .put(&m, record(&m, 300 + blk as usize, blk))
+                    .await
+                    .unwrap();
+            }
+            // A rewrite supersedes the old record (on whichever disk).
+            let m = meta(4, 1);
+            store.put(&m, record(&m, 64, 0xee)).await.unwrap();
+            store.remove(&BlockId([2; 32]), 2).await.unwrap();
+            assert_eq!(store.len(), 9);
+            assert_eq!(&store.read_any_disk(&m).unwrap()[..], &[0xee; 64][..]);
+        }
+        let store = LocalShards::open(&dirs).unwrap();
+        assert_eq!(store.len(), 9);
+        assert_eq!(
+            &store.read_any_disk(&meta(4, 1)).unwrap()[..],
+            &[0xee; 64][..]
+        );
+        assert_eq!(
+            &store.read_any_disk(&meta(9, 0)).unwrap()[..],
+            &vec![9u8; 309][..]
+        );
+        assert!(!store.exists(&BlockId([2; 32]), 2));
     }
 
     #[tokio::test]

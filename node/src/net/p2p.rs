@@ -204,6 +204,7 @@ impl Lane {
     async fn read_answers(self: Arc<Self>, mut reader: ReadHalf<Stream>) {
         let reason = loop {
             let frame = tokio::select! {
+                biased;
                 _ = self.closed.cancelled() => break "stream closed".to_string(),
                 f = codec::read_frame(&mut reader) => f,
             };
@@ -232,6 +233,7 @@ impl Lane {
     ) {
         let reason = loop {
             let out = tokio::select! {
+                biased;
                 _ = self.closed.cancelled() => return,
                 o = queue.recv() => match o {
                     Some(o) => o,
@@ -422,6 +424,7 @@ async fn serve(
     let write_task = tasks.spawn(async move {
         loop {
             let out = tokio::select! {
+                biased;
                 _ = write_closed.cancelled() => break,
                 o = queued.recv() => match o {
                     Some(o) => o,
@@ -439,6 +442,7 @@ async fn serve(
     let slots = Arc::new(Semaphore::new(SERVING_PER_STREAM));
     loop {
         let frame = tokio::select! {
+            biased;
             _ = closed.cancelled() => break,
             f = codec::read_frame(&mut reader) => f,
         };
@@ -514,6 +518,7 @@ async fn accept(
     };
     loop {
         let next = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             n = incoming.next() => n,
         };
@@ -699,6 +704,7 @@ impl EventLoop {
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
                 cmd = commands.recv() => match cmd {
                     Some(c) => self.command(c),

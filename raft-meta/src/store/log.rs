@@ -59,13 +59,18 @@ impl From<WalError> for MetaError {
 
 impl LogStore {
     /// Opens the log under `dir/raft-log`; `db` holds the state machine.
-    pub(super) async fn open(dir: &Path, db: crate::table::Db) -> Result<Self, MetaError> {
-        let opened = Wal::open(&dir.join("raft-log"))?;
-        Ok(Self {
-            db,
-            wal: opened.wal,
-            me: None,
-        })
+    pub(super) async fn open(
+        dir: &Path,
+        db: crate::table::Db,
+        opts: &crate::MetaOptions,
+    ) -> Result<Self, MetaError> {
+        let opened = Wal::open_with(&dir.join("raft-log"), opts.wal_segment_bytes)?;
+        let wal = if opts.wal_flush_inline {
+            opened.wal.flush_inline()
+        } else {
+            opened.wal
+        };
+        Ok(Self { db, wal, me: None })
     }
 
     /// Tells the store which member it belongs to.

@@ -28,13 +28,22 @@ use crate::error::MetaError;
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Opens (or creates) the metadata database under `dir`.
+#[cfg(test)]
 pub async fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), MetaError> {
+    open_with(dir, &crate::MetaOptions::default()).await
+}
+
+/// `open` with the log's settings.
+pub async fn open_with(
+    dir: &Path,
+    opts: &crate::MetaOptions,
+) -> Result<(LogStore, StateMachineStore), MetaError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| MetaError::Storage(format!("{}: {e}", dir.display())))?;
     migrate::from_sled(dir, CACHE_BYTES).await?;
     let db = crate::table::Db::open(&dir.join("state"), CACHE_BYTES)
         .map_err(|e| MetaError::Storage(format!("opening {}: {e}", dir.display())))?;
-    let log = LogStore::open(dir, db.clone()).await?;
+    let log = LogStore::open(dir, db.clone(), opts).await?;
     let sm = StateMachineStore::new(db, dir)?;
     Ok((log, sm))
 }

@@ -264,6 +264,10 @@ pub struct Wal {
     inner: Arc<Mutex<Inner>>,
     flusher: Arc<Flusher>,
     _thread: Arc<FlusherThread>,
+    /// Every flush on the appending thread, none on the flusher (the
+    /// simulation: no thread outside its runtime decides when an append
+    /// is durable).
+    inline: bool,
 }
 
 /// Stops the flusher thread when the last handle goes.
@@ -738,13 +742,32 @@ impl Wal {
                     flusher,
                     handle: Mutex::new(Some(thread)),
                 }),
+                inline: false,
             },
             #[cfg(test)]
             fresh,
         })
     }
 
+    /// Flushes on the appending thread from now on (see `inline`).
+    pub fn flush_inline(mut self) -> Self {
+        self.inline = true;
+        self
+    }
+
     fn enqueue(&self, seg: Arc<Segment>, done: Done, stamp: Stamp) {
+        if self.inline {
+            let result = seg.file.sync_data();
+            match &result {
+                Ok(()) => self.flusher.durable.reached(stamp),
+                Err(e) => {
+                    tracing::error!(path = %seg.path.display(), error = %e, "raft log fdatasync failed");
+                    self.flusher.durable.failed();
+                }
+            }
+            done(result);
+            return;
+        }
         let mut q = lock(&self.flusher.queue);
         if q.stop {
             drop(q);
@@ -759,6 +782,9 @@ impl Wal {
     /// Flushes `seg` on this thread and reports `done`, unless a flush is
     /// queued or running: then the flusher completes it in turn.
     fn flush_here(&self, seg: Arc<Segment>, done: Done, stamp: Stamp) {
+        if self.inline {
+            return self.enqueue(seg, done, stamp);
+        }
         {
             let mut q = lock(&self.flusher.queue);
             if q.stop || q.busy || !q.waiting.is_empty() {

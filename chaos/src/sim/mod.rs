@@ -1,0 +1,390 @@
+//! The simulation: the real node — Raft metadata on its WAL and fjall,
+//! the block store, placement, repair and scrub, the drive service — run
+//! as N nodes in one process, plugged into the in-memory switch instead
+//! of libp2p, on a one-thread tokio runtime whose clock is paused: virtual
+//! time moves only when every task waits, so a minute of cluster life
+//! (elections, heartbeats, repair grace) takes milliseconds. One seed
+//! decides the workload, the faults, when they happen and what they hit.
+//!
+//! Faults are the process harness's, at the message and disk level:
+//! a node stopped and restarted (its WAL sometimes left with a torn
+//! record), the leader stopped, a node silent, partitions, message loss,
+//! latency, flipped bytes in a shard, a shard disk emptied, a node's clock
+//! jumped. The oracle's invariants carry the same names as the process
+//! run's and read through each node's drive service.
+//!
+//! Every seed leaves a trace digest (every operation's outcome and every
+//! fault, with its virtual time). `replay_every` runs some seeds twice and
+//! compares the digests: a failing seed is replayed with `--seed S
+//! --seeds 1`.
+
+mod cluster;
+mod faults;
+mod oracle;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::report::Violation;
+use crate::ChaosError;
+
+pub use cluster::SimClock;
+
+/// What `strata chaos sim` runs.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub first_seed: u64,
+    pub seeds: u64,
+    pub nodes: usize,
+    pub ec: (u8, u8),
+    /// Drive operations per seed, over all workers.
+    pub ops: usize,
+    /// Seeds run at once (one OS thread and runtime each).
+    pub threads: usize,
+    /// Where the seeds' data directories go (a tmpfs is fastest).
+    pub dir: Option<PathBuf>,
+    /// Every `replay_every`-th seed runs twice and its traces are compared
+    /// (0: never).
+    pub replay_every: u64,
+    /// Keep going after a seed fails (the default stops at the first).
+    pub keep_going: bool,
+    /// Print one line per seed.
+    pub verbose: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            first_seed: 1,
+            seeds: 100,
+            nodes: 4,
+            ec: (2, 1),
+            ops: 40,
+            threads: 2,
+            dir: None,
+            replay_every: 0,
+            keep_going: false,
+            verbose: false,
+        }
+    }
+}
+
+impl SimOptions {
+    pub fn validate(&self) -> Result<(), ChaosError> {
+        let (k, m) = self.ec;
+        if !(3..=9).contains(&self.nodes) {
+            return Err(ChaosError::Option(
+                "the simulation runs 3 to 9 nodes".into(),
+            ));
+        }
+        if k as usize + m as usize > self.nodes || k == 0 || m == 0 {
+            return Err(ChaosError::Option(format!(
+                "EC {k}+{m} needs K,M >= 1 and K+M <= nodes ({})",
+                self.nodes
+            )));
+        }
+        if self.seeds == 0 || self.seeds > 10_000_000 {
+            return Err(ChaosError::Option("seeds: 1 to 10 000 000".into()));
+        }
+        if self.ops == 0 || self.ops > 10_000 {
+            return Err(ChaosError::Option("ops: 1 to 10 000 per seed".into()));
+        }
+        if self.threads == 0 || self.threads > 64 {
+            return Err(ChaosError::Option("threads: 1 to 64".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What one seed did.
+#[derive(Debug, Clone, Default)]
+pub struct SeedOutcome {
+    pub seed: u64,
+    pub ops: u64,
+    pub acknowledged_ops: u64,
+    pub unanswered_ops: u64,
+    pub reads_checked: u64,
+    pub faults: BTreeMap<String, u64>,
+    pub checks: BTreeMap<String, u64>,
+    pub violations: Vec<Violation>,
+    /// blake3 of the seed's events, in order.
+    pub trace: [u8; 32],
+    pub virtual_ms: u64,
+}
+
+/// The simulation's report, for people and as JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimReport {
+    pub first_seed: u64,
+    pub seeds: u64,
+    pub nodes: u64,
+    pub erasure: String,
+    pub ops_per_seed: u64,
+    pub acknowledged_ops: u64,
+    pub ops: u64,
+    pub unanswered_ops: u64,
+    pub reads_checked: u64,
+    pub faults: BTreeMap<String, u64>,
+    pub checks: BTreeMap<String, u64>,
+    pub violations: Vec<Violation>,
+    /// Seeds with at least one violation.
+    pub failed_seeds: Vec<u64>,
+    /// Seeds run twice, and how many of them gave the same trace.
+    pub replays_checked: u64,
+    pub replays_identical: u64,
+    /// Seeds whose second run differed (the first 20).
+    pub replays_differing: Vec<u64>,
+    pub virtual_seconds: u64,
+    pub elapsed_seconds: f64,
+    pub seeds_per_minute: f64,
+}
+
+impl SimReport {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "simulation: seeds {}..{} ({} seeds), {} nodes, EC {}, {} ops a seed",
+            self.first_seed,
+            self.first_seed + self.seeds,
+            self.seeds,
+            self.nodes,
+            self.erasure,
+            self.ops_per_seed
+        );
+        let _ = writeln!(
+            s,
+            "  {:.1} s wall, {} s virtual, {:.0} seeds a minute",
+            self.elapsed_seconds, self.virtual_seconds, self.seeds_per_minute
+        );
+        let _ = writeln!(
+            s,
+            "  operations: {} ({} acknowledged, {} unanswered), reads compared: {}",
+            self.ops, self.acknowledged_ops, self.unanswered_ops, self.reads_checked
+        );
+        let _ = writeln!(s, "  faults: {}", crate::report::counts(&self.faults));
+        let _ = writeln!(s, "  checks: {}", crate::report::counts(&self.checks));
+        if self.replays_checked > 0 {
+            let _ = writeln!(
+                s,
+                "  replays: {} of {} seeds run twice gave the same trace",
+                self.replays_identical, self.replays_checked
+            );
+        }
+        if self.violations.is_empty() {
+            let _ = writeln!(s, "  violations: 0");
+        } else {
+            let _ = writeln!(
+                s,
+                "  violations: {} in seeds {:?}",
+                self.violations.len(),
+                self.failed_seeds
+            );
+            for v in self.violations.iter().take(20) {
+                let _ = writeln!(
+                    s,
+                    "    seed {} step {}: {}: {}",
+                    v.seed, v.step, v.invariant, v.detail
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  replay one: strata chaos sim --seed {} --seeds 1 --nodes {} --ec {} --ops {} -v",
+                self.failed_seeds.first().copied().unwrap_or_default(),
+                self.nodes,
+                self.erasure,
+                self.ops_per_seed
+            );
+        }
+        s
+    }
+}
+
+/// Cluster time one seed may take, workload, healing and checks together;
+/// a seed that runs past it is a finding (something waits forever).
+const SEED_BUDGET: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// A seed's outcome, and its replay's trace when it ran twice.
+type Ran = (SeedOutcome, Option<[u8; 32]>);
+
+/// Runs the seeds, `threads` at a time.
+pub fn run(opts: &SimOptions) -> Result<SimReport, ChaosError> {
+    opts.validate()?;
+    let base = match &opts.dir {
+        Some(d) => d.clone(),
+        None => default_dir(),
+    };
+    std::fs::create_dir_all(&base)
+        .map_err(|e| ChaosError::Setup(format!("{}: {e}", base.display())))?;
+    let work = tempfile::Builder::new()
+        .prefix("strata-sim-")
+        .tempdir_in(&base)
+        .map_err(|e| ChaosError::Setup(format!("{}: {e}", base.display())))?;
+    let template = Arc::new(cluster::Template::new(work.path(), opts.nodes, opts.ec)?);
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcomes: Arc<Mutex<Vec<Ran>>> = Arc::default();
+    std::thread::scope(|scope| {
+        for _ in 0..opts.threads.min(opts.seeds as usize) {
+            let next = next.clone();
+            let stop = stop.clone();
+            let outcomes = outcomes.clone();
+            let template = template.clone();
+            scope.spawn(move || loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= opts.seeds {
+                    return;
+                }
+                let seed = opts.first_seed + i;
+                let out = run_seed(&template, opts, seed);
+                let replay = (opts.replay_every > 0 && i.is_multiple_of(opts.replay_every))
+                    .then(|| run_seed(&template, opts, seed).trace);
+                if opts.verbose {
+                    eprintln!(
+                        "seed {seed}: {} ops, {} acknowledged, faults {}, {} violations, trace {}{}",
+                        out.ops,
+                        out.acknowledged_ops,
+                        crate::report::counts(&out.faults),
+                        out.violations.len(),
+                        &cluster_config::ids::to_hex(&out.trace)[..16],
+                        match replay {
+                            Some(t) if t == out.trace => ", replayed identically",
+                            Some(_) => ", REPLAY DIFFERED",
+                            None => "",
+                        }
+                    );
+                    for v in &out.violations {
+                        eprintln!("  {}: {}", v.invariant, v.detail);
+                    }
+                }
+                if !out.violations.is_empty() && !opts.keep_going {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                outcomes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((out, replay));
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|p| p.into_inner()));
+    outcomes.sort_by_key(|(o, _)| o.seed);
+    let mut r = SimReport {
+        first_seed: opts.first_seed,
+        seeds: outcomes.len() as u64,
+        nodes: opts.nodes as u64,
+        erasure: format!("{}+{}", opts.ec.0, opts.ec.1),
+        ops_per_seed: opts.ops as u64,
+        elapsed_seconds: elapsed,
+        ..SimReport::default()
+    };
+    let mut virtual_ms = 0;
+    for (o, replay) in outcomes {
+        r.ops += o.ops;
+        r.acknowledged_ops += o.acknowledged_ops;
+        r.unanswered_ops += o.unanswered_ops;
+        r.reads_checked += o.reads_checked;
+        virtual_ms += o.virtual_ms;
+        for (k, v) in o.faults {
+            *r.faults.entry(k).or_default() += v;
+        }
+        for (k, v) in o.checks {
+            *r.checks.entry(k).or_default() += v;
+        }
+        if !o.violations.is_empty() {
+            r.failed_seeds.push(o.seed);
+        }
+        r.violations.extend(o.violations);
+        if let Some(t) = replay {
+            r.replays_checked += 1;
+            if t == o.trace {
+                r.replays_identical += 1;
+            } else if r.replays_differing.len() < 20 {
+                r.replays_differing.push(o.seed);
+            }
+        }
+    }
+    r.virtual_seconds = virtual_ms / 1000;
+    r.seeds_per_minute = r.seeds as f64 * 60.0 / elapsed.max(0.001);
+    Ok(r)
+}
+
+/// A tmpfs when there is one: the seeds' WALs and shards never need a disk.
+fn default_dir() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// One seed on its own runtime: a fresh cluster, the workload and faults,
+/// healing, the oracle, and the cluster stopped and its files removed.
+pub fn run_seed(template: &cluster::Template, opts: &SimOptions, seed: u64) -> SeedOutcome {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return setup_failure(seed, format!("runtime: {e}")),
+    };
+    let dir = template.seed_dir(seed);
+    let out = rt.block_on(async {
+        let started = tokio::time::Instant::now();
+        let mut out = match cluster::SimCluster::start(template, &dir, seed).await {
+            Ok(c) => {
+                match tokio::time::timeout(SEED_BUDGET, workload::run(c.clone(), opts, seed)).await
+                {
+                    Ok(out) => out,
+                    Err(_) => {
+                        c.stop_all().await;
+                        let mut out = setup_failure(seed, String::new());
+                        out.violations[0].invariant = "seed_finishes".into();
+                        out.violations[0].detail = format!(
+                            "the seed ran past {} minutes of cluster time",
+                            SEED_BUDGET.as_secs() / 60
+                        );
+                        out
+                    }
+                }
+            }
+            Err(e) => setup_failure(seed, e),
+        };
+        out.virtual_ms = started.elapsed().as_millis() as u64;
+        out
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+fn setup_failure(seed: u64, detail: String) -> SeedOutcome {
+    SeedOutcome {
+        seed,
+        violations: vec![Violation {
+            invariant: "cluster_starts".into(),
+            detail,
+            seed,
+            step: 0,
+        }],
+        ..SeedOutcome::default()
+    }
+}
