@@ -486,19 +486,16 @@ impl BlockStore {
         n >= stored.data_shards as usize
     }
 
-    /// Of `nodes`, those that the health view holds up and that answer a
-    /// probe within a second, asked all at once: a node paused a moment
-    /// ago still looks healthy but does not answer.
-    /// The probes go out in node order (a `BTreeSet`), so a simulated run
-    /// sends the same messages in the same order every time.
-    pub async fn responsive(&self, nodes: std::collections::BTreeSet<NodeId>) -> HashSet<NodeId> {
-        let healthy = self.placement.view().healthy.clone();
+    /// Of `nodes`, those that answer a probe within a second, asked all at
+    /// once and in node order, whatever the health view says: a node paused
+    /// a moment ago still looks healthy but does not answer, and one back
+    /// from a partition looks down until its next heartbeat.
+    pub async fn probe(&self, nodes: std::collections::BTreeSet<NodeId>) -> HashSet<NodeId> {
         let Some(net) = self.net.as_ref() else {
             return nodes.into_iter().filter(|n| *n == self.me).collect();
         };
         let probes = nodes
             .into_iter()
-            .filter(|n| *n == self.me || healthy.contains(n))
             .map(|n| async move {
                 if n == self.me {
                     return Some(n);
