@@ -145,11 +145,7 @@ pub async fn run(cmd: ChaosCmd, network: Result<(), String>) -> anyhow::Result<(
         keep: args.keep,
     };
     let report = strata_chaos::run(opts).await?;
-    crate::say(&report.human());
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    show(&report.human(), &report, args.json.as_deref())?;
     if !report.ok() {
         anyhow::bail!(
             "{} invariant violations (seed {})",
@@ -180,17 +176,27 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         verbose: args.verbose,
     };
     let report = tokio::task::spawn_blocking(move || strata_chaos::sim::run(&opts)).await??;
-    crate::say(&report.human());
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    show(&report.human(), &report, args.json.as_deref())?;
     if !report.ok() {
         anyhow::bail!(
             "{} invariant violations in seeds {:?}",
             report.violations.len(),
             report.failed_seeds
         );
+    }
+    Ok(())
+}
+
+/// Prints a report for people and writes it as JSON when asked.
+fn show(
+    human: &str,
+    report: &impl serde::Serialize,
+    json: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    crate::say(human);
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

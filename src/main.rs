@@ -237,7 +237,8 @@ fn main() -> ExitCode {
         _ => Err("not asked for".into()),
     };
     // The simulation's nodes say what every fault does to them: thousands
-    // of seeds would drown the report, so only errors show by default.
+    // of seeds would drown the report, so only the report shows unless
+    // RUST_LOG asks for more.
     let quiet = matches!(
         &cli.cmd,
         Cmd::Chaos {
@@ -245,7 +246,7 @@ fn main() -> ExitCode {
         }
     );
     init_logging(if quiet {
-        "error,openraft=off"
+        "off"
     } else {
         "info,openraft=warn,fjall=warn"
     });

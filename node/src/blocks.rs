@@ -494,18 +494,16 @@ impl BlockStore {
         let Some(net) = self.net.as_ref() else {
             return nodes.into_iter().filter(|n| *n == self.me).collect();
         };
-        let probes = nodes
-            .into_iter()
-            .map(|n| async move {
-                if n == self.me {
-                    return Some(n);
-                }
-                let ping = NetRequest::HasShards { metas: Vec::new() };
-                match net.call(n, ping, PROBE_TIMEOUT).await {
-                    Ok(NetResponse::Has(_)) => Some(n),
-                    _ => None,
-                }
-            });
+        let probes = nodes.into_iter().map(|n| async move {
+            if n == self.me {
+                return Some(n);
+            }
+            let ping = NetRequest::HasShards { metas: Vec::new() };
+            match net.call(n, ping, PROBE_TIMEOUT).await {
+                Ok(NetResponse::Has(_)) => Some(n),
+                _ => None,
+            }
+        });
         futures::future::join_all(probes)
             .await
             .into_iter()

@@ -209,6 +209,7 @@ impl SimCluster {
         if let Some(node) = node {
             node.shutdown().await;
         }
+        self.switch.leave(n.id);
     }
 
     pub async fn stop_all(&self) {

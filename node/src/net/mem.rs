@@ -43,6 +43,7 @@ impl MemNetwork {
     pub fn join(&self, id: NodeId, handler: Arc<dyn InboundHandler>) -> MemNet {
         let mut s = self.state();
         s.handlers.insert(id, handler);
+        s.down.remove(&id);
         s.gossip
             .entry(id)
             .or_insert_with(|| broadcast::channel(1024).0);
@@ -50,6 +51,16 @@ impl MemNetwork {
             me: id,
             net: self.clone(),
         }
+    }
+
+    /// Unplugs a stopped node: its handler (which holds its block store,
+    /// whose network port holds this switch) goes, so nothing of the node
+    /// outlives it. `join` plugs it in again.
+    pub fn leave(&self, id: NodeId) {
+        let mut s = self.state();
+        s.handlers.remove(&id);
+        s.gossip.remove(&id);
+        s.down.insert(id);
     }
 
     /// A down node neither sends nor receives.

@@ -755,18 +755,23 @@ impl Wal {
         self
     }
 
+    /// `fdatasync` of `seg` on this thread; the watermark moves (or the
+    /// log is marked failed) before `done` hears of it.
+    fn sync_now(&self, seg: &Segment, done: Done, stamp: Stamp) {
+        let result = seg.file.sync_data();
+        match &result {
+            Ok(()) => self.flusher.durable.reached(stamp),
+            Err(e) => {
+                tracing::error!(path = %seg.path.display(), error = %e, "raft log fdatasync failed");
+                self.flusher.durable.failed();
+            }
+        }
+        done(result);
+    }
+
     fn enqueue(&self, seg: Arc<Segment>, done: Done, stamp: Stamp) {
         if self.inline {
-            let result = seg.file.sync_data();
-            match &result {
-                Ok(()) => self.flusher.durable.reached(stamp),
-                Err(e) => {
-                    tracing::error!(path = %seg.path.display(), error = %e, "raft log fdatasync failed");
-                    self.flusher.durable.failed();
-                }
-            }
-            done(result);
-            return;
+            return self.sync_now(&seg, done, stamp);
         }
         let mut q = lock(&self.flusher.queue);
         if q.stop {
@@ -794,15 +799,7 @@ impl Wal {
             }
             q.busy = true;
         }
-        let result = seg.file.sync_data();
-        match &result {
-            Ok(()) => self.flusher.durable.reached(stamp),
-            Err(e) => {
-                tracing::error!(path = %seg.path.display(), error = %e, "raft log fdatasync failed");
-                self.flusher.durable.failed();
-            }
-        }
-        done(result);
+        self.sync_now(&seg, done, stamp);
         let mut q = lock(&self.flusher.queue);
         q.busy = false;
         let queued = !q.waiting.is_empty();
