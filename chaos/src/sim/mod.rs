@@ -388,3 +388,88 @@ fn setup_failure(seed: u64, detail: String) -> SeedOutcome {
         ..SeedOutcome::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Scenarios on the simulated cluster: bugs a seed found, kept as
+    //! tests that do not depend on the seed's run staying the same.
+
+    use std::time::Duration;
+
+    use cluster_config::{DeviceId, UserId};
+    use raft_meta::{Command, DrivePath};
+    use strata_node::drive::Actor;
+
+    use super::cluster::{SimCluster, Template};
+    use super::{oracle, workload};
+    use crate::model::Content;
+
+    /// Found by seed 469: a node back from a partition answered 503 for
+    /// files whose shards were all in place, until its next heartbeat,
+    /// because its health view still held every other node down.
+    #[test]
+    fn a_node_back_from_a_partition_reads_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = Template::new(dir.path(), 4, (2, 1)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = SimCluster::start(&template, &template.seed_dir(1), 1)
+                .await
+                .unwrap();
+            let user = UserId([9; 16]);
+            workload::retry_write(
+                &c,
+                Command::CreateUser {
+                    user,
+                    username: "ann".into(),
+                    password_hash: "$argon2id$sim".into(),
+                    quota_bytes: 1 << 30,
+                    admin: false,
+                },
+            )
+            .await
+            .unwrap();
+            let actor = Actor {
+                user,
+                device: DeviceId([1; 16]),
+            };
+            let first = c.nodes[0].get().unwrap();
+            first
+                .drive()
+                .create_folder(&actor, &DrivePath::parse("/t").unwrap())
+                .await
+                .unwrap();
+            // Several blocks: the first and the later ones are checked
+            // on different paths.
+            let content = Content::new(7, 2_500_000);
+            workload::write_file(&first, &actor, "/t/a", content)
+                .await
+                .map_err(|(_, e)| e)
+                .unwrap();
+            // Node 4 alone long enough for its view to hold the others
+            // down, then back: the read follows at once.
+            let four = c.nodes[3].id;
+            for n in &c.nodes[..3] {
+                c.switch.partition(four, n.id, true);
+            }
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            for n in &c.nodes[..3] {
+                c.switch.partition(four, n.id, false);
+            }
+            // Before the next heartbeat: node 4's view still holds every
+            // other node down (its own replica of the metadata is current:
+            // nothing was written during the partition).
+            let node = c.nodes[3].get().unwrap();
+            let health = node.cluster().unwrap().health();
+            assert!(c.nodes[..3].iter().all(|n| !health.is_healthy(n.id)));
+            let got = oracle::read_local(&node, user, "/t/a").await;
+            let got = got.unwrap().expect("the file is there");
+            assert_eq!(oracle::judge(&[Some(content)], Some(&got)), None);
+            c.stop_all().await;
+        });
+    }
+}

@@ -27,13 +27,28 @@ pub struct Got {
 /// Reads the head of `p` through `node` after a linearizable read:
 /// `Ok(None)` when there is no file.
 pub async fn read_file(node: &Node, user: UserId, p: &str) -> Result<Option<Got>, String> {
-    let path = DrivePath::parse(p).map_err(|e| e.to_string())?;
     let reader = node
         .meta()
         .linearizable()
         .await
         .map_err(|e| e.to_string())?
         .clone();
+    read_with(node, reader, user, p).await
+}
+
+/// `read_file` from the node's own replica of the metadata, as it is now.
+#[cfg(test)]
+pub async fn read_local(node: &Node, user: UserId, p: &str) -> Result<Option<Got>, String> {
+    read_with(node, node.meta().local().clone(), user, p).await
+}
+
+async fn read_with(
+    node: &Node,
+    reader: raft_meta::MetaReader,
+    user: UserId,
+    p: &str,
+) -> Result<Option<Got>, String> {
+    let path = DrivePath::parse(p).map_err(|e| e.to_string())?;
     let Some((id, _)) = reader.live(&user, &path).map_err(|e| e.to_string())? else {
         return Ok(None);
     };

@@ -284,7 +284,7 @@ pub fn violation(seed: u64, invariant: &str, detail: String) -> Violation {
 }
 
 /// A write through any node, retried while the cluster elects (bounded).
-async fn retry_write(c: &SimCluster, cmd: Command) -> Result<(), String> {
+pub(super) async fn retry_write(c: &SimCluster, cmd: Command) -> Result<(), String> {
     let mut last = String::new();
     for attempt in 0..30 {
         if let Some(node) = c.nodes[attempt % c.nodes.len()].get() {
@@ -296,6 +296,52 @@ async fn retry_write(c: &SimCluster, cmd: Command) -> Result<(), String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Err(last)
+}
+
+/// Stores `content` and commits it at `p` through `node`. An error before
+/// the commit left nothing visible (`false`: refused for certain); the
+/// commit's own failure may or may not have been applied (`true`).
+pub(super) async fn write_file(
+    node: &Node,
+    actor: &Actor,
+    p: &str,
+    content: Content,
+) -> Result<(), (bool, DriveError)> {
+    let mut ingest = Ingest::new(
+        node.blocks().clone(),
+        node.meta().local().clone(),
+        actor.user,
+        WholeHash::Plain(Box::default()),
+    );
+    let bytes = content.bytes();
+    for piece in bytes.chunks(256 << 10) {
+        ingest.push(piece).await.map_err(|e| (false, e.into()))?;
+    }
+    let done = ingest.finish().await.map_err(|e| (false, e.into()))?;
+    let drive = node.drive();
+    let t = drive
+        .write_target(actor, &path(p))
+        .await
+        .map_err(|e| (false, e))?;
+    let hash = done
+        .content_hash
+        .ok_or((false, DriveError::BadRequest("no content hash".into())))?;
+    drive
+        .commit(
+            actor,
+            &t,
+            NewContent {
+                size: done.size,
+                content_hash: hash,
+                blocks: done.chunks,
+                new_blocks: done.new_blocks,
+            },
+            None,
+            OnConflict::Overwrite,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| (true, e))
 }
 
 fn path(p: &str) -> DrivePath {
@@ -464,47 +510,8 @@ impl Worker {
         e
     }
 
-    /// Stores `content` and commits it at `p`: errors before the commit
-    /// leave nothing visible (refused); the commit's own failure is unknown.
     async fn put(&self, node: &Node, p: &str, content: Content) -> Result<(), (bool, DriveError)> {
-        let work = async {
-            let mut ingest = Ingest::new(
-                node.blocks().clone(),
-                node.meta().local().clone(),
-                self.actor.user,
-                WholeHash::Plain(Box::default()),
-            );
-            let bytes = content.bytes();
-            for piece in bytes.chunks(256 << 10) {
-                ingest.push(piece).await.map_err(|e| (false, e.into()))?;
-            }
-            let done = ingest.finish().await.map_err(|e| (false, e.into()))?;
-            let drive = node.drive();
-            let t = drive
-                .write_target(&self.actor, &path(p))
-                .await
-                .map_err(|e| (false, e))?;
-            let hash = done
-                .content_hash
-                .ok_or((false, DriveError::BadRequest("no content hash".into())))?;
-            drive
-                .commit(
-                    &self.actor,
-                    &t,
-                    NewContent {
-                        size: done.size,
-                        content_hash: hash,
-                        blocks: done.chunks,
-                        new_blocks: done.new_blocks,
-                    },
-                    None,
-                    OnConflict::Overwrite,
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| (true, e))
-        };
-        match tokio::time::timeout(OP_TIMEOUT, work).await {
+        match tokio::time::timeout(OP_TIMEOUT, write_file(node, &self.actor, p, content)).await {
             Ok(r) => r,
             Err(_) => Err((true, DriveError::Unavailable)),
         }
