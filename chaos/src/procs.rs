@@ -263,9 +263,6 @@ impl ProcCluster {
                     self.out.join(format!("node-{id}.faketime")),
                 )
                 .env("FAKETIME_CACHE_DURATION", "1")
-                // No shared-memory segment per process: a SIGKILLed node
-                // would leave its segment behind in /dev/shm.
-                .env("FAKETIME_DISABLE_SHM", "1")
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         let mut child = cmd
@@ -314,8 +311,10 @@ impl ProcCluster {
     /// SIGKILL, by the child's own process id.
     pub async fn kill(&mut self, id: u64) {
         if let Some(mut p) = self.procs.remove(&id) {
+            let pid = p.child.id();
             let _ = p.child.start_kill();
             let _ = p.child.wait().await;
+            remove_faketime_segments(pid);
         }
     }
 
@@ -359,6 +358,7 @@ impl ProcCluster {
         }
         for id in ids {
             if let Some(mut p) = self.procs.remove(&id) {
+                let pid = p.child.id();
                 if tokio::time::timeout(Duration::from_secs(20), p.child.wait())
                     .await
                     .is_err()
@@ -366,8 +366,19 @@ impl ProcCluster {
                     let _ = p.child.start_kill();
                     let _ = p.child.wait().await;
                 }
+                remove_faketime_segments(pid);
             }
         }
+    }
+}
+
+/// libfaketime gives each process a shared-memory segment and a semaphore
+/// in /dev/shm, named by its pid; a SIGKILLed node never removes them, so
+/// the harness does once the node is reaped (missing ones are fine).
+fn remove_faketime_segments(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let _ = std::fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
+        let _ = std::fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
     }
 }
 
