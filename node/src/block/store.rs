@@ -870,6 +870,19 @@ impl LocalShards {
         crate::Offload::new(self.inline.is_some())
     }
 
+    /// Hands `op` to disk `disk`'s writer: its thread's queue, or, in the
+    /// simulation, the writer itself on this task.
+    async fn submit(&self, disk: usize, op: Op) -> Result<(), StoreError> {
+        match &self.inline {
+            Some(writers) => Self::apply_inline(writers, disk, op),
+            None => self.queues[disk]
+                .send(op)
+                .await
+                .map_err(|_| StoreError::Stopped(disk))?,
+        }
+        Ok(())
+    }
+
     /// Runs `op` on disk `disk`'s writer now, then whatever the writers
     /// queued for each other (a superseded record on another disk).
     fn apply_inline(writers: &[InlineWriter], disk: usize, op: Op) {
@@ -1069,13 +1082,7 @@ impl LocalShards {
             record,
             done,
         };
-        match &self.inline {
-            Some(writers) => Self::apply_inline(writers, disk, op),
-            None => self.queues[disk]
-                .send(op)
-                .await
-                .map_err(|_| StoreError::Stopped(disk))?,
-        }
+        self.submit(disk, op).await?;
         rx.await.map_err(|_| StoreError::Stopped(disk))?
     }
 
@@ -1132,13 +1139,7 @@ impl LocalShards {
             let disk = loc.disk as usize;
             let (done, rx) = oneshot::channel();
             let op = Op::Remove { key, loc, done };
-            match &self.inline {
-                Some(writers) => Self::apply_inline(writers, disk, op),
-                None => self.queues[disk]
-                    .send(op)
-                    .await
-                    .map_err(|_| StoreError::Stopped(disk))?,
-            }
+            self.submit(disk, op).await?;
             rx.await.map_err(|_| StoreError::Stopped(disk))??;
         }
         for d in (0..self.disks.len()).filter(|d| self.disks[*d].has_legacy) {
