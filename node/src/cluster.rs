@@ -181,34 +181,46 @@ pub async fn leader_duties(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        if !meta.is_leader() {
-            continue;
+        // A round waits on Raft (a membership change commits only with a
+        // quorum), so the stop is watched while it runs too: a leader cut
+        // off in the middle of a change must still shut down.
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = leader_round(&meta, &health, &config) => {}
         }
-        match meta.local().bootstrap() {
-            Ok(Some(b)) if b.admin.is_some() || config.admin_password_file.is_none() => {}
-            Ok(_) => {
-                match bootstrap(&meta, &config, initial_layout(&config)).await {
-                    Ok(()) => tracing::info!("drive set up: first layout and admin account"),
-                    Err(e) => tracing::error!(error = %e, "setting the drive up"),
-                }
-                continue;
+    }
+}
+
+/// One round of [`leader_duties`]: nothing unless this node leads.
+async fn leader_round(meta: &MetaClient, health: &Health, config: &Config) {
+    if !meta.is_leader() {
+        return;
+    }
+    match meta.local().bootstrap() {
+        Ok(Some(b)) if b.admin.is_some() || config.admin_password_file.is_none() => {}
+        Ok(_) => {
+            match bootstrap(meta, config, initial_layout(config)).await {
+                Ok(()) => tracing::info!("drive set up: first layout and admin account"),
+                Err(e) => tracing::error!(error = %e, "setting the drive up"),
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the bootstrap record");
-                continue;
-            }
+            return;
         }
-        let layout = match meta.local().layout() {
-            Ok(Some(l)) => l,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the layout");
-                continue;
-            }
-        };
-        if let Err(e) = crate::membership::sync(&meta, &layout, &health).await {
-            tracing::warn!(error = %e, "Raft membership change");
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the bootstrap record");
+            return;
         }
+    }
+    let layout = match meta.local().layout() {
+        Ok(Some(l)) => l,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the layout");
+            return;
+        }
+    };
+    if let Err(e) = crate::membership::sync(meta, &layout, health).await {
+        tracing::warn!(error = %e, "Raft membership change");
     }
 }
 

@@ -472,4 +472,77 @@ mod tests {
             c.stop_all().await;
         });
     }
+
+    /// Found by seed 146666: the leader, cut off while a Raft membership
+    /// change waited for a quorum, never finished stopping: its leader
+    /// duties awaited the change without watching the stop.
+    #[test]
+    fn a_leader_cut_off_during_a_membership_change_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = Template::new(dir.path(), 4, (2, 1)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = SimCluster::start(&template, &template.seed_dir(2), 2)
+                .await
+                .unwrap();
+            let mut l = None;
+            for _ in 0..100 {
+                l = c.leader();
+                if l.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let l = l.expect("a leader within 10 s");
+            let leader = c.nodes[l].get().unwrap();
+            let me = c.nodes[l].id;
+            let membership = || {
+                leader
+                    .meta()
+                    .raft_metrics()
+                    .membership_config
+                    .membership()
+                    .clone()
+            };
+            // Three voters of four nodes: one voter cut off long enough for
+            // the leader to see it down ...
+            let voter = membership()
+                .voter_ids()
+                .find(|v| *v != me.get())
+                .and_then(cluster_config::NodeId::new)
+                .unwrap();
+            for n in c.nodes.iter().filter(|n| n.id != voter) {
+                c.switch.partition(voter, n.id, true);
+            }
+            let health = leader.cluster().unwrap().health().clone();
+            for _ in 0..200 {
+                if !health.is_healthy(voter) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!health.is_healthy(voter));
+            // ... and at that moment the leader is cut off from the rest:
+            // it starts replacing the voter, a change that cannot commit.
+            for n in c.nodes.iter().filter(|n| n.id != me) {
+                c.switch.partition(me, n.id, true);
+            }
+            let mut changing = false;
+            for _ in 0..100 {
+                changing = membership().get_joint_config().len() > 1;
+                if changing {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(changing, "the leader started a membership change");
+            let stopped = tokio::time::timeout(Duration::from_secs(120), c.stop_node(l)).await;
+            assert!(stopped.is_ok(), "the cut-off leader stopped");
+            c.stop_all().await;
+        });
+    }
 }
