@@ -182,6 +182,7 @@ fn five_hundred_simulated_seeds_lose_nothing() {
         "replicas_agree",
         "users_isolated",
         "repair_restores_shards",
+        "linearizable",
     ] {
         assert!(
             report["checks"][check].as_u64().unwrap_or(0) >= 500,

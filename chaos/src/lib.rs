@@ -16,6 +16,7 @@
 //! - `oracle.rs` — the checks after healing; `report.rs` — the report.
 
 pub mod inject;
+pub mod linear;
 pub mod model;
 pub mod net;
 pub mod oracle;

@@ -124,6 +124,7 @@ pub async fn check(c: &SimCluster, workers: &mut [Worker], out: &mut SeedOutcome
     history_matches_model(c, workers, out).await;
     replicas_agree(c, workers, out).await;
     users_isolated(c, workers, out).await;
+    linearizable(c, workers, out).await;
 }
 
 fn count(out: &mut SeedOutcome, invariant: &str, n: u64) {
@@ -403,6 +404,58 @@ async fn users_isolated(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcom
                     ));
                 }
             }
+        }
+    }
+}
+
+/// Each shared file's recorded operations against its history after
+/// healing (`crate::linear`): one order of every write and read explains
+/// what each worker saw, and respects real time.
+async fn linearizable(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcome) {
+    let Some(log) = workers.first().map(|w| w.shared.clone()) else {
+        return;
+    };
+    let Some(node) = c.nodes.iter().find_map(|n| n.get()) else {
+        return;
+    };
+    let files = log.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for ((user, p), ops) in files {
+        count(out, "linearizable", ops.len() as u64);
+        let Ok(path) = DrivePath::parse(&p) else {
+            continue;
+        };
+        let actor = strata_node::drive::Actor {
+            user,
+            device: cluster_config::DeviceId([0x7f; 16]),
+        };
+        let applied: Vec<[u8; 32]> =
+            match tokio::time::timeout(READ_TIMEOUT, node.drive().history(&actor, &path, 10_000))
+                .await
+            {
+                Ok(Ok(h)) => h
+                    .versions
+                    .iter()
+                    .rev()
+                    .map(|(_, v)| v.content_hash)
+                    .collect(),
+                // Never written: no history.
+                Ok(Err(DriveError::NotFound)) => Vec::new(),
+                other => {
+                    let why = match other {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer".into(),
+                    };
+                    out.violations.push(violation(
+                        out.seed,
+                        "linearizable",
+                        format!("{p}: history: {why}"),
+                    ));
+                    continue;
+                }
+            };
+        if let Err(e) = crate::linear::check(&ops, &applied) {
+            out.violations
+                .push(violation(out.seed, "linearizable", format!("{p}: {e}")));
         }
     }
 }

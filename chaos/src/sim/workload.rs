@@ -2,7 +2,7 @@
 //! task breaks things, then healing and the oracle.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use strata_node::{Ingest, Node, WholeHash};
 
 use super::cluster::SimCluster;
 use super::{oracle, SeedOutcome, SimOptions};
+use crate::linear::{Kind, Op};
 use crate::model::Content;
 use crate::report::Violation;
 
@@ -93,6 +94,37 @@ impl PathModel {
     }
 }
 
+/// The files every worker of a user writes and reads at once
+/// (`/common/s0`, `/common/s1`), and what each operation on them saw,
+/// for the linearizability check.
+#[derive(Default)]
+pub struct SharedLog {
+    /// One clock for every worker: the single-threaded runtime makes its
+    /// order the real order of invocations and answers.
+    ticks: AtomicU64,
+    pub ops: Mutex<BTreeMap<(UserId, String), Vec<Op>>>,
+    /// Every content written to a shared file, to compare reads with.
+    pub contents: Mutex<BTreeMap<[u8; 32], Content>>,
+}
+
+impl SharedLog {
+    fn tick(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn record(&self, user: UserId, p: &str, op: Op) {
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((user, p.to_string()))
+            .or_default()
+            .push(op);
+    }
+}
+
+/// The shared files' folder.
+pub const COMMON: &str = "/common";
+
 pub struct Worker {
     pub k: usize,
     pub actor: Actor,
@@ -103,6 +135,7 @@ pub struct Worker {
     pub unanswered: u64,
     pub reads_checked: u64,
     pub violations: Vec<Violation>,
+    pub shared: Arc<SharedLog>,
     rng: ChaCha8Rng,
     next_name: u32,
     seed: u64,
@@ -163,6 +196,7 @@ pub async fn run(c: Arc<SimCluster>, opts: &SimOptions, seed: u64) -> SeedOutcom
             return out;
         }
     }
+    let shared = Arc::new(SharedLog::default());
     let mut workers: Vec<Worker> = (0..WORKERS)
         .map(|k| Worker {
             k,
@@ -177,18 +211,25 @@ pub async fn run(c: Arc<SimCluster>, opts: &SimOptions, seed: u64) -> SeedOutcom
             unanswered: 0,
             reads_checked: 0,
             violations: Vec::new(),
+            shared: shared.clone(),
             rng: ChaCha8Rng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(k as u64)),
             next_name: 0,
             seed,
         })
         .collect();
-    for w in &workers {
-        let folder = DrivePath::parse(&w.folder).expect("a worker's folder is a valid path");
+    // Each worker's own folder, and its user's shared one (made once: the
+    // second worker of a user finds it there).
+    let folders: Vec<(Actor, String)> = workers
+        .iter()
+        .flat_map(|w| [(w.actor, w.folder.clone()), (w.actor, COMMON.to_string())])
+        .collect();
+    for (actor, name) in &folders {
+        let folder = DrivePath::parse(name).expect("a worker's folder is a valid path");
         let mut made = false;
         for _ in 0..20 {
             let node = c.nodes[0].get();
             if let Some(node) = node {
-                match node.drive().create_folder(&w.actor, &folder).await {
+                match node.drive().create_folder(actor, &folder).await {
                     Ok(_) => {
                         made = true;
                         break;
@@ -206,7 +247,7 @@ pub async fn run(c: Arc<SimCluster>, opts: &SimOptions, seed: u64) -> SeedOutcom
             out.violations.push(violation(
                 seed,
                 "cluster_starts",
-                format!("creating {}", w.folder),
+                format!("creating {name}"),
             ));
             c.stop_all().await;
             return out;
@@ -398,6 +439,9 @@ impl Worker {
             trace.event(format_args!("w{} {step} node {i} down", self.k));
             return;
         };
+        if self.rng.random_range(0..5) == 0 {
+            return self.shared_step(&node, trace, step).await;
+        }
         let target = match roll {
             0..=34 => None,
             _ => self.pick(&live).cloned(),
@@ -603,6 +647,97 @@ impl Worker {
                 .or_default()
                 .may_be(Some(content)),
         }
+    }
+
+    /// A write or a read of one of the user's shared files, recorded with
+    /// when it was sent and answered.
+    async fn shared_step(&mut self, node: &Node, trace: &Trace, step: u64) {
+        let p = format!("{COMMON}/s{}", self.rng.random_range(0..2));
+        let who = format!("w{} step {step}", self.k);
+        let log = self.shared.clone();
+        if self.rng.random_bool(0.5) {
+            // At least 64 bytes: no two writes put the same content.
+            let size = self.rng.random_range(64..64 << 10);
+            let seed = self
+                .seed
+                .wrapping_mul(0x9e37_79b9)
+                .wrapping_add(1 << 50)
+                .wrapping_add((self.k as u64) << 40)
+                .wrapping_add(step);
+            let content = Content::new(seed, size);
+            log.contents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(content.hash, content);
+            let invoke = log.tick();
+            let r = self.put(node, &p, content).await;
+            let complete = Some(log.tick());
+            let complete = match r {
+                Ok(()) => {
+                    self.ended(trace, step, "put", &p, Ok(()));
+                    complete
+                }
+                Err((false, _)) => {
+                    trace.event(format_args!("w{} {step} put {p} not stored", self.k));
+                    return;
+                }
+                Err((true, e)) => match self.ended(trace, step, "put", &p, Err(e)) {
+                    Ended::Refused => return,
+                    _ => None,
+                },
+            };
+            log.record(
+                self.actor.user,
+                &p,
+                Op {
+                    who,
+                    invoke,
+                    complete,
+                    kind: Kind::Write(content.hash),
+                },
+            );
+            return;
+        }
+        let invoke = log.tick();
+        let r =
+            tokio::time::timeout(OP_TIMEOUT, oracle::read_file(node, self.actor.user, &p)).await;
+        let complete = log.tick();
+        let Ok(Ok(got)) = r else {
+            trace.event(format_args!("w{} {step} read {p} unavailable", self.k));
+            return;
+        };
+        self.reads_checked += 1;
+        trace.event(format_args!(
+            "w{} {step} read {p} {}",
+            self.k,
+            got.is_some()
+        ));
+        if let Some(g) = &got {
+            let wrote = log
+                .contents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&g.hash)
+                .copied();
+            if let Some(bad) = oracle::judge(&[wrote], Some(g)) {
+                self.violations.push(Violation {
+                    invariant: "acknowledged_readable".into(),
+                    detail: format!("{p} through node {}: {bad}", node.meta().node_id()),
+                    seed: self.seed,
+                    step,
+                });
+            }
+        }
+        log.record(
+            self.actor.user,
+            &p,
+            Op {
+                who,
+                invoke,
+                complete: Some(complete),
+                kind: Kind::Read(got.map(|g| g.hash)),
+            },
+        );
     }
 
     /// Reads a file while faults run: an answer must be a content the path
