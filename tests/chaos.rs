@@ -82,6 +82,7 @@ fn a_seeded_chaos_run_loses_nothing() {
         "users_isolated",
         "repair_restores_shards",
         "change_feed_exactly_once",
+        "linearizable",
     ] {
         assert!(
             report["checks"][check].as_u64().unwrap_or(0) >= 1,

@@ -431,6 +431,7 @@ async fn drive(
     oracle::listing_matches_model(&workers, &nodes, report).await;
     oracle::users_isolated(&workers, &nodes, report).await;
     oracle::change_feed_exactly_once(&workers, &nodes, report).await;
+    oracle::linearizable(&shared, &workers, &nodes, report).await;
     report.ops = shared.ops.load(Ordering::Relaxed);
     report.acknowledged_ops = shared.acknowledged.load(Ordering::Relaxed);
     report.refused_ops = shared.refused.load(Ordering::Relaxed);

@@ -8,6 +8,7 @@
 //! linearizable read settles whether the write was applied, and a read
 //! that shows neither outcome is a violation.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use strata_client::{Client, ClientError};
 
+use crate::linear::{Kind, Op};
 use crate::model::{Applied, Content, Model, Pending};
 use crate::report::Violation;
 
@@ -34,6 +36,13 @@ pub struct Shared {
     pub max_written: u64,
     pub violations: Mutex<Vec<Violation>>,
     pub seed: u64,
+    /// Operations on the files every worker of a user shares
+    /// (`/common/s0`, `/common/s1`), by user and path, for the
+    /// linearizability check; times in nanoseconds since `origin`.
+    pub common: Mutex<BTreeMap<(usize, String), Vec<Op>>>,
+    /// Every content written to a shared file.
+    pub common_contents: Mutex<BTreeSet<[u8; 32]>>,
+    origin: Option<std::time::Instant>,
 }
 
 impl Shared {
@@ -41,8 +50,15 @@ impl Shared {
         Self {
             seed,
             max_written,
+            origin: Some(std::time::Instant::now()),
             ..Default::default()
         }
+    }
+
+    /// Now, on the clock every worker's operations are timed with.
+    fn tick(&self) -> u64 {
+        self.origin
+            .map_or(0, |o| o.elapsed().as_nanos().min(u64::MAX as u128) as u64)
     }
 
     pub fn violation(&self, invariant: &'static str, step: u64, detail: String) {
@@ -62,6 +78,9 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 }
+
+/// The folder of the files every worker of a user shares.
+pub const COMMON: &str = "/common";
 
 /// How a request ended.
 enum Outcome<T> {
@@ -246,6 +265,9 @@ impl Worker {
             return;
         }
         self.shared.ops.fetch_add(1, Ordering::Relaxed);
+        if self.rng.random_range(0..10) == 0 {
+            return self.common(may_write).await;
+        }
         match roll {
             _ if live.len() < 3 && may_write => self.create().await,
             0..=24 => self.create().await,
@@ -481,6 +503,113 @@ impl Worker {
             },
         )
         .await;
+    }
+
+    /// A write (when the byte budget allows) or a read of one of the
+    /// files all workers of this user share, timed for the
+    /// linearizability check. Writes are simple uploads of fresh content
+    /// (64 B to 64 KiB: no two alike); reads compare the bytes with every
+    /// content written there.
+    async fn common(&mut self, may_write: bool) {
+        self.step += 1;
+        let path = format!("{COMMON}/s{}", self.rng.random_range(0..2));
+        let who = format!("user {} {} step {}", self.user, self.folder, self.step);
+        let c = self.client().clone();
+        if may_write && self.rng.random_bool(0.5) {
+            let size = self.rng.random_range(64..64 << 10);
+            let content = Content::new(
+                self.seed_base.wrapping_add(1 << 62).wrapping_add(self.step),
+                size,
+            );
+            self.shared.written.fetch_add(size, Ordering::Relaxed);
+            self.shared
+                .common_contents
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(content.hash);
+            let invoke = self.shared.tick();
+            let r = tokio::time::timeout(Self::timeout_for(size), c.upload(&path, content.bytes()))
+                .await;
+            let answered = self.shared.tick();
+            let complete = match classify(r) {
+                Outcome::Acked(_) => {
+                    self.shared.acknowledged.fetch_add(1, Ordering::Relaxed);
+                    Some(answered)
+                }
+                Outcome::Refused(_) => {
+                    self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Outcome::Unknown(_) => {
+                    self.shared.unknown.fetch_add(1, Ordering::Relaxed);
+                    self.fail_over();
+                    None
+                }
+            };
+            self.record_common(
+                path,
+                Op {
+                    who,
+                    invoke,
+                    complete,
+                    kind: Kind::Write(content.hash),
+                },
+            );
+            return;
+        }
+        let invoke = self.shared.tick();
+        let r = tokio::time::timeout(Self::timeout_for(64 << 10), c.download(&path)).await;
+        let complete = Some(self.shared.tick());
+        let saw = match classify(r) {
+            Outcome::Acked(bytes) => {
+                let hash = *blake3::hash(&bytes).as_bytes();
+                let known = self
+                    .shared
+                    .common_contents
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&hash);
+                if !known {
+                    self.shared.violation(
+                        "acknowledged_readable",
+                        self.step,
+                        format!(
+                            "{path} (user {}) read {} bytes that no worker wrote there",
+                            self.user,
+                            bytes.len()
+                        ),
+                    );
+                    return;
+                }
+                Some(hash)
+            }
+            Outcome::Refused(e) if e.status() == Some(404) => None,
+            Outcome::Refused(_) => return,
+            Outcome::Unknown(_) => {
+                self.fail_over();
+                return;
+            }
+        };
+        self.shared.reads_checked.fetch_add(1, Ordering::Relaxed);
+        self.record_common(
+            path,
+            Op {
+                who,
+                invoke,
+                complete,
+                kind: Kind::Read(saw),
+            },
+        );
+    }
+
+    fn record_common(&self, path: String, op: Op) {
+        self.shared
+            .common
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((self.user, path))
+            .or_default()
+            .push(op);
     }
 
     /// Reads a file back; it must be the model's current content, byte

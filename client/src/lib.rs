@@ -339,6 +339,15 @@ impl Client {
         .await
     }
 
+    /// The newest `limit` versions of `path` (the server caps `limit`).
+    pub async fn history_up_to(&self, path: &str, limit: u64) -> Result<HistoryResponse> {
+        Self::json(
+            self.request(Method::GET, "/api/v1/files/history")
+                .query(&[("path", path), ("limit", &limit.to_string())]),
+        )
+        .await
+    }
+
     pub async fn restore(&self, path: &str, version: u64) -> Result<FileMetadata> {
         self.post_json(
             "/api/v1/files/restore",

@@ -35,6 +35,11 @@ fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], IdParseError> {
     Ok(out)
 }
 
+/// The `N` bytes that `s`, hex of exactly `2 * N` digits, spells.
+pub fn from_hex<const N: usize>(s: &str) -> Result<[u8; N], IdParseError> {
+    parse_hex(s)
+}
+
 /// Lowercase hex of a byte slice.
 pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
