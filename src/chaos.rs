@@ -80,7 +80,7 @@ pub struct RunArgs {
     pub max_written_gib: u64,
     /// Fault kinds to inject, comma-separated (default: all): kill,
     /// kill_leader, pause, partition, loss, latency, bitrot, wiped_disk,
-    /// disk_full, clock_jump.
+    /// disk_full, slow_disk, clock_jump.
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<String>,
     /// Write the report as JSON to this file too.

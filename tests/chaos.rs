@@ -10,8 +10,9 @@ use serde_json::Value;
 /// Fault kinds the harness injects; the network ones and `disk_full`
 /// need root (private network and mount namespaces, nftables, tc, a
 /// small tmpfs), which the report says; `clock_jump` needs libfaketime
-/// (installed by scripts/test and .ci/run).
-const KINDS: [&str; 10] = [
+/// (installed by scripts/test and .ci/run), `slow_disk` a C compiler to
+/// build its shim (the one Rust links with).
+const KINDS: [&str; 11] = [
     "kill",
     "kill_leader",
     "pause",
@@ -21,6 +22,7 @@ const KINDS: [&str; 10] = [
     "bitrot",
     "wiped_disk",
     "disk_full",
+    "slow_disk",
     "clock_jump",
 ];
 const NEED_ROOT: [&str; 4] = ["partition", "loss", "latency", "disk_full"];

@@ -217,6 +217,7 @@ impl Injector {
             FaultKind::Bitrot => self.bitrot(node, p.salt).await,
             FaultKind::DiskFull => self.fill_disk(p.hold_ms).await,
             FaultKind::ClockJump => self.jump_clock(node, p.salt, p.hold_ms).await,
+            FaultKind::SlowDisk => self.slow_disk(node, p.salt, p.hold_ms).await,
             FaultKind::Partition | FaultKind::Loss | FaultKind::Latency => match &self.net {
                 Some(net) => net.apply(&p, self.nodes).await,
                 None => false,
@@ -383,6 +384,24 @@ impl Injector {
         let c = self.cluster.lock().await;
         if let Err(e) = c.set_clock(node, 0) {
             tracing::warn!(node, error = %e, "setting the clock right");
+        }
+        true
+    }
+
+    /// Makes every fsync of `node` wait 20–800 ms (its Raft log, its
+    /// metadata store and its shard writes alike) for the hold.
+    async fn slow_disk(&self, node: u64, salt: u64, hold_ms: u64) -> bool {
+        let ms = ChaCha8Rng::seed_from_u64(salt).random_range(20..=800);
+        {
+            let c = self.cluster.lock().await;
+            if !c.slow_disks() || c.set_disk_delay(node, ms).is_err() {
+                return false;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        let c = self.cluster.lock().await;
+        if let Err(e) = c.set_disk_delay(node, 0) {
+            tracing::warn!(node, error = %e, "making the disk fast again");
         }
         true
     }

@@ -207,8 +207,11 @@ pub async fn run(opts: Options) -> Result<Report, ChaosError> {
         opts.nodes,
         &ec,
         opts.seed,
-        opts.network && opts.faults.contains(&FaultKind::DiskFull),
-        opts.faults.contains(&FaultKind::ClockJump),
+        procs::Needs {
+            small_disk: opts.network && opts.faults.contains(&FaultKind::DiskFull),
+            clocks: opts.faults.contains(&FaultKind::ClockJump),
+            slow_disks: opts.faults.contains(&FaultKind::SlowDisk),
+        },
     )
     .await?;
     let cluster = Arc::new(AsyncMutex::new(cluster));
@@ -277,7 +280,11 @@ async fn drive(
         None
     };
     report.network = net.is_some();
-    let (small_disk, clocks) = (cluster.small_disk().is_some(), cluster.clocks());
+    let (small_disk, clocks, slow_disks) = (
+        cluster.small_disk().is_some(),
+        cluster.clocks(),
+        cluster.slow_disks(),
+    );
     let kinds: Vec<FaultKind> = opts
         .faults
         .iter()
@@ -286,6 +293,7 @@ async fn drive(
             k if k.is_network() => net.is_some(),
             FaultKind::DiskFull => small_disk,
             FaultKind::ClockJump => clocks,
+            FaultKind::SlowDisk => slow_disks,
             _ => true,
         })
         .collect();

@@ -118,7 +118,17 @@ pub struct Pending {
     pub not_applied: Option<Content>,
     /// For a move: the other path and what it holds in each case.
     pub other: Option<(String, Option<Content>, Option<Content>)>,
+    /// When the worker gave up waiting for the answer. The request may
+    /// still be on its way through the cluster (a slow disk, a leader
+    /// change): no read settles it before `LATE_APPLY` has passed.
+    pub abandoned: Option<tokio::time::Instant>,
 }
+
+/// How long after its answer was given up on a write may still apply.
+/// Faults last at most 6 s and heal; a request's own timeout is 30 s or
+/// more; a read before this could see "not applied" for a write that
+/// lands a moment later.
+pub const LATE_APPLY: std::time::Duration = std::time::Duration::from_secs(45);
 
 #[cfg(test)]
 mod tests {

@@ -56,6 +56,9 @@ pub struct ProcCluster {
     small: Option<(u64, PathBuf)>,
     /// libfaketime, when node clocks can be moved (`clock_jump`).
     faketime: Option<PathBuf>,
+    /// The slow-disk shim (`preload/slowdisk.c`, built for the run), when
+    /// node fsyncs can be slowed (`slow_disk`).
+    slowdisk: Option<PathBuf>,
     pub manifest: Manifest,
     ca: Vec<u8>,
     procs: BTreeMap<u64, Proc>,
@@ -79,6 +82,21 @@ fn free_base_port(nodes: u64, seed: u64) -> Result<u16, ChaosError> {
     Err(ChaosError::Setup("no free port range on 127.0.0.x".into()))
 }
 
+/// What the fault kinds of a run need from the cluster's set-up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// A small file system for one node's second disk (`disk_full`).
+    pub small_disk: bool,
+    /// Node clocks that can be moved (`clock_jump`).
+    pub clocks: bool,
+    /// Node fsyncs that can be slowed (`slow_disk`).
+    pub slow_disks: bool,
+}
+
+/// The slow-disk shim's source; the harness builds it with the system's C
+/// compiler (`$CC`, else `cc`) into the run's folder.
+const SLOWDISK_C: &str = include_str!("../preload/slowdisk.c");
+
 impl ProcCluster {
     /// Writes a cluster of `nodes` with `strata init-cluster` under `dir`
     /// (fast repair scans and scrubbing, as a test cluster wants) and
@@ -89,9 +107,13 @@ impl ProcCluster {
         nodes: u64,
         ec: &str,
         seed: u64,
-        small_disk: bool,
-        clocks: bool,
+        needs: Needs,
     ) -> Result<Self, ChaosError> {
+        let Needs {
+            small_disk,
+            clocks,
+            slow_disks,
+        } = needs;
         let out = dir.join("cluster");
         let base = free_base_port(nodes, seed)?;
         let status = Command::new(binary)
@@ -150,6 +172,17 @@ impl ProcCluster {
                 std::fs::write(&f, "+0\n").map_err(|e| io_setup(&f, e))?;
             }
         }
+        let slowdisk = if slow_disks {
+            build_slowdisk(&out).await
+        } else {
+            None
+        };
+        if slowdisk.is_some() {
+            for i in 1..=nodes {
+                let f = out.join(format!("node-{i}.slowdisk"));
+                std::fs::write(&f, "0\n").map_err(|e| io_setup(&f, e))?;
+            }
+        }
         let path = out.join("cluster.json");
         let bytes = std::fs::read(&path).map_err(|e| io_setup(&path, e))?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
@@ -160,6 +193,7 @@ impl ProcCluster {
             out,
             small,
             faketime,
+            slowdisk,
             manifest,
             ca,
             procs: BTreeMap::new(),
@@ -203,6 +237,18 @@ impl ProcCluster {
     /// Whether node clocks can be moved.
     pub fn clocks(&self) -> bool {
         self.faketime.is_some()
+    }
+
+    /// Whether node fsyncs can be slowed.
+    pub fn slow_disks(&self) -> bool {
+        self.slowdisk.is_some()
+    }
+
+    /// Makes every fsync of node `id` wait `ms` milliseconds (0: none);
+    /// the node's next fsync sees it.
+    pub fn set_disk_delay(&self, id: u64, ms: u64) -> std::io::Result<()> {
+        let f = self.out.join(format!("node-{id}.slowdisk"));
+        std::fs::write(f, format!("{ms}\n"))
     }
 
     /// Sets node `id`'s wall clock `offset_s` seconds off (monotonic time
@@ -256,14 +302,28 @@ impl ProcCluster {
             .open(&log_path)
             .map_err(|e| io_setup(&log_path, e))?;
         let mut cmd = Command::new(&self.binary);
-        if let Some(lib) = &self.faketime {
-            cmd.env("LD_PRELOAD", lib)
-                .env(
-                    "FAKETIME_TIMESTAMP_FILE",
-                    self.out.join(format!("node-{id}.faketime")),
-                )
-                .env("FAKETIME_CACHE_DURATION", "1")
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        let preload: Vec<&Path> = [&self.faketime, &self.slowdisk]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect();
+        if !preload.is_empty() {
+            let list: Vec<String> = preload.iter().map(|p| p.display().to_string()).collect();
+            cmd.env("LD_PRELOAD", list.join(":"));
+        }
+        if self.slowdisk.is_some() {
+            cmd.env(
+                "STRATA_SLOW_DISK_FILE",
+                self.out.join(format!("node-{id}.slowdisk")),
+            );
+        }
+        if self.faketime.is_some() {
+            cmd.env(
+                "FAKETIME_TIMESTAMP_FILE",
+                self.out.join(format!("node-{id}.faketime")),
+            )
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         let mut child = cmd
             .args(["serve", "--config"])
@@ -392,6 +452,38 @@ fn faketime_library() -> Option<PathBuf> {
     .iter()
     .map(PathBuf::from)
     .find(|p| p.exists())
+}
+
+/// Builds the slow-disk shim into `out`; `None` (and `slow_disk` is not
+/// injected) without a working C compiler.
+async fn build_slowdisk(out: &Path) -> Option<PathBuf> {
+    let src = out.join("slowdisk.c");
+    let lib = out.join("slowdisk.so");
+    std::fs::write(&src, SLOWDISK_C).ok()?;
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let built = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .arg("-ldl")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await;
+    match built {
+        Ok(o) if o.status.success() => Some(lib),
+        Ok(o) => {
+            tracing::warn!(
+                error = %String::from_utf8_lossy(&o.stderr).trim(),
+                "no slow_disk: building the shim failed"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no slow_disk: no C compiler");
+            None
+        }
+    }
 }
 
 fn io_setup(path: &Path, e: std::io::Error) -> ChaosError {

@@ -34,11 +34,14 @@ pub enum FaultKind {
     DiskFull,
     /// A node's wall clock jumped forward or back, then set right.
     ClockJump,
+    /// Every fsync of a node made to wait (a failing or overloaded disk),
+    /// then fast again.
+    SlowDisk,
 }
 
 impl FaultKind {
     /// The kinds the harness injects, in report order.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::Pause,
@@ -48,6 +51,7 @@ impl FaultKind {
         FaultKind::Bitrot,
         FaultKind::WipedDisk,
         FaultKind::DiskFull,
+        FaultKind::SlowDisk,
         FaultKind::ClockJump,
     ];
 
@@ -63,6 +67,7 @@ impl FaultKind {
             FaultKind::Latency => "latency",
             FaultKind::DiskFull => "disk_full",
             FaultKind::ClockJump => "clock_jump",
+            FaultKind::SlowDisk => "slow_disk",
         }
     }
 

@@ -4,9 +4,10 @@
 //!
 //! Every write ends one of three ways: acknowledged (the model takes
 //! it), refused with a 4xx (the model does not), or unknown (a timeout, a
-//! dropped connection, a 5xx): then the worker reads the path until a
-//! linearizable read settles whether the write was applied, and a read
-//! that shows neither outcome is a violation.
+//! dropped connection, a 5xx): the worker leaves the path alone for
+//! `LATE_APPLY` (the request may still be on its way through the
+//! cluster), then reads it until a linearizable read settles whether the
+//! write was applied; a read that shows neither outcome is a violation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use strata_client::{Client, ClientError};
 
 use crate::linear::{Kind, Op};
-use crate::model::{Applied, Content, Model, Pending};
+use crate::model::{Applied, Content, Model, Pending, LATE_APPLY};
 use crate::report::Violation;
 
 /// Counters and findings shared by the workers and the harness.
@@ -232,7 +233,23 @@ impl Worker {
         self
     }
 
+    /// Settles the unanswered writes that can no longer apply.
+    async fn settle_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = self
+            .model
+            .unsettled
+            .iter()
+            .filter(|(_, p)| p.abandoned.is_none_or(|t| t + LATE_APPLY <= now))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in due {
+            self.settle(&path, Duration::from_secs(5)).await;
+        }
+    }
+
     async fn one(&mut self) {
+        self.settle_due().await;
         // Paths an unsettled write may still change are left alone.
         let busy: std::collections::HashSet<&String> = self
             .model
@@ -393,6 +410,7 @@ impl Worker {
                 applied: Some(content),
                 not_applied: before,
                 other: None,
+                abandoned: None,
             },
         )
         .await;
@@ -414,6 +432,7 @@ impl Worker {
                 applied: cur,
                 not_applied: None,
                 other: Some((from.to_string(), None, cur)),
+                abandoned: None,
             },
         )
         .await;
@@ -433,6 +452,7 @@ impl Worker {
                 applied: None,
                 not_applied: cur,
                 other: None,
+                abandoned: None,
             },
         )
         .await;
@@ -500,6 +520,7 @@ impl Worker {
                 applied: Some(target),
                 not_applied: Some(cur),
                 other: None,
+                abandoned: None,
             },
         )
         .await;
@@ -675,8 +696,11 @@ impl Worker {
             Outcome::Unknown(_) => {
                 self.shared.unknown.fetch_add(1, Ordering::Relaxed);
                 self.fail_over();
+                // Settled later (`settle_due`): the worker goes on with
+                // other paths, and leaves this one alone meanwhile.
+                let mut p = p;
+                p.abandoned = Some(tokio::time::Instant::now());
                 self.model.unsettled.insert(path.to_string(), p);
-                self.settle(path, Duration::from_secs(20)).await;
             }
         }
     }
@@ -744,6 +768,9 @@ impl Worker {
         let Some(p) = self.model.unsettled.get(path).cloned() else {
             return;
         };
+        if let Some(t) = p.abandoned {
+            tokio::time::sleep_until(t + LATE_APPLY).await;
+        }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let here = self.look(path).await;
