@@ -186,6 +186,7 @@ fn five_hundred_simulated_seeds_lose_nothing() {
         "users_isolated",
         "repair_restores_shards",
         "linearizable",
+        "refcounts_match",
     ] {
         assert!(
             report["checks"][check].as_u64().unwrap_or(0) >= 500,

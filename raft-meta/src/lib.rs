@@ -34,7 +34,7 @@ pub use client::{MetaClient, MetaNode, MetaOptions};
 pub use error::MetaError;
 pub use kv::Resolved;
 pub use path::{DrivePath, PathError};
-pub use reader::{BlockEntry, Listed, MetaReader};
+pub use reader::{BlockEntry, Listed, MetaReader, RefAudit, RefMismatch};
 pub use state_machine::shares::SHARED_ROOT;
 pub use state_machine::{normalize_username, MAX_ACCEPT_FROM, MAX_DEVICE_NAME_LEN};
 pub use types::{Command, CommandError, MemberNode, OnConflict, Output};

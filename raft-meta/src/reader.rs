@@ -28,6 +28,27 @@ pub struct BlockEntry {
     pub record: BlockRecord,
 }
 
+/// Block reference counts against the references that exist
+/// ([`MetaReader::reference_audit`]).
+#[derive(Debug, Clone, Default)]
+pub struct RefAudit {
+    /// Block records read.
+    pub blocks: u64,
+    /// References found: version blocks, open uploads' chunks and tails.
+    pub references: u64,
+    /// Blocks whose count differs from their references.
+    pub wrong: Vec<RefMismatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefMismatch {
+    pub user: UserId,
+    pub block: BlockId,
+    /// The block record's count; `None`: referenced, but no record.
+    pub recorded: Option<u64>,
+    pub counted: u64,
+}
+
 /// One entry of a listing.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -328,6 +349,77 @@ impl MetaReader {
             });
         }
         Ok(out)
+    }
+
+    /// Counts every reference to every block (each version's blocks, each
+    /// open upload's finished chunks and tail) and compares the counts
+    /// with the block records: a scan of the whole store, for audits and
+    /// tests, never for a request.
+    pub fn reference_audit(&self) -> R<RefAudit> {
+        use std::collections::BTreeMap;
+        let corrupt = |what: &str| MetaError::Corrupt(format!("{what} key"));
+        let mut counted: BTreeMap<(UserId, BlockId), u64> = BTreeMap::new();
+        let mut audit = RefAudit::default();
+        let mut add = |user: UserId, blocks: &[crate::records::BlockRef]| {
+            for b in blocks {
+                *counted.entry((user, b.id)).or_default() += 1;
+            }
+        };
+        for kv in self.tree.scan_prefix(vec![keys::VERSION]) {
+            let (k, v) = kv?;
+            let user = k
+                .get(1..17)
+                .and_then(UserId::from_slice)
+                .ok_or_else(|| corrupt("version"))?;
+            let v: VersionRecord = decode("version", &v)?;
+            add(user, &v.blocks);
+        }
+        for kv in self.tree.scan_prefix(vec![keys::UPLOAD_CHUNK]) {
+            let (k, v) = kv?;
+            let user = k
+                .get(1..17)
+                .and_then(UserId::from_slice)
+                .ok_or_else(|| corrupt("upload chunk"))?;
+            let b: crate::records::BlockRef = decode("upload chunk", &v)?;
+            add(user, std::slice::from_ref(&b));
+        }
+        for kv in self.tree.scan_prefix(vec![keys::UPLOAD]) {
+            let (k, v) = kv?;
+            let user = k
+                .get(1..17)
+                .and_then(UserId::from_slice)
+                .ok_or_else(|| corrupt("upload"))?;
+            let u: UploadRecord = decode("upload", &v)?;
+            add(user, &u.tail);
+        }
+        audit.references = counted.values().sum();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.blocks_after(after.as_deref(), 1024)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for b in page {
+                audit.blocks += 1;
+                let n = counted.remove(&(b.user, b.block)).unwrap_or(0);
+                if n != b.record.refs {
+                    audit.wrong.push(RefMismatch {
+                        user: b.user,
+                        block: b.block,
+                        recorded: Some(b.record.refs),
+                        counted: n,
+                    });
+                }
+            }
+        }
+        audit
+            .wrong
+            .extend(counted.into_iter().map(|((user, block), n)| RefMismatch {
+                user,
+                block,
+                recorded: None,
+                counted: n,
+            }));
+        Ok(audit)
     }
 
     /// Paths of `user`'s files with a version that uses one of `blocks`,

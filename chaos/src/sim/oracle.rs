@@ -125,6 +125,40 @@ pub async fn check(c: &SimCluster, workers: &mut [Worker], out: &mut SeedOutcome
     replicas_agree(c, workers, out).await;
     users_isolated(c, workers, out).await;
     linearizable(c, workers, out).await;
+    refcounts_match(c, out).await;
+}
+
+/// On every node, each block's reference count equals the references its
+/// metadata holds (versions, open uploads): a count too high keeps a
+/// block forever, one too low lets collection delete data in use.
+async fn refcounts_match(c: &SimCluster, out: &mut SeedOutcome) {
+    for n in &c.nodes {
+        let Some(node) = n.get() else { continue };
+        match node.meta().local().reference_audit() {
+            Ok(audit) => {
+                count(out, "refcounts_match", audit.blocks);
+                for w in audit.wrong.iter().take(5) {
+                    out.violations.push(violation(
+                        out.seed,
+                        "refcounts_match",
+                        format!(
+                            "node {}: block {} of user {}: count {:?}, {} references",
+                            n.id,
+                            &w.block.to_string()[..16],
+                            w.user,
+                            w.recorded,
+                            w.counted
+                        ),
+                    ));
+                }
+            }
+            Err(e) => out.violations.push(violation(
+                out.seed,
+                "refcounts_match",
+                format!("node {}: {e}", n.id),
+            )),
+        }
+    }
 }
 
 fn count(out: &mut SeedOutcome, invariant: &str, n: u64) {

@@ -131,6 +131,12 @@ impl Fixture {
             .unwrap_or(0)
     }
 
+    /// Every block's count equals the references that exist.
+    fn audit_clean(&self) {
+        let audit = self.reader().reference_audit().unwrap();
+        assert!(audit.wrong.is_empty(), "{:?}", audit.wrong);
+    }
+
     fn used(&self) -> (u64, u64) {
         let u = self.reader().user(&self.user).unwrap().unwrap();
         (u.used_bytes, u.reserved_bytes)
@@ -277,6 +283,7 @@ fn commit_creates_parents_versions_and_refs() {
         id_seed: [6; 16],
     }));
     assert!(matches!(r, Err(CommandError::BadRequest(_))));
+    f.audit_clean();
 }
 
 #[test]
@@ -419,6 +426,7 @@ fn delete_keeps_history_and_restore_revives() {
         panic!()
     };
     assert_eq!(v.record.head, 3);
+    f.audit_clean();
 }
 
 #[test]
@@ -473,6 +481,7 @@ fn move_is_one_write_and_refuses_bad_targets() {
     // Journal sequence numbers are dense and increasing.
     let seqs: Vec<u64> = j.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    f.audit_clean();
 }
 
 #[test]
@@ -632,6 +641,7 @@ fn uploads_advance_finish_and_hand_over_references() {
         r.version(&f.user, &eid, 1).unwrap().unwrap().blocks,
         vec![c1.0, c2.0]
     );
+    f.audit_clean();
 }
 
 #[test]
@@ -682,6 +692,7 @@ fn uploads_cancel_and_expire_release_everything() {
     );
     assert_eq!(f.used(), (0, 0));
     assert!(f.reader().upload(&f.user, &b).unwrap().is_none());
+    f.audit_clean();
 }
 
 #[test]
@@ -1393,6 +1404,18 @@ fn a_reference_count_below_zero_is_corruption_not_clamped() {
     let mut tx = Tx::new(&f.tree);
     tx.put(key, &rec);
     f.tree.apply_batch(tx.into_batch()).unwrap();
+    // The audit sees it.
+    let audit = f.reader().reference_audit().unwrap();
+    assert_eq!(audit.references, 1);
+    assert_eq!(
+        audit.wrong,
+        vec![crate::reader::RefMismatch {
+            user: f.user,
+            block: BlockId([20; 32]),
+            recorded: Some(0),
+            counted: 1,
+        }]
+    );
     // Cancelling the upload drops the tail's reference: refused as
     // corruption, nothing written, the count left as found.
     f.at += 1000;
