@@ -187,6 +187,7 @@ fn five_hundred_simulated_seeds_lose_nothing() {
         "repair_restores_shards",
         "linearizable",
         "refcounts_match",
+        "change_feed_exactly_once",
     ] {
         assert!(
             report["checks"][check].as_u64().unwrap_or(0) >= 500,

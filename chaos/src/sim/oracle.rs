@@ -126,6 +126,115 @@ pub async fn check(c: &SimCluster, workers: &mut [Worker], out: &mut SeedOutcome
     users_isolated(c, workers, out).await;
     linearizable(c, workers, out).await;
     refcounts_match(c, out).await;
+    change_feed_replays(c, workers, out).await;
+}
+
+/// Each user's change feed, replayed from its first line, rebuilds each
+/// worker's folder exactly as it is listed after healing: every change is
+/// in it once and in order (a missing, doubled or reordered change leaves
+/// another tree), with the content the worker wrote.
+async fn change_feed_replays(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcome) {
+    use raft_meta::records::{ChangeKind, EntryKind};
+    let Some(node) = c.nodes.iter().find_map(|n| n.get()) else {
+        return;
+    };
+    let Ok(reader) = node.meta().linearizable().await.cloned() else {
+        return;
+    };
+    for w in workers {
+        let user = w.actor.user;
+        // A trimmed feed cannot be replayed from the start (100 000 lines
+        // a user: not in a seed).
+        match reader.user(&user) {
+            Ok(Some(u)) if u.journal_floor <= 1 => {}
+            _ => continue,
+        }
+        count(out, "change_feed_exactly_once", 1);
+        let lines = match reader.journal(&user, 0, 1_000_000) {
+            Ok(l) => l,
+            Err(e) => {
+                out.violations.push(violation(
+                    out.seed,
+                    "change_feed_exactly_once",
+                    format!("{}: {e}", w.folder),
+                ));
+                continue;
+            }
+        };
+        let prefix = format!("{}/", w.folder);
+        let mine = |p: &str| p.starts_with(&prefix);
+        let mut tree: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+        let mut bad = Vec::new();
+        for pair in lines.windows(2) {
+            if pair[1].0 <= pair[0].0 {
+                bad.push(format!("line {} after line {}", pair[1].0, pair[0].0));
+            }
+        }
+        for (seq, ch) in &lines {
+            if ch.entry_kind != EntryKind::File {
+                continue;
+            }
+            match ch.kind {
+                ChangeKind::Created | ChangeKind::Modified if mine(&ch.path) => {
+                    if !w
+                        .files
+                        .values()
+                        .any(|m| m.past.iter().any(|c| c.hash == ch.content_hash))
+                    {
+                        bad.push(format!(
+                            "line {seq}: {} with content never written",
+                            ch.path
+                        ));
+                    }
+                    tree.insert(ch.path.clone(), ch.content_hash);
+                }
+                ChangeKind::Deleted if mine(&ch.path) => {
+                    if tree.remove(&ch.path).is_none() {
+                        bad.push(format!("line {seq}: {} deleted, not there", ch.path));
+                    }
+                }
+                ChangeKind::Moved => {
+                    let from = ch.from.as_deref().unwrap_or_default();
+                    let moved = if mine(from) { tree.remove(from) } else { None };
+                    if mine(&ch.path) {
+                        match moved {
+                            Some(h) => {
+                                tree.insert(ch.path.clone(), h);
+                            }
+                            None => bad.push(format!("line {seq}: {from} moved, not there")),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let listed = match listing(&node, &w.actor, &w.folder).await {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        // A worker's folder holds files only.
+        let files: BTreeMap<String, [u8; 32]> =
+            listed.into_iter().map(|(p, (_, hash))| (p, hash)).collect();
+        if tree != files {
+            let only_feed: Vec<&String> = tree.keys().filter(|p| !files.contains_key(*p)).collect();
+            let only_tree: Vec<&String> = files.keys().filter(|p| !tree.contains_key(*p)).collect();
+            let differ: Vec<&String> = tree
+                .iter()
+                .filter(|(p, h)| files.get(*p).is_some_and(|f| f != *h))
+                .map(|(p, _)| p)
+                .collect();
+            bad.push(format!(
+                "replayed feed and listing differ: only in the feed {only_feed:?}, only listed {only_tree:?}, other content {differ:?}"
+            ));
+        }
+        for b in bad.into_iter().take(5) {
+            out.violations.push(violation(
+                out.seed,
+                "change_feed_exactly_once",
+                format!("{} (user {user}): {b}", w.folder),
+            ));
+        }
+    }
 }
 
 /// On every node, each block's reference count equals the references its
