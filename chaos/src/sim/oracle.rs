@@ -188,10 +188,8 @@ async fn change_feed_replays(c: &SimCluster, workers: &[Worker], out: &mut SeedO
                     }
                     tree.insert(ch.path.clone(), ch.content_hash);
                 }
-                ChangeKind::Deleted if mine(&ch.path) => {
-                    if tree.remove(&ch.path).is_none() {
-                        bad.push(format!("line {seq}: {} deleted, not there", ch.path));
-                    }
+                ChangeKind::Deleted if mine(&ch.path) && tree.remove(&ch.path).is_none() => {
+                    bad.push(format!("line {seq}: {} deleted, not there", ch.path));
                 }
                 ChangeKind::Moved => {
                     let from = ch.from.as_deref().unwrap_or_default();
