@@ -34,6 +34,12 @@ struct Budget {
     /// Destroying faults under way: a census taken meanwhile may not yet
     /// see their damage, so it cannot clear `damaged`.
     damaging: usize,
+    /// Nodes with flipped bits: a census counts shards present, and a
+    /// corrupt shard is present until the node's scrubber reads it. Each
+    /// holds `(shards scrubbed when the bits flipped, shards to scrub
+    /// since)`; its damage counts until the node has scrubbed that many
+    /// (every shard of the cluster: at least one full pass of its own).
+    unscrubbed: BTreeMap<u64, (u64, u64)>,
 }
 
 pub struct Injector {
@@ -260,7 +266,7 @@ impl Injector {
         for _ in 0..10 {
             healed = self.all_shards_in_place().await.is_some_and(|v| {
                 v["shards_present"] == v["shards_expected"] && v["blocks_lost"] == 0
-            });
+            }) && self.scrubbed_since_bitrot().await;
             if healed {
                 break;
             }
@@ -271,6 +277,7 @@ impl Injector {
         // during it, clears the damage.
         if healed && b.damaging == 0 {
             b.damaged.clear();
+            b.unscrubbed.clear();
             b.damaged.insert(node);
             b.damaging += 1;
             return true;
@@ -408,7 +415,62 @@ impl Injector {
 
     /// Flips a few bytes inside one of the node's larger shard files,
     /// without changing its length.
+    /// Shards scrubbed so far by each node, as the cluster reports them.
+    async fn scrubbed(&self) -> Option<BTreeMap<u64, u64>> {
+        let v = self
+            .admin_get("/api/v1/admin/cluster", Duration::from_secs(5))
+            .await?;
+        Some(
+            v["members"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| Some((m["id"].as_u64()?, m["shards_scrubbed"].as_u64()?)))
+                .collect(),
+        )
+    }
+
+    /// Whether every node with flipped bits has scrubbed enough since to
+    /// have read them (a restart starts its count again from zero).
+    async fn scrubbed_since_bitrot(&self) -> bool {
+        let due = self.budget().unscrubbed.clone();
+        if due.is_empty() {
+            return true;
+        }
+        let Some(now) = self.scrubbed().await else {
+            return false;
+        };
+        due.iter().all(|(node, (start, needed))| {
+            now.get(node).is_some_and(|&cur| {
+                let done = if cur >= *start { cur - start } else { cur };
+                done >= *needed
+            })
+        })
+    }
+
     async fn bitrot(&self, node: u64, salt: u64) -> bool {
+        // Before the flip: where the node's scrub count stands, and how
+        // many shards the cluster holds.
+        let start = self.scrubbed().await.and_then(|m| m.get(&node).copied());
+        let expected = self
+            .all_shards_in_place()
+            .await
+            .and_then(|v| v["shards_expected"].as_u64());
+        let (Some(start), Some(expected)) = (start, expected) else {
+            return false;
+        };
+        let flipped = self.flip_bits(node, salt).await;
+        if flipped {
+            self.budget()
+                .unscrubbed
+                .entry(node)
+                // A second flip counts from now: the stricter start.
+                .and_modify(|e| *e = (start, e.1.max(expected)))
+                .or_insert((start, expected.max(1)));
+        }
+        flipped
+    }
+
+    async fn flip_bits(&self, node: u64, salt: u64) -> bool {
         let dirs = self.cluster.lock().await.shard_dirs(node);
         let mut files = Vec::new();
         for d in &dirs {

@@ -171,6 +171,49 @@ async fn user_session(
     Err(ChaosError::Setup(format!("signing up {name}: {last}")))
 }
 
+/// Each user shares its `/common` folder, as an editor, with the next
+/// user, who accepts: the sharee's workers then write and read the
+/// owner's shared files through `/Shared/<owner>/common`, and the
+/// linearizability check sees both users' operations on one file.
+async fn share_common_folders(workers: &mut [Worker]) -> Result<(), ChaosError> {
+    let users = workers.iter().map(|w| w.user).max().map_or(0, |u| u + 1);
+    if users < 2 {
+        return Ok(());
+    }
+    let session = |u: usize, ws: &[Worker]| {
+        ws.iter()
+            .find(|w| w.user == u)
+            .map(|w| w.client0())
+            .ok_or_else(|| ChaosError::Setup(format!("no worker of user {u}")))
+    };
+    for owner in 0..users {
+        let sharee = (owner + 1) % users;
+        let (o, s) = (session(owner, workers)?, session(sharee, workers)?);
+        let common = workload::COMMON;
+        match o.create_folder(common).await {
+            Ok(_) => {}
+            Err(e) if e.status() == Some(409) => {}
+            Err(e) => return Err(ChaosError::Setup(format!("creating {common}: {e}"))),
+        }
+        let id = o
+            .share(common, &format!("chaos{sharee}"), "editor")
+            .await
+            .map_err(|e| ChaosError::Setup(format!("sharing {common}: {e}")))?;
+        s.accept_share(&id)
+            .await
+            .map_err(|e| ChaosError::Setup(format!("accepting a share: {e}")))?;
+        // The mount is there for the sharee before the run starts.
+        let mount = format!("/Shared/chaos{owner}{common}");
+        s.metadata(&mount)
+            .await
+            .map_err(|e| ChaosError::Setup(format!("{mount} for chaos{sharee}: {e}")))?;
+        for w in workers.iter_mut().filter(|w| w.user == sharee) {
+            w.set_peer(owner, mount.clone());
+        }
+    }
+    Ok(())
+}
+
 /// Runs the harness and returns its report. An `Err` means the cluster
 /// could not be set up (nothing was tested); violations are in the report.
 pub async fn run(opts: Options) -> Result<Report, ChaosError> {
@@ -262,6 +305,7 @@ async fn drive(
             shared.clone(),
         ));
     }
+    share_common_folders(&mut workers).await?;
     let net = if opts.network && opts.faults.iter().any(|k| k.is_network()) {
         let ports: BTreeMap<u64, u16> = cluster
             .manifest

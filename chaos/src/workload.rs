@@ -140,6 +140,9 @@ pub struct Worker {
     step: u64,
     pub model: Model,
     shared: Arc<Shared>,
+    /// Another user's `/common`, shared with this one as an editor: its
+    /// owner and where it is mounted here.
+    peer: Option<(usize, String)>,
 }
 
 /// Sizes from 0 B to `max`: mostly small, some of several MiB, a few
@@ -179,7 +182,18 @@ impl Worker {
             step: 0,
             model: Model::default(),
             shared,
+            peer: None,
         }
+    }
+
+    /// This worker's first session (setting up shares before the run).
+    pub fn client0(&self) -> Client {
+        self.clients[0].clone()
+    }
+
+    /// `owner`'s shared files, mounted at `mount` in this user's tree.
+    pub fn set_peer(&mut self, owner: usize, mount: String) {
+        self.peer = Some((owner, mount));
     }
 
     /// This worker's session on the node `base` points at.
@@ -533,8 +547,20 @@ impl Worker {
     /// content written there.
     async fn common(&mut self, may_write: bool) {
         self.step += 1;
-        let path = format!("{COMMON}/s{}", self.rng.random_range(0..2));
-        let who = format!("user {} {} step {}", self.user, self.folder, self.step);
+        let name = format!("s{}", self.rng.random_range(0..2));
+        // One in three through the other user's share, when there is one:
+        // the log keys a file by its owner and its owner's path.
+        let (owner, path) = match &self.peer {
+            Some((owner, mount)) if self.rng.random_range(0..3) == 0 => {
+                (*owner, format!("{mount}/{name}"))
+            }
+            _ => (self.user, format!("{COMMON}/{name}")),
+        };
+        let key = format!("{COMMON}/{name}");
+        let who = format!(
+            "user {} {} step {} ({path})",
+            self.user, self.folder, self.step
+        );
         let c = self.client().clone();
         if may_write && self.rng.random_bool(0.5) {
             let size = self.rng.random_range(64..64 << 10);
@@ -568,7 +594,8 @@ impl Worker {
                 }
             };
             self.record_common(
-                path,
+                owner,
+                key,
                 Op {
                     who,
                     invoke,
@@ -613,7 +640,8 @@ impl Worker {
         };
         self.shared.reads_checked.fetch_add(1, Ordering::Relaxed);
         self.record_common(
-            path,
+            owner,
+            key,
             Op {
                 who,
                 invoke,
@@ -623,12 +651,12 @@ impl Worker {
         );
     }
 
-    fn record_common(&self, path: String, op: Op) {
+    fn record_common(&self, owner: usize, path: String, op: Op) {
         self.shared
             .common
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((self.user, path))
+            .entry((owner, path))
             .or_default()
             .push(op);
     }
