@@ -404,11 +404,13 @@ mod tests {
     use super::{oracle, workload};
     use crate::model::Content;
 
-    /// Found by seed 469: a node back from a partition answered 503 for
-    /// files whose shards were all in place, until its next heartbeat,
-    /// because its health view still held every other node down.
-    #[test]
-    fn a_node_back_from_a_partition_reads_at_once() {
+    /// Runs `f` on a fresh 4-node 2+1 simulated cluster (cluster secret
+    /// from `seed`) on a one-thread runtime with a paused clock.
+    fn scenario<F, Fut>(seed: u64, f: F)
+    where
+        F: FnOnce(std::sync::Arc<SimCluster>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let dir = tempfile::tempdir().unwrap();
         let template = Template::new(dir.path(), 4, (2, 1)).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -417,9 +419,19 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let c = SimCluster::start(&template, &template.seed_dir(1), 1)
+            let c = SimCluster::start(&template, &template.seed_dir(seed), seed)
                 .await
                 .unwrap();
+            f(c).await
+        });
+    }
+
+    /// Found by seed 469: a node back from a partition answered 503 for
+    /// files whose shards were all in place, until its next heartbeat,
+    /// because its health view still held every other node down.
+    #[test]
+    fn a_node_back_from_a_partition_reads_at_once() {
+        scenario(1, |c| async move {
             let user = UserId([9; 16]);
             workload::retry_write(
                 &c,
@@ -478,17 +490,7 @@ mod tests {
     /// duties awaited the change without watching the stop.
     #[test]
     fn a_leader_cut_off_during_a_membership_change_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let template = Template::new(dir.path(), 4, (2, 1)).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let c = SimCluster::start(&template, &template.seed_dir(2), 2)
-                .await
-                .unwrap();
+        scenario(2, |c| async move {
             let mut l = None;
             for _ in 0..100 {
                 l = c.leader();

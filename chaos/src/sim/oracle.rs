@@ -268,6 +268,15 @@ async fn refcounts_match(c: &SimCluster, out: &mut SeedOutcome) {
     }
 }
 
+/// Why a bounded call gave no value: its error, or no answer in time.
+fn why_not<T>(r: Result<Result<T, DriveError>, tokio::time::error::Elapsed>) -> String {
+    match r {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(_)) => "answered".into(),
+        Err(_) => "no answer".into(),
+    }
+}
+
 fn count(out: &mut SeedOutcome, invariant: &str, n: u64) {
     *out.checks.entry(invariant.into()).or_default() += n;
 }
@@ -428,10 +437,7 @@ async fn history_matches_model(c: &SimCluster, workers: &[Worker], out: &mut See
             {
                 Ok(Ok(h)) => h,
                 other => {
-                    let why = match other {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "no answer".into(),
-                    };
+                    let why = why_not(other);
                     out.violations.push(violation(
                         out.seed,
                         "history_matches_model",
@@ -582,10 +588,7 @@ async fn linearizable(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcome)
                 // Never written: no history.
                 Ok(Err(DriveError::NotFound)) => Vec::new(),
                 other => {
-                    let why = match other {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "no answer".into(),
-                    };
+                    let why = why_not(other);
                     out.violations.push(violation(
                         out.seed,
                         "linearizable",
