@@ -38,7 +38,7 @@ struct Budget {
     /// corrupt shard is present until the node's scrubber reads it. Each
     /// holds `(shards scrubbed when the bits flipped, shards to scrub
     /// since)`; its damage counts until the node has scrubbed that many
-    /// (every shard of the cluster: at least one full pass of its own).
+    /// (twice as many as it held: past one full pass).
     unscrubbed: BTreeMap<u64, (u64, u64)>,
 }
 
@@ -449,12 +449,15 @@ impl Injector {
 
     async fn bitrot(&self, node: u64, salt: u64) -> bool {
         // Before the flip: where the node's scrub count stands, and how
-        // many shards the cluster holds.
+        // many shards it holds. Twice that is past one full pass even
+        // with as many stray shards (moved away, not yet dropped) on its
+        // disks.
         let start = self.scrubbed().await.and_then(|m| m.get(&node).copied());
         let expected = self
             .all_shards_in_place()
             .await
-            .and_then(|v| v["shards_expected"].as_u64());
+            .and_then(|v| v["per_node"][node.to_string()].as_u64())
+            .map(|n| 2 * n);
         let (Some(start), Some(expected)) = (start, expected) else {
             return false;
         };
