@@ -169,6 +169,7 @@ fn five_hundred_simulated_seeds_lose_nothing() {
         "latency",
         "bitrot",
         "wiped_disk",
+        "slow_disk",
         "clock_jump",
         "torn_write",
     ] {

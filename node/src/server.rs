@@ -87,6 +87,9 @@ pub struct Seams {
     /// Shard writes and blocking work run on the task that asks for them
     /// (`LocalShards::open_inline`, `Offload`).
     pub inline_io: bool,
+    /// With `inline_io`: milliseconds each shard write waits first (the
+    /// simulation's slow disk; 0: none).
+    pub disk_delay_ms: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A running node. Cheap handles to its parts are given to front ends;
@@ -129,6 +132,7 @@ impl Node {
             network,
             meta: meta_options,
             inline_io,
+            disk_delay_ms,
         } = seams;
         let config = Arc::new(config);
         let me = config.node_id;
@@ -152,7 +156,7 @@ impl Node {
             }
         }
         let shards = if inline_io {
-            LocalShards::open_inline(&config.storage.shard_dirs)?
+            LocalShards::open_inline(&config.storage.shard_dirs)?.with_delay(disk_delay_ms)
         } else {
             LocalShards::open(&config.storage.shard_dirs)?
         };

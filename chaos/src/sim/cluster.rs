@@ -116,6 +116,8 @@ pub struct SimNode {
     pub id: NodeId,
     pub config: Config,
     pub clock: SimClock,
+    /// Milliseconds each of its shard writes waits (`slow_disk`).
+    pub disk_delay_ms: Arc<std::sync::atomic::AtomicU64>,
     running: Mutex<Option<Arc<Node>>>,
 }
 
@@ -158,6 +160,7 @@ impl SimCluster {
                     id: config.node_id,
                     config,
                     clock: SimClock::new(),
+                    disk_delay_ms: Arc::default(),
                     running: Mutex::new(None),
                 }
             })
@@ -186,6 +189,7 @@ impl SimCluster {
                 wal_flush_inline: true,
             },
             inline_io: true,
+            disk_delay_ms: Some(n.disk_delay_ms.clone()),
         };
         let node = Node::start_with(
             n.config.clone(),

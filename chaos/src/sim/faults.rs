@@ -19,7 +19,7 @@ use super::SeedOutcome;
 /// How long repair may take to put every shard back after a disk fault.
 const REPAIR_WAIT: Duration = Duration::from_secs(120);
 
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "kill",
     "kill_leader",
     "pause",
@@ -28,6 +28,7 @@ const KINDS: [&str; 9] = [
     "latency",
     "bitrot",
     "wiped_disk",
+    "slow_disk",
     "clock_jump",
 ];
 
@@ -113,6 +114,13 @@ pub async fn run(
                 restart(&c, i, &trace).await;
                 wait_repaired(&c, &trace).await;
             }
+            "slow_disk" => {
+                // Every shard write of the node waits (in cluster time).
+                let ms = rng.random_range(20..800);
+                c.nodes[i].disk_delay_ms.store(ms, Ordering::SeqCst);
+                tokio::time::sleep(hold).await;
+                c.nodes[i].disk_delay_ms.store(0, Ordering::SeqCst);
+            }
             "clock_jump" => {
                 let secs: i64 = rng.random_range(1..7200);
                 let sign = if rng.random_bool(0.5) { 1 } else { -1 };
@@ -147,6 +155,7 @@ pub async fn heal(c: &SimCluster, trace: &Trace, out: &mut SeedOutcome) {
     c.switch.set_delay(Duration::ZERO);
     for a in &c.nodes {
         a.clock.set_skew(0);
+        a.disk_delay_ms.store(0, Ordering::SeqCst);
         c.switch.set_down(a.id, false);
         for b in &c.nodes {
             if a.id != b.id {

@@ -182,6 +182,8 @@ pub struct LocalShards {
     /// The simulation's writers: run by the task that writes, one per
     /// disk, instead of on threads of their own.
     inline: Option<Vec<InlineWriter>>,
+    /// The simulation's slow disk: milliseconds each inline write waits.
+    delay_ms: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for LocalShards {
@@ -796,6 +798,15 @@ impl LocalShards {
         Self::open_opts(dirs, PACK_BYTES, true)
     }
 
+    /// Inline writes wait as many milliseconds as `delay` says first (the
+    /// simulation's slow disk). No effect on a store with writer threads.
+    pub fn with_delay(mut self, delay: Option<Arc<std::sync::atomic::AtomicU64>>) -> Self {
+        if self.inline.is_some() {
+            self.delay_ms = delay;
+        }
+        self
+    }
+
     /// `open` with packs sealed past `pack_bytes`.
     pub fn open_with(dirs: &[PathBuf], pack_bytes: u64) -> Result<Self, StoreError> {
         Self::open_opts(dirs, pack_bytes, false)
@@ -841,6 +852,7 @@ impl LocalShards {
                 replaced,
                 threads: Mutex::new(Vec::new()),
                 inline: Some(writers.into_iter().map(Mutex::new).collect()),
+                delay_ms: None,
             });
         }
         let mut threads = Vec::new();
@@ -862,6 +874,7 @@ impl LocalShards {
             replaced,
             threads: Mutex::new(threads),
             inline: None,
+            delay_ms: None,
         })
     }
 
@@ -874,7 +887,16 @@ impl LocalShards {
     /// simulation, the writer itself on this task.
     async fn submit(&self, disk: usize, op: Op) -> Result<(), StoreError> {
         match &self.inline {
-            Some(writers) => Self::apply_inline(writers, disk, op),
+            Some(writers) => {
+                let ms = self
+                    .delay_ms
+                    .as_ref()
+                    .map_or(0, |d| d.load(std::sync::atomic::Ordering::Relaxed));
+                if ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                Self::apply_inline(writers, disk, op)
+            }
             None => self.queues[disk]
                 .send(op)
                 .await
