@@ -489,6 +489,7 @@ async fn drive(
     report.refused_ops = shared.refused.load(Ordering::Relaxed);
     report.unanswered_ops = shared.unknown.load(Ordering::Relaxed);
     report.reads_checked = shared.reads_checked.load(Ordering::Relaxed);
+    report.reads_cut_short = shared.reads_cut_short.load(Ordering::Relaxed);
     report.check("acknowledged_readable", report.reads_checked);
     report.violations.extend(
         shared

@@ -34,6 +34,10 @@ pub struct Report {
     pub unanswered_ops: u64,
     /// Reads compared byte for byte during the run.
     pub reads_checked: u64,
+    /// Downloads whose answer began (a `200` and its headers) and whose
+    /// body then broke off: no wrong byte was served, but the reader saw
+    /// a failed download.
+    pub reads_cut_short: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
     /// Faults the schedule held but the harness did not inject (a node
@@ -65,8 +69,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "operations: {} tried, {} acknowledged, {} refused, {} unanswered (settled by reading), {} reads compared",
-            self.ops, self.acknowledged_ops, self.refused_ops, self.unanswered_ops, self.reads_checked
+            "operations: {} tried, {} acknowledged, {} refused, {} unanswered (settled by reading), {} reads compared, {} downloads cut short",
+            self.ops,
+            self.acknowledged_ops,
+            self.refused_ops,
+            self.unanswered_ops,
+            self.reads_checked,
+            self.reads_cut_short
         );
         let _ = writeln!(s, "faults: {}", counts(&self.faults));
         if !self.faults_skipped.is_empty() {

@@ -31,6 +31,8 @@ pub struct Shared {
     pub refused: AtomicU64,
     pub unknown: AtomicU64,
     pub reads_checked: AtomicU64,
+    /// Downloads whose body broke off after their answer began.
+    pub reads_cut_short: AtomicU64,
     /// Bytes of new content sent, and the most the run may send (no
     /// collection yet: every byte written stays on the disks).
     pub written: AtomicU64,
@@ -607,6 +609,7 @@ impl Worker {
         }
         let invoke = self.shared.tick();
         let r = tokio::time::timeout(Self::timeout_for(64 << 10), c.download(&path)).await;
+        self.count_cut_short(&r);
         let complete = Some(self.shared.tick());
         let saw = match classify(r) {
             Outcome::Acked(bytes) => {
@@ -651,6 +654,12 @@ impl Worker {
         );
     }
 
+    fn count_cut_short<T>(&self, r: &Result<Result<T, ClientError>, tokio::time::error::Elapsed>) {
+        if matches!(r, Ok(Err(e)) if e.cut_short()) {
+            self.shared.reads_cut_short.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn record_common(&self, owner: usize, path: String, op: Op) {
         self.shared
             .common
@@ -670,6 +679,7 @@ impl Worker {
         };
         let c = self.client().clone();
         let r = tokio::time::timeout(Self::timeout_for(cur.size), c.download(path)).await;
+        self.count_cut_short(&r);
         match classify(r) {
             Outcome::Acked(bytes) => {
                 self.shared.reads_checked.fetch_add(1, Ordering::Relaxed);

@@ -59,6 +59,12 @@ impl ClientError {
         }
     }
 
+    /// Whether the answer's status and headers came, and its body then
+    /// broke off (the server failed mid-stream, or the link did).
+    pub fn cut_short(&self) -> bool {
+        matches!(self, ClientError::Transport(e) if e.is_body() || e.is_decode())
+    }
+
     /// Whether the same request may succeed later or through another
     /// node: no answer at all, or an answer that says so.
     pub fn is_transient(&self) -> bool {
