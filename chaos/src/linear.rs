@@ -1,18 +1,21 @@
-//! Linearizability of one file, from the operations clients recorded on it.
+//! Linearizability of the files of one folder, from the operations
+//! clients recorded on them.
 //!
-//! A file is a register: writes put a content, reads return one (or no
-//! file). Every write puts a content no other write puts, so a read names
-//! the write it saw; and after healing, the file's history is the order
-//! the cluster applied its writes in. With both known, a history is
-//! linearizable exactly when the "must come before" graph below has no
-//! cycle (checking a register with a known read-from mapping and write
-//! order is polynomial; the general problem is not):
+//! Each file is a register: writes put a content, reads return one (or no
+//! file); a listing of the folder reads every file at once. Every write
+//! puts a content no other write puts, so a read names the write it saw;
+//! and after healing, each file's history is the order the cluster
+//! applied its writes in. With both known, a history is linearizable
+//! exactly when the "must come before" graph below has no cycle (checking
+//! registers with a known read-from mapping and write order is
+//! polynomial; the general problem is not):
 //!
 //! - a before b when a's answer came before b was sent (real time);
-//! - each applied write before the next one in the file's history;
+//! - each applied write before the next one in its file's history;
 //! - the write a read saw before that read;
 //! - a read before the write that followed the one it saw (or, for a read
-//!   that saw no file, before the first write).
+//!   that saw no file, before the file's first write) — for a listing,
+//!   for every file of the folder, which makes it one snapshot.
 //!
 //! A topological order of an acyclic graph is a sequential run that gives
 //! every read the answer it got; a cycle is a set of operations no order
@@ -23,11 +26,15 @@ use std::collections::{BTreeMap, VecDeque};
 /// A content's hash: what a write puts and a read returns.
 pub type Value = [u8; 32];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Write(Value),
-    /// `None`: the read found no file.
-    Read(Option<Value>),
+    /// `file` given a content.
+    Write { file: String, value: Value },
+    /// `file` read: its content, or `None` for no file.
+    Read { file: String, saw: Option<Value> },
+    /// The folder listed: each file's content as listed (a file the
+    /// listing lacks reads as `None`). One snapshot of every file at once.
+    List(BTreeMap<String, Value>),
 }
 
 /// One operation as a client saw it. Times are ticks of one clock shared by
@@ -43,78 +50,112 @@ pub struct Op {
     pub kind: Kind,
 }
 
-/// Checks one file's operations against `applied`: the contents of its
-/// versions, oldest first, as the cluster holds them after healing. The
-/// file did not exist before the first operation. `Err` says why no
-/// sequential order explains what the clients saw.
-pub fn check(ops: &[Op], applied: &[Value]) -> Result<(), String> {
-    let mut position: BTreeMap<Value, usize> = BTreeMap::new();
-    for (i, v) in applied.iter().enumerate() {
-        if position.insert(*v, i).is_some() {
-            return Err(format!(
-                "content {} applied twice; every write put its own",
-                short(v)
-            ));
+/// Checks one folder's operations against `applied`: for each of its
+/// files, the contents of its versions, oldest first, as the cluster holds
+/// them after healing. No file existed before the first operation. `Err`
+/// says why no sequential order explains what the clients saw.
+pub fn check(ops: &[Op], applied: &BTreeMap<String, Vec<Value>>) -> Result<(), String> {
+    let mut position: BTreeMap<(&str, Value), usize> = BTreeMap::new();
+    for (file, versions) in applied {
+        for (i, v) in versions.iter().enumerate() {
+            if position.insert((file.as_str(), *v), i).is_some() {
+                return Err(format!(
+                    "{file}: content {} applied twice; every write put its own",
+                    short(v)
+                ));
+            }
         }
     }
-    // Graph nodes: the writes in applied order, then the kept operations.
-    let mut writer: Vec<Option<usize>> = vec![None; applied.len()];
+    let lacks = |op: &Op, file: &str, v: &Value| {
+        format!(
+            "{}: read content {} of {file}, which its history lacks (a write seen, then lost)",
+            op.who,
+            short(v)
+        )
+    };
+    // Graph nodes: the kept operations; `writer` finds each applied write.
+    let mut writer: BTreeMap<&str, Vec<Option<usize>>> = applied
+        .iter()
+        .map(|(f, v)| (f.as_str(), vec![None; v.len()]))
+        .collect();
     let mut kept: Vec<&Op> = Vec::new();
     for op in ops {
-        match op.kind {
-            Kind::Write(v) => match position.get(&v) {
+        match &op.kind {
+            Kind::Write { file, value } => match position.get(&(file.as_str(), *value)) {
                 Some(&i) => {
-                    if writer[i].is_some() {
-                        return Err(format!("content {} written twice", short(&v)));
+                    let slot = writer.get_mut(file.as_str()).and_then(|s| s.get_mut(i));
+                    match slot {
+                        Some(slot @ None) => *slot = Some(kept.len()),
+                        _ => return Err(format!("{file}: content {} written twice", short(value))),
                     }
-                    writer[i] = Some(kept.len());
                     kept.push(op);
                 }
                 None if op.complete.is_some() => {
                     return Err(format!(
-                        "{}: its write was acknowledged, but the file's history lacks it",
+                        "{}: its write of {file} was acknowledged, but the file's history lacks it",
                         op.who
                     ));
                 }
                 // Unanswered and never applied: it did not happen.
                 None => {}
             },
-            Kind::Read(Some(v)) if !position.contains_key(&v) => {
-                return Err(format!(
-                    "{}: read content {}, which the file's history lacks (a write seen, then lost)",
-                    op.who,
-                    short(&v)
-                ));
+            Kind::Read { file, saw: Some(v) } if !position.contains_key(&(file.as_str(), *v)) => {
+                return Err(lacks(op, file, v));
             }
-            Kind::Read(_) => kept.push(op),
+            Kind::List(seen) => {
+                if let Some((file, v)) = seen
+                    .iter()
+                    .find(|(f, v)| !position.contains_key(&(f.as_str(), **v)))
+                {
+                    return Err(lacks(op, file, v));
+                }
+                kept.push(op);
+            }
+            Kind::Read { .. } => kept.push(op),
         }
     }
-    if let Some(i) = writer.iter().position(Option::is_none) {
-        return Err(format!(
-            "version {} of the history holds content {} that no client wrote",
-            i + 1,
-            short(&applied[i])
-        ));
+    let mut chains: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (file, slots) in &writer {
+        if let Some(i) = slots.iter().position(Option::is_none) {
+            return Err(format!(
+                "{file}: version {} of the history holds content {} that no client wrote",
+                i + 1,
+                short(&applied[*file][i])
+            ));
+        }
+        chains.insert(file, slots.iter().flatten().copied().collect());
     }
-    let writer: Vec<usize> = writer.into_iter().flatten().collect();
 
     let n = kept.len();
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for w in writer.windows(2) {
-        edges[w[0]].push(w[1]);
+    for chain in chains.values() {
+        for w in chain.windows(2) {
+            edges[w[0]].push(w[1]);
+        }
     }
     for (r, op) in kept.iter().enumerate() {
-        let Kind::Read(saw) = op.kind else { continue };
-        let next = match saw {
-            Some(v) => {
-                let i = position[&v];
-                edges[writer[i]].push(r);
-                i + 1
-            }
-            None => 0,
+        // What the read saw of each file it looked at.
+        let saw: Vec<(&str, Option<Value>)> = match &op.kind {
+            Kind::Write { .. } => continue,
+            Kind::Read { file, saw } => vec![(file.as_str(), *saw)],
+            Kind::List(seen) => chains.keys().map(|f| (*f, seen.get(*f).copied())).collect(),
         };
-        if let Some(&w) = writer.get(next) {
-            edges[r].push(w);
+        for (file, v) in saw {
+            let Some(chain) = chains.get(file) else {
+                // A file nobody ever wrote, read as no file: nothing to order.
+                continue;
+            };
+            let next = match v {
+                Some(v) => {
+                    let i = position[&(file, v)];
+                    edges[chain[i]].push(r);
+                    i + 1
+                }
+                None => 0,
+            };
+            if let Some(&w) = chain.get(next) {
+                edges[r].push(w);
+            }
         }
     }
     // Real time: sorted by invocation, each answered operation precedes
@@ -153,10 +194,17 @@ pub fn check(ops: &[Op], applied: &[Value]) -> Result<(), String> {
         .iter()
         .map(|&i| {
             let op = kept[i];
-            let what = match op.kind {
-                Kind::Write(v) => format!("write {}", short(&v)),
-                Kind::Read(Some(v)) => format!("read {}", short(&v)),
-                Kind::Read(None) => "read no file".into(),
+            let what = match &op.kind {
+                Kind::Write { file, value } => format!("write {file} {}", short(value)),
+                Kind::Read { file, saw: Some(v) } => format!("read {file} {}", short(v)),
+                Kind::Read { file, saw: None } => format!("read {file}: no file"),
+                Kind::List(seen) => format!(
+                    "list {}",
+                    seen.iter()
+                        .map(|(f, v)| format!("{f}={}", short(v)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
             };
             format!("{} {what}", op.who)
         })
@@ -213,11 +261,18 @@ mod tests {
     }
 
     fn w(who: &str, invoke: u64, complete: Option<u64>, n: u8) -> Op {
+        wf(who, invoke, complete, "f", n)
+    }
+
+    fn wf(who: &str, invoke: u64, complete: Option<u64>, file: &str, n: u8) -> Op {
         Op {
             who: who.into(),
             invoke,
             complete,
-            kind: Kind::Write(v(n)),
+            kind: Kind::Write {
+                file: file.into(),
+                value: v(n),
+            },
         }
     }
 
@@ -226,8 +281,25 @@ mod tests {
             who: who.into(),
             invoke,
             complete: Some(complete),
-            kind: Kind::Read(saw.map(v)),
+            kind: Kind::Read {
+                file: "f".into(),
+                saw: saw.map(v),
+            },
         }
+    }
+
+    fn list(who: &str, invoke: u64, complete: u64, seen: &[(&str, u8)]) -> Op {
+        Op {
+            who: who.into(),
+            invoke,
+            complete: Some(complete),
+            kind: Kind::List(seen.iter().map(|(f, n)| (f.to_string(), v(*n))).collect()),
+        }
+    }
+
+    /// One file's history.
+    fn one(versions: &[u8]) -> BTreeMap<String, Vec<Value>> {
+        [("f".to_string(), versions.iter().map(|n| v(*n)).collect())].into()
     }
 
     #[test]
@@ -239,7 +311,7 @@ mod tests {
             w("b", 6, Some(7), 2),
             r("a", 8, 9, Some(2)),
         ];
-        assert_eq!(check(&ops, &[v(1), v(2)]), Ok(()));
+        assert_eq!(check(&ops, &one(&[1, 2])), Ok(()));
     }
 
     #[test]
@@ -251,7 +323,7 @@ mod tests {
             r("c", 5, 6, Some(1)),
         ];
         // b saw 2 and answered before c was sent; c then saw 1: stale.
-        assert!(check(&ops, &[v(1), v(2)]).is_err());
+        assert!(check(&ops, &one(&[1, 2])).is_err());
         let ops = [
             w("a", 0, Some(1), 1),
             w("a", 2, Some(10), 2),
@@ -259,7 +331,7 @@ mod tests {
             r("c", 4, 5, Some(1)),
         ];
         // Overlapping reads: c before the write's point, b after it.
-        assert_eq!(check(&ops, &[v(1), v(2)]), Ok(()));
+        assert_eq!(check(&ops, &one(&[1, 2])), Ok(()));
     }
 
     #[test]
@@ -269,8 +341,9 @@ mod tests {
             w("a", 2, Some(3), 2),
             r("b", 4, 5, Some(1)),
         ];
-        let e = check(&ops, &[v(1), v(2)]).unwrap_err();
+        let e = check(&ops, &one(&[1, 2])).unwrap_err();
         assert!(e.contains("not linearizable"), "{e}");
+        assert!(e.contains("b read f"), "{e}");
     }
 
     #[test]
@@ -278,8 +351,8 @@ mod tests {
         // Write 1 was answered before write 2 was sent; the history puts 2
         // first.
         let ops = [w("a", 0, Some(1), 1), w("b", 2, Some(3), 2)];
-        assert!(check(&ops, &[v(1), v(2)]).is_ok());
-        assert!(check(&ops, &[v(2), v(1)]).is_err());
+        assert!(check(&ops, &one(&[1, 2])).is_ok());
+        assert!(check(&ops, &one(&[2, 1])).is_err());
     }
 
     #[test]
@@ -290,24 +363,84 @@ mod tests {
             r("c", 7, 8, Some(1)),
         ];
         // Applied after 2: the read of 1 at 7 is fine.
-        assert_eq!(check(&ops, &[v(2), v(1)]), Ok(()));
+        assert_eq!(check(&ops, &one(&[2, 1])), Ok(()));
         // Never applied but read: a write seen, then lost.
-        assert!(check(&ops[..2], &[v(2)]).is_ok());
-        assert!(check(&ops, &[v(2)]).unwrap_err().contains("lacks"));
+        assert!(check(&ops[..2], &one(&[2])).is_ok());
+        assert!(check(&ops, &one(&[2])).unwrap_err().contains("lacks"));
     }
 
     #[test]
     fn lost_and_invented_writes_fail() {
         let ops = [w("a", 0, Some(1), 1)];
-        assert!(check(&ops, &[]).unwrap_err().contains("acknowledged"));
-        assert!(check(&[], &[v(9)]).unwrap_err().contains("no client wrote"));
+        assert!(check(&ops, &one(&[])).unwrap_err().contains("acknowledged"));
+        assert!(check(&[], &one(&[9]))
+            .unwrap_err()
+            .contains("no client wrote"));
     }
 
     #[test]
     fn reading_no_file_after_the_first_write_fails() {
         let ops = [w("a", 0, Some(1), 1), r("b", 2, 3, None)];
-        assert!(check(&ops, &[v(1)]).is_err());
+        assert!(check(&ops, &one(&[1])).is_err());
         let ops = [w("a", 0, Some(4), 1), r("b", 2, 3, None)];
-        assert!(check(&ops, &[v(1)]).is_ok());
+        assert!(check(&ops, &one(&[1])).is_ok());
+    }
+
+    #[test]
+    fn a_listing_is_one_snapshot_of_every_file() {
+        let applied: BTreeMap<String, Vec<Value>> = [
+            ("s0".to_string(), vec![v(1), v(2)]),
+            ("s1".to_string(), vec![v(3), v(4)]),
+        ]
+        .into();
+        // s0 and s1 each rewritten, the rewrites concurrent.
+        let base = [
+            wf("a", 0, Some(1), "s0", 1),
+            wf("a", 2, Some(3), "s1", 3),
+            wf("a", 10, Some(20), "s0", 2),
+            wf("b", 10, Some(20), "s1", 4),
+        ];
+        let with = |extra: Vec<Op>| -> Vec<Op> { base.iter().cloned().chain(extra).collect() };
+        // Any mix is fine while both rewrites are under way.
+        assert_eq!(
+            check(
+                &with(vec![list("c", 11, 12, &[("s0", 2), ("s1", 3)])]),
+                &applied
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &with(vec![list("c", 11, 12, &[("s0", 1), ("s1", 4)])]),
+                &applied
+            ),
+            Ok(())
+        );
+        // Two listings that saw the rewrites land in opposite orders: no
+        // single order of the two writes explains both.
+        let e = check(
+            &with(vec![
+                list("c", 11, 12, &[("s0", 2), ("s1", 3)]),
+                list("d", 11, 12, &[("s0", 1), ("s1", 4)]),
+            ]),
+            &applied,
+        )
+        .unwrap_err();
+        assert!(e.contains("not linearizable"), "{e}");
+        // A listing after both answers must show both.
+        assert!(check(
+            &with(vec![list("c", 21, 22, &[("s0", 2), ("s1", 3)])]),
+            &applied
+        )
+        .is_err());
+        // A file the listing lacks reads as no file: wrong once it exists.
+        assert!(check(&with(vec![list("c", 4, 5, &[("s0", 1)])]), &applied).is_err());
+        assert_eq!(
+            check(
+                &with(vec![list("c", 4, 5, &[("s0", 1), ("s1", 3)])]),
+                &applied
+            ),
+            Ok(())
+        );
     }
 }

@@ -473,47 +473,57 @@ pub async fn change_feed_exactly_once(
     }
 }
 
-/// Each shared file's recorded operations against its history after
-/// healing (`crate::linear`): one order of every write and read explains
-/// what each worker saw, and respects real time.
+/// Each user's shared files' recorded operations (writes, reads and
+/// listings of their folder, by either user of the share) against the
+/// files' histories after healing (`crate::linear`): one order of them all
+/// explains what each worker saw, and respects real time.
 pub async fn linearizable(
     shared: &crate::workload::Shared,
     workers: &[Worker],
     nodes: &[(u64, Client)],
     report: &mut Report,
 ) {
-    let files = shared
+    let users = shared
         .common
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    for (turn, ((user, path), ops)) in files.into_iter().enumerate() {
+    'users: for (turn, (user, ops)) in users.into_iter().enumerate() {
         let Some(w) = workers.iter().find(|w| w.user == user) else {
             continue;
         };
         let (id, base) = &nodes[turn % nodes.len()];
         let c = w.session_on(base);
         report.check("linearizable", ops.len() as u64);
-        let applied: Vec<[u8; 32]> = match patient(|| c.history_up_to(&path, 10_000)).await {
-            Ok(h) => h
-                .versions
-                .iter()
-                .rev()
-                .filter(|v| !v.deleted)
-                .filter_map(|v| cluster_config::ids::from_hex::<32>(&v.content_hash).ok())
-                .collect(),
-            Err(e) if e.status() == Some(404) => Vec::new(),
-            Err(e) => {
-                violation(
-                    report,
-                    "linearizable",
-                    format!("history of {path} (user {user}) through node {id}: {e}"),
-                );
-                continue;
-            }
-        };
+        let mut applied = BTreeMap::new();
+        for file in ["s0", "s1"] {
+            let path = format!("{}/{file}", crate::workload::COMMON);
+            let versions: Vec<[u8; 32]> = match patient(|| c.history_up_to(&path, 10_000)).await {
+                Ok(h) => h
+                    .versions
+                    .iter()
+                    .rev()
+                    .filter(|v| !v.deleted)
+                    .filter_map(|v| cluster_config::ids::from_hex::<32>(&v.content_hash).ok())
+                    .collect(),
+                Err(e) if e.status() == Some(404) => Vec::new(),
+                Err(e) => {
+                    violation(
+                        report,
+                        "linearizable",
+                        format!("history of {path} (user {user}) through node {id}: {e}"),
+                    );
+                    continue 'users;
+                }
+            };
+            applied.insert(file.to_string(), versions);
+        }
         if let Err(e) = crate::linear::check(&ops, &applied) {
-            violation(report, "linearizable", format!("{path} (user {user}): {e}"));
+            violation(
+                report,
+                "linearizable",
+                format!("{} (user {user}): {e}", crate::workload::COMMON),
+            );
         }
     }
 }

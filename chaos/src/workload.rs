@@ -42,7 +42,7 @@ pub struct Shared {
     /// Operations on the files every worker of a user shares
     /// (`/common/s0`, `/common/s1`), by user and path, for the
     /// linearizability check; times in nanoseconds since `origin`.
-    pub common: Mutex<BTreeMap<(usize, String), Vec<Op>>>,
+    pub common: Mutex<BTreeMap<usize, Vec<Op>>>,
     /// Every content written to a shared file.
     pub common_contents: Mutex<BTreeSet<[u8; 32]>>,
     origin: Option<std::time::Instant>,
@@ -552,13 +552,11 @@ impl Worker {
         let name = format!("s{}", self.rng.random_range(0..2));
         // One in three through the other user's share, when there is one:
         // the log keys a file by its owner and its owner's path.
-        let (owner, path) = match &self.peer {
-            Some((owner, mount)) if self.rng.random_range(0..3) == 0 => {
-                (*owner, format!("{mount}/{name}"))
-            }
-            _ => (self.user, format!("{COMMON}/{name}")),
+        let (owner, folder) = match &self.peer {
+            Some((owner, mount)) if self.rng.random_range(0..3) == 0 => (*owner, mount.clone()),
+            _ => (self.user, COMMON.to_string()),
         };
-        let key = format!("{COMMON}/{name}");
+        let path = format!("{folder}/{name}");
         let who = format!(
             "user {} {} step {} ({path})",
             self.user, self.folder, self.step
@@ -597,15 +595,20 @@ impl Worker {
             };
             self.record_common(
                 owner,
-                key,
                 Op {
                     who,
                     invoke,
                     complete,
-                    kind: Kind::Write(content.hash),
+                    kind: Kind::Write {
+                        file: name,
+                        value: content.hash,
+                    },
                 },
             );
             return;
+        }
+        if self.rng.random_range(0..3) == 0 {
+            return self.list_common(owner, &folder, who).await;
         }
         let invoke = self.shared.tick();
         let r = tokio::time::timeout(Self::timeout_for(64 << 10), c.download(&path)).await;
@@ -644,12 +647,45 @@ impl Worker {
         self.shared.reads_checked.fetch_add(1, Ordering::Relaxed);
         self.record_common(
             owner,
-            key,
             Op {
                 who,
                 invoke,
                 complete,
-                kind: Kind::Read(saw),
+                kind: Kind::Read { file: name, saw },
+            },
+        );
+    }
+
+    /// Lists the shared files' folder: one snapshot of both files.
+    async fn list_common(&mut self, owner: usize, folder: &str, who: String) {
+        let c = self.client().clone();
+        let invoke = self.shared.tick();
+        let r = tokio::time::timeout(Self::timeout_for(0), c.list(folder, false)).await;
+        let complete = Some(self.shared.tick());
+        let listing = match classify(r) {
+            Outcome::Acked(l) => l,
+            Outcome::Refused(_) => return,
+            Outcome::Unknown(_) => {
+                self.fail_over();
+                return;
+            }
+        };
+        let seen: BTreeMap<String, [u8; 32]> = listing
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let hash = cluster_config::ids::from_hex::<32>(&e.content_hash).ok()?;
+                Some((e.name.clone(), hash))
+            })
+            .collect();
+        self.shared.reads_checked.fetch_add(1, Ordering::Relaxed);
+        self.record_common(
+            owner,
+            Op {
+                who,
+                invoke,
+                complete,
+                kind: Kind::List(seen),
             },
         );
     }
@@ -660,12 +696,12 @@ impl Worker {
         }
     }
 
-    fn record_common(&self, owner: usize, path: String, op: Op) {
+    fn record_common(&self, owner: usize, op: Op) {
         self.shared
             .common
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((owner, path))
+            .entry(owner)
             .or_default()
             .push(op);
     }

@@ -555,9 +555,10 @@ async fn users_isolated(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcom
     }
 }
 
-/// Each shared file's recorded operations against its history after
-/// healing (`crate::linear`): one order of every write and read explains
-/// what each worker saw, and respects real time.
+/// Each user's shared files' recorded operations (writes, reads and
+/// listings of their folder) against the files' histories after healing
+/// (`crate::linear`): one order of them all explains what each worker
+/// saw, and respects real time.
 async fn linearizable(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcome) {
     let Some(log) = workers.first().map(|w| w.shared.clone()) else {
         return;
@@ -565,19 +566,24 @@ async fn linearizable(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcome)
     let Some(node) = c.nodes.iter().find_map(|n| n.get()) else {
         return;
     };
-    let files = log.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for ((user, p), ops) in files {
+    let users = log.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    'users: for (user, ops) in users {
         count(out, "linearizable", ops.len() as u64);
-        let Ok(path) = DrivePath::parse(&p) else {
-            continue;
-        };
         let actor = strata_node::drive::Actor {
             user,
             device: cluster_config::DeviceId([0x7f; 16]),
         };
-        let applied: Vec<[u8; 32]> =
-            match tokio::time::timeout(READ_TIMEOUT, node.drive().history(&actor, &path, 10_000))
-                .await
+        let mut applied = BTreeMap::new();
+        for file in ["s0", "s1"] {
+            let p = format!("{}/{file}", super::workload::COMMON);
+            let Ok(path) = DrivePath::parse(&p) else {
+                continue;
+            };
+            let versions: Vec<[u8; 32]> = match tokio::time::timeout(
+                READ_TIMEOUT,
+                node.drive().history(&actor, &path, 10_000),
+            )
+            .await
             {
                 Ok(Ok(h)) => h
                     .versions
@@ -594,12 +600,17 @@ async fn linearizable(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcome)
                         "linearizable",
                         format!("{p}: history: {why}"),
                     ));
-                    continue;
+                    continue 'users;
                 }
             };
+            applied.insert(file.to_string(), versions);
+        }
         if let Err(e) = crate::linear::check(&ops, &applied) {
-            out.violations
-                .push(violation(out.seed, "linearizable", format!("{p}: {e}")));
+            out.violations.push(violation(
+                out.seed,
+                "linearizable",
+                format!("{} of user {user}: {e}", super::workload::COMMON),
+            ));
         }
     }
 }

@@ -10,7 +10,7 @@ use cluster_config::{DeviceId, UserId};
 use raft_meta::{Command, DrivePath, MetaError, OnConflict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use strata_node::drive::{Actor, DriveError, NewContent};
+use strata_node::drive::{Actor, DriveError, NewContent, Seen};
 use strata_node::{Ingest, Node, WholeHash};
 
 use super::cluster::SimCluster;
@@ -102,7 +102,8 @@ pub struct SharedLog {
     /// One clock for every worker: the single-threaded runtime makes its
     /// order the real order of invocations and answers.
     ticks: AtomicU64,
-    pub ops: Mutex<BTreeMap<(UserId, String), Vec<Op>>>,
+    /// By user: the operations on its `/common` (files `s0` and `s1`).
+    pub ops: Mutex<BTreeMap<UserId, Vec<Op>>>,
     /// Every content written to a shared file, to compare reads with.
     pub contents: Mutex<BTreeMap<[u8; 32], Content>>,
 }
@@ -112,11 +113,11 @@ impl SharedLog {
         self.ticks.fetch_add(1, Ordering::SeqCst)
     }
 
-    fn record(&self, user: UserId, p: &str, op: Op) {
+    fn record(&self, user: UserId, op: Op) {
         self.ops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry((user, p.to_string()))
+            .entry(user)
             .or_default()
             .push(op);
     }
@@ -649,10 +650,11 @@ impl Worker {
         }
     }
 
-    /// A write or a read of one of the user's shared files, recorded with
-    /// when it was sent and answered.
+    /// A write or a read of one of the user's shared files, or a listing
+    /// of their folder, recorded with when it was sent and answered.
     async fn shared_step(&mut self, node: &Node, trace: &Trace, step: u64) {
-        let p = format!("{COMMON}/s{}", self.rng.random_range(0..2));
+        let file = format!("s{}", self.rng.random_range(0..2));
+        let p = format!("{COMMON}/{file}");
         let who = format!("w{} step {step}", self.k);
         let log = self.shared.clone();
         if self.rng.random_bool(0.5) {
@@ -688,15 +690,20 @@ impl Worker {
             };
             log.record(
                 self.actor.user,
-                &p,
                 Op {
                     who,
                     invoke,
                     complete,
-                    kind: Kind::Write(content.hash),
+                    kind: Kind::Write {
+                        file,
+                        value: content.hash,
+                    },
                 },
             );
             return;
+        }
+        if self.rng.random_range(0..3) == 0 {
+            return self.shared_list(node, trace, step, who).await;
         }
         let invoke = log.tick();
         let r =
@@ -730,12 +737,50 @@ impl Worker {
         }
         log.record(
             self.actor.user,
-            &p,
             Op {
                 who,
                 invoke,
                 complete: Some(complete),
-                kind: Kind::Read(got.map(|g| g.hash)),
+                kind: Kind::Read {
+                    file,
+                    saw: got.map(|g| g.hash),
+                },
+            },
+        );
+    }
+
+    /// Lists the shared files' folder: one snapshot of both files.
+    async fn shared_list(&mut self, node: &Node, trace: &Trace, step: u64, who: String) {
+        let log = self.shared.clone();
+        let invoke = log.tick();
+        let r = timed(node.drive().list(&self.actor, &path(COMMON), false, 100)).await;
+        let complete = log.tick();
+        let Ok(listing) = r else {
+            trace.event(format_args!("w{} {step} list {COMMON} unavailable", self.k));
+            return;
+        };
+        let seen: BTreeMap<String, [u8; 32]> = listing
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Seen::Entry { path, record, .. } => {
+                    Some((path.rsplit('/').next()?.to_string(), record.content_hash))
+                }
+                Seen::Virtual(_) => None,
+            })
+            .collect();
+        trace.event(format_args!(
+            "w{} {step} list {COMMON} {}",
+            self.k,
+            seen.len()
+        ));
+        log.record(
+            self.actor.user,
+            Op {
+                who,
+                invoke,
+                complete: Some(complete),
+                kind: Kind::List(seen),
             },
         );
     }
