@@ -595,14 +595,12 @@ impl Worker {
             };
             self.record_common(
                 owner,
-                Op {
-                    who,
-                    invoke,
-                    complete,
-                    kind: Kind::Write {
-                        file: name,
-                        value: content.hash,
-                    },
+                who,
+                invoke,
+                complete,
+                Kind::Write {
+                    file: name,
+                    value: content.hash,
                 },
             );
             return;
@@ -645,15 +643,7 @@ impl Worker {
             }
         };
         self.shared.reads_checked.fetch_add(1, Ordering::Relaxed);
-        self.record_common(
-            owner,
-            Op {
-                who,
-                invoke,
-                complete,
-                kind: Kind::Read { file: name, saw },
-            },
-        );
+        self.record_common(owner, who, invoke, complete, Kind::Read { file: name, saw });
     }
 
     /// Lists the shared files' folder: one snapshot of both files.
@@ -679,15 +669,7 @@ impl Worker {
             })
             .collect();
         self.shared.reads_checked.fetch_add(1, Ordering::Relaxed);
-        self.record_common(
-            owner,
-            Op {
-                who,
-                invoke,
-                complete,
-                kind: Kind::List(seen),
-            },
-        );
+        self.record_common(owner, who, invoke, complete, Kind::List(seen));
     }
 
     fn count_cut_short<T>(&self, r: &Result<Result<T, ClientError>, tokio::time::error::Elapsed>) {
@@ -696,7 +678,20 @@ impl Worker {
         }
     }
 
-    fn record_common(&self, owner: usize, op: Op) {
+    fn record_common(
+        &self,
+        owner: usize,
+        who: String,
+        invoke: u64,
+        complete: Option<u64>,
+        kind: Kind,
+    ) {
+        let op = Op {
+            who,
+            invoke,
+            complete,
+            kind,
+        };
         self.shared
             .common
             .lock()

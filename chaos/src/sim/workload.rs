@@ -113,7 +113,13 @@ impl SharedLog {
         self.ticks.fetch_add(1, Ordering::SeqCst)
     }
 
-    fn record(&self, user: UserId, op: Op) {
+    fn record(&self, user: UserId, who: String, invoke: u64, complete: Option<u64>, kind: Kind) {
+        let op = Op {
+            who,
+            invoke,
+            complete,
+            kind,
+        };
         self.ops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -690,14 +696,12 @@ impl Worker {
             };
             log.record(
                 self.actor.user,
-                Op {
-                    who,
-                    invoke,
-                    complete,
-                    kind: Kind::Write {
-                        file,
-                        value: content.hash,
-                    },
+                who,
+                invoke,
+                complete,
+                Kind::Write {
+                    file,
+                    value: content.hash,
                 },
             );
             return;
@@ -737,14 +741,12 @@ impl Worker {
         }
         log.record(
             self.actor.user,
-            Op {
-                who,
-                invoke,
-                complete: Some(complete),
-                kind: Kind::Read {
-                    file,
-                    saw: got.map(|g| g.hash),
-                },
+            who,
+            invoke,
+            Some(complete),
+            Kind::Read {
+                file,
+                saw: got.map(|g| g.hash),
             },
         );
     }
@@ -776,12 +778,10 @@ impl Worker {
         ));
         log.record(
             self.actor.user,
-            Op {
-                who,
-                invoke,
-                complete: Some(complete),
-                kind: Kind::List(seen),
-            },
+            who,
+            invoke,
+            Some(complete),
+            Kind::List(seen),
         );
     }
 
