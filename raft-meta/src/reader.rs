@@ -357,7 +357,6 @@ impl MetaReader {
     /// tests, never for a request.
     pub fn reference_audit(&self) -> R<RefAudit> {
         use std::collections::BTreeMap;
-        let corrupt = |what: &str| MetaError::Corrupt(format!("{what} key"));
         let mut counted: BTreeMap<(UserId, BlockId), u64> = BTreeMap::new();
         let mut audit = RefAudit::default();
         let mut add = |user: UserId, blocks: &[crate::records::BlockRef]| {
@@ -365,33 +364,15 @@ impl MetaReader {
                 *counted.entry((user, b.id)).or_default() += 1;
             }
         };
-        for kv in self.tree.scan_prefix(vec![keys::VERSION]) {
-            let (k, v) = kv?;
-            let user = k
-                .get(1..17)
-                .and_then(UserId::from_slice)
-                .ok_or_else(|| corrupt("version"))?;
-            let v: VersionRecord = decode("version", &v)?;
-            add(user, &v.blocks);
-        }
-        for kv in self.tree.scan_prefix(vec![keys::UPLOAD_CHUNK]) {
-            let (k, v) = kv?;
-            let user = k
-                .get(1..17)
-                .and_then(UserId::from_slice)
-                .ok_or_else(|| corrupt("upload chunk"))?;
-            let b: crate::records::BlockRef = decode("upload chunk", &v)?;
-            add(user, std::slice::from_ref(&b));
-        }
-        for kv in self.tree.scan_prefix(vec![keys::UPLOAD]) {
-            let (k, v) = kv?;
-            let user = k
-                .get(1..17)
-                .and_then(UserId::from_slice)
-                .ok_or_else(|| corrupt("upload"))?;
-            let u: UploadRecord = decode("upload", &v)?;
-            add(user, &u.tail);
-        }
+        self.each_of_users(keys::VERSION, "version", |user, v: VersionRecord| {
+            add(user, &v.blocks)
+        })?;
+        self.each_of_users(keys::UPLOAD_CHUNK, "upload chunk", |user, b| {
+            add(user, std::slice::from_ref(&b))
+        })?;
+        self.each_of_users(keys::UPLOAD, "upload", |user, u: UploadRecord| {
+            add(user, &u.tail)
+        })?;
         audit.references = counted.values().sum();
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -420,6 +401,25 @@ impl MetaReader {
                 counted: n,
             }));
         Ok(audit)
+    }
+
+    /// Every record of table `prefix` (keys `prefix ++ user ++ ...`),
+    /// decoded, with the user its key names.
+    fn each_of_users<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: u8,
+        what: &'static str,
+        mut f: impl FnMut(UserId, T),
+    ) -> R<()> {
+        for kv in self.tree.scan_prefix(vec![prefix]) {
+            let (k, v) = kv?;
+            let user = k
+                .get(1..17)
+                .and_then(UserId::from_slice)
+                .ok_or_else(|| MetaError::Corrupt(format!("{what} key")))?;
+            f(user, decode(what, &v)?);
+        }
+        Ok(())
     }
 
     /// Paths of `user`'s files with a version that uses one of `blocks`,

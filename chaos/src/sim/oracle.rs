@@ -135,10 +135,7 @@ pub async fn check(c: &SimCluster, workers: &mut [Worker], out: &mut SeedOutcome
 /// another tree), with the content the worker wrote.
 async fn change_feed_replays(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcome) {
     use raft_meta::records::{ChangeKind, EntryKind};
-    let Some(node) = c.nodes.iter().find_map(|n| n.get()) else {
-        return;
-    };
-    let Ok(reader) = node.meta().linearizable().await.cloned() else {
+    let Some((node, reader)) = current(c).await else {
         return;
     };
     for w in workers {
@@ -266,6 +263,13 @@ async fn refcounts_match(c: &SimCluster, out: &mut SeedOutcome) {
             )),
         }
     }
+}
+
+/// A running node, and its metadata as of now (a linearizable read).
+async fn current(c: &SimCluster) -> Option<(std::sync::Arc<Node>, raft_meta::MetaReader)> {
+    let node = c.nodes.iter().find_map(|n| n.get())?;
+    let reader = node.meta().linearizable().await.ok()?.clone();
+    Some((node, reader))
 }
 
 /// Why a bounded call gave no value: its error, or no answer in time.
@@ -499,10 +503,7 @@ async fn replicas_agree(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcom
 /// Nobody reads another's files: not by path, and not by block id (the
 /// other user's key cannot open them).
 async fn users_isolated(c: &SimCluster, workers: &[Worker], out: &mut SeedOutcome) {
-    let Some(node) = c.nodes.iter().find_map(|n| n.get()) else {
-        return;
-    };
-    let Ok(reader) = node.meta().linearizable().await.cloned() else {
+    let Some((node, reader)) = current(c).await else {
         return;
     };
     for w in workers {
